@@ -1,0 +1,48 @@
+"""flask-phoneverify: phone-call confirmation as a second factor for Flask apps.
+
+    from flask_phoneverify import PhoneVerify, phone_verified_required
+
+    phoneverify = PhoneVerify(app)
+
+    @app.get("/billing")
+    @login_required
+    @phone_verified_required
+    def billing(): ...
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ConfigError,
+    FlowError,
+    PhoneVerifyError,
+    ProviderConfigError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from .extension import PhoneVerify
+from .gate import forget_phone_verification, is_phone_verified, phone_verified_required
+from .signals import phone_enrolled, phone_verified, verification_failed, verification_started
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PhoneVerify",
+    "phone_verified_required",
+    "is_phone_verified",
+    "forget_phone_verification",
+    "PhoneVerifyError",
+    "ConfigError",
+    "FlowError",
+    "ProviderError",
+    "ProviderUnavailable",
+    "ProviderRejected",
+    "ProviderConfigError",
+    "ProviderProtocolError",
+    "verification_started",
+    "phone_verified",
+    "phone_enrolled",
+    "verification_failed",
+]

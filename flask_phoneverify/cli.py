@@ -1,0 +1,45 @@
+"""``flask phoneverify ...``: settings reference and provider callback addresses."""
+
+from __future__ import annotations
+
+import click
+from flask import current_app, url_for
+from flask.cli import AppGroup
+
+from .providers import REGISTRY, load
+from .settings import CORE_SETTINGS, describe
+
+cli = AppGroup("phoneverify", help="flask-phoneverify: phone-call confirmation.")
+
+
+@cli.command("callback-url")
+@click.argument("provider")
+def callback_url(provider: str) -> None:
+    """Print the signed address to paste into PROVIDER's console for call events."""
+    from .extension import state
+
+    st = state()
+    if provider not in REGISTRY:
+        raise click.BadParameter(f"unknown provider {provider!r}; one of: {', '.join(REGISTRY)}")
+    token = st.tokens.make_callback(provider)
+    base = st.settings.external_url
+    with current_app.test_request_context(base_url=base or None):
+        path = url_for("phoneverify.callback", provider=provider, token=token)
+        url = (base.rstrip("/") + path) if base else url_for(
+            "phoneverify.callback", provider=provider, token=token, _external=True
+        )
+    if not base:
+        click.echo("warning: PHONEVERIFY_EXTERNAL_URL is not set; the host below is a guess.", err=True)
+    click.echo(url)
+
+
+@cli.command("settings")
+def settings_reference() -> None:
+    """Print every PHONEVERIFY_* setting as a Markdown table."""
+    rows = list(CORE_SETTINGS)
+    for name in REGISTRY:
+        try:
+            rows.extend(load(name).settings)
+        except ImportError:
+            continue
+    click.echo(describe(rows))

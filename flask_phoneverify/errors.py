@@ -1,0 +1,104 @@
+"""Every error the extension raises on purpose.
+
+::
+
+    PhoneVerifyError
+    ├── ConfigError               init_app: a setting is wrong; names the key and the fix
+    ├── ProviderError             the voice provider failed; ``retryable`` says if trying again may help
+    │   ├── ProviderUnavailable   connection refused, timeout, HTTP 5xx: retryable
+    │   ├── ProviderRejected      the provider refused this call (bad number, line type...)
+    │   ├── ProviderConfigError   the provider refused our account or settings: not retryable
+    │   └── ProviderProtocolError the answer did not match the documented format
+    └── FlowError                 a request the flow refuses; carries an HTTP status and a code
+        (BadInput 400, WrongPin 400, Forbidden 403, NotOpen 409, Locked 429, RateLimited 429)
+
+A :class:`ProviderError`'s ``message`` is safe to show a user; ``detail`` is for
+the log and the audit trail only and never reaches a page.
+"""
+
+from __future__ import annotations
+
+
+class PhoneVerifyError(Exception):
+    """Base of every error raised by flask-phoneverify."""
+
+
+class ConfigError(PhoneVerifyError, ValueError):
+    """A setting has a wrong value; the message names the key and how to fix it."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        super().__init__(f"{key} {problem}: {fix}.")
+
+
+class ProviderError(PhoneVerifyError):
+    """The provider could not place or follow a call.
+
+    ``message`` is written for the user; ``detail`` (vendor error codes, fault
+    strings) is for logs only; ``retryable`` says whether trying again may help.
+    """
+
+    retryable = False
+    default_message = "The phone service could not place the call."
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+
+class ProviderUnavailable(ProviderError):
+    retryable = True
+    default_message = "The phone service is not answering right now. Please try again in a moment."
+
+
+class ProviderRejected(ProviderError):
+    default_message = "The phone service could not call this number."
+
+
+class ProviderConfigError(ProviderError):
+    default_message = (
+        "The phone service refused this site's account settings. Please tell the site's operators."
+    )
+
+
+class ProviderProtocolError(ProviderError):
+    retryable = True
+    default_message = "The phone service gave an answer we could not read. Please try again."
+
+
+class FlowError(PhoneVerifyError):
+    """A request the flow refuses, with the HTTP status and a machine-readable code."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, retry_after: int | None = None, **extra: object) -> None:
+        self.message = message
+        self.retry_after = retry_after
+        self.extra = extra
+        super().__init__(message)
+
+
+class BadInput(FlowError):
+    status, code = 400, "bad_request"
+
+
+class WrongPin(FlowError):
+    status, code = 400, "wrong_pin"
+
+
+class Forbidden(FlowError):
+    status, code = 403, "forbidden"
+
+
+class NotOpen(FlowError):
+    status, code = 409, "not_open"
+
+
+class Locked(FlowError):
+    status, code = 429, "locked"
+
+
+class RateLimited(FlowError):
+    status, code = 429, "rate_limited"

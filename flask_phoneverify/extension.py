@@ -1,0 +1,300 @@
+"""PhoneVerify: the extension object, its settings and its per-app state.
+
+The object never holds an app: ``init_app`` reads and checks the settings once,
+builds the provider, the store and the flow for that app, keeps them in a
+per-app :class:`AppState`, mounts the blueprint and registers itself as
+``app.extensions["phoneverify"]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import Flask, current_app
+
+from . import phone as phones
+from .errors import ConfigError
+from .flow import Flow, Policy
+from .limits import Limits
+from .models import Base
+from .pins import PinHasher
+from .providers import REGISTRY, load
+from .providers.base import Provider, Style
+from .settings import CORE_SETTINGS, Settings, read_settings
+from .store import Store
+from .tokens import Tokens
+
+__all__ = ["PhoneVerify", "AppState", "state"]
+
+log = logging.getLogger("flask_phoneverify")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+MIN_SECRET_KEY = 16
+SHORT_TTL = 600
+
+
+@dataclass
+class AppState:
+    """Everything built for one app by ``init_app``."""
+
+    settings: Settings
+    provider: Provider
+    store: Store
+    flow: Flow
+    tokens: Tokens
+    extension: PhoneVerify
+
+    @property
+    def style(self) -> Style:
+        return self.provider.style
+
+
+class PhoneVerify:
+    """Phone-call confirmation for a Flask app.
+
+    ``db``: the app's Flask-SQLAlchemy instance, to keep the extension's tables in
+    the app's database; without it the extension keeps its own SQLite file in the
+    instance folder. ``clock``: a function returning UNIX seconds (tests move it).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: Any = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.db = db
+        self.clock: Callable[[], float] = clock or time.time
+        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+        self._user_loader: Callable[[], Any] | None = None
+        self._phone_saver: Callable[[Any, str], Any] | None = None
+        self._unverified_handler: Callable[[], Any] | None = None
+        if app is not None:
+            self.init_app(app)
+
+    # -- registrars ------------------------------------------------------------------
+    def user_loader(self, func: F) -> F:
+        """Register a function returning the current user (or None when nobody is
+        logged in); for apps without Flask-Login."""
+        self._user_loader = func
+        return func
+
+    def phone_saver(self, func: F) -> F:
+        """Register ``func(user, e164)``, called once a number typed on the verify
+        page (enrolment) has been verified: the only way the app learns it."""
+        self._phone_saver = func
+        return func
+
+    def unverified_handler(self, func: F) -> F:
+        """Register a function whose response replaces the gate's redirect or 401."""
+        self._unverified_handler = func
+        return func
+
+    # -- setup -------------------------------------------------------------------------
+    def init_app(self, app: Flask) -> None:
+        if "phoneverify" in app.extensions:
+            raise RuntimeError(
+                "A 'PhoneVerify' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        settings = self._read_settings(app)
+        keys = _secret_keys(app)
+        provider = self._build_provider(app, settings)
+        store = self._build_store(app, settings)
+        limits = Limits(
+            max_failures_per_hour=settings.max_failures_per_hour,
+            per_number=settings.calls_per_number_per_hour,
+            per_user=settings.calls_per_user_per_hour,
+            per_ip=settings.calls_per_ip_per_hour,
+            global_per_hour=settings.calls_per_hour,
+            number_cooldown=settings.number_cooldown,
+        )
+        policy = Policy(
+            allowed_regions=phones.check_regions(
+                "PHONEVERIFY_ALLOWED_COUNTRIES", settings.allowed_countries
+            ),
+            refused_types=phones.check_type_names(
+                "PHONEVERIFY_REFUSED_NUMBER_TYPES", settings.refused_number_types
+            ),
+        )
+        flow = Flow(
+            store=store,
+            provider=provider,
+            hasher=PinHasher(keys),
+            limits=limits,
+            policy=policy,
+            clock=lambda: self.clock(),
+            ttl=settings.ttl,
+            max_attempts=settings.max_attempts,
+            pin_length=settings.pin_length,
+            poll_interval=settings.poll_interval,
+            app_name=provider.app_name,
+        )
+        self._states[app] = AppState(
+            settings=settings,
+            provider=provider,
+            store=store,
+            flow=flow,
+            tokens=Tokens(keys),
+            extension=self,
+        )
+        app.extensions["phoneverify"] = self
+
+        from .cli import cli
+        from .csrf import exempt_from_flask_wtf
+        from .gate import connect_login_signals
+        from .views import make_blueprint
+
+        blueprint = make_blueprint()
+        app.register_blueprint(blueprint, url_prefix=settings.url_prefix.rstrip("/") or None)
+        if hasattr(provider, "phone_url"):
+            provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
+        app.cli.add_command(cli)
+        exempt_from_flask_wtf(app)
+        connect_login_signals(app)
+
+    def state(self, app: Flask | None = None) -> AppState:
+        """The per-app state; a clear error when init_app was not called for the app."""
+        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+        try:
+            return self._states[app]
+        except KeyError:
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'PhoneVerify' instance."
+                " Did you forget to call 'init_app', or create a different instance?"
+            ) from None
+
+    # -- helpers for init_app ------------------------------------------------------------
+    def _read_settings(self, app: Flask) -> Settings:
+        core = read_settings(app.config, CORE_SETTINGS)
+        name = core["PHONEVERIFY_PROVIDER"]
+        if name not in REGISTRY:
+            raise ConfigError(
+                "PHONEVERIFY_PROVIDER",
+                f"is {name!r}, which is not a provider",
+                f"use one of: {', '.join(repr(n) for n in REGISTRY)}",
+            )
+        provider_cls = load(name)
+        values = {**core, **read_settings(app.config, provider_cls.settings)}
+        settings = Settings(values)
+        if settings.ttl > SHORT_TTL:
+            if not settings.allow_long_ttl:
+                raise ConfigError(
+                    "PHONEVERIFY_TTL",
+                    f"is {settings.ttl} s, longer than the {SHORT_TTL} s a PIN should live",
+                    "lower it, or set PHONEVERIFY_ALLOW_LONG_TTL = True to accept the risk",
+                )
+            log.warning(
+                "phoneverify: PHONEVERIFY_TTL is %d s; PINs live longer than %d s and are easier to abuse",
+                settings.ttl,
+                SHORT_TTL,
+            )
+        prefix = settings.url_prefix
+        if not prefix.startswith("/"):
+            raise ConfigError("PHONEVERIFY_URL_PREFIX", f"is {prefix!r}", "start it with '/'")
+        if settings.default_region and settings.default_region.upper() not in phones.supported_regions():
+            raise ConfigError(
+                "PHONEVERIFY_DEFAULT_REGION",
+                f"is {settings.default_region!r}",
+                "use an ISO 3166 alpha-2 region code such as 'US', or leave it unset",
+            )
+        if not _safe_default_next(settings.default_next):
+            raise ConfigError(
+                "PHONEVERIFY_DEFAULT_NEXT", f"is {settings.default_next!r}", "use a path such as '/'"
+            )
+        if settings.external_url and not settings.external_url.startswith(("https://", "http://")):
+            raise ConfigError(
+                "PHONEVERIFY_EXTERNAL_URL",
+                f"is {settings.external_url!r}",
+                "use the site's public base URL, such as 'https://example.com'",
+            )
+        return settings
+
+    def _build_provider(self, app: Flask, settings: Settings) -> Provider:
+        cls = load(settings.provider)
+        chosen = settings.style
+        if chosen is None:
+            style = cls.preferred_style
+        else:
+            style = Style(chosen)
+        if style not in cls.styles:
+            can = ", ".join(sorted(s.value for s in cls.styles))
+            raise ConfigError(
+                "PHONEVERIFY_STYLE",
+                f"is {style.value!r}, which provider {cls.name!r} cannot do",
+                f"use one of: {can}",
+            )
+        if style is Style.DELIVERY:
+            if chosen is None:  # pragma: no cover - no provider prefers it
+                raise ConfigError("PHONEVERIFY_STYLE", "is unset", "set it to 'delivery' explicitly")
+            log.warning(
+                "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
+                "answered, not that the user holds that phone"
+            )
+        if cls.simulated and not (app.debug or app.testing or settings.dev_phone):
+            raise ConfigError(
+                "PHONEVERIFY_PROVIDER",
+                "is 'dev' (the simulated phone) outside debug or testing mode",
+                "choose a real provider for production, or set PHONEVERIFY_DEV_PHONE = True "
+                "for a demo",
+            )
+        app_name = settings.app_name or _pretty_name(app)
+        options = settings.prefixed(f"PHONEVERIFY_{cls.name.upper()}_")
+        return cls(options, style=style, pin_length=settings.pin_length, app_name=app_name)
+
+    def _build_store(self, app: Flask, settings: Settings) -> Store:
+        if self.db is not None:
+            db = self.db
+            for table in Base.metadata.sorted_tables:
+                if table.name not in db.metadata.tables:
+                    table.to_metadata(db.metadata)
+            return Store(lambda: db.engine, create_tables=False)
+        uri = settings.database_uri or "sqlite:///" + os.path.join(
+            app.instance_path, "phoneverify.sqlite3"
+        )
+        return Store.own(uri)
+
+
+def state() -> AppState:
+    """The current app's state (used by views, gate and CLI)."""
+    ext = current_app.extensions.get("phoneverify")
+    if not isinstance(ext, PhoneVerify):
+        raise RuntimeError(
+            "flask-phoneverify is not set up on this app: call PhoneVerify(app) or init_app(app)."
+        )
+    return ext.state()
+
+
+def _secret_keys(app: Flask) -> list[str | bytes]:
+    key = app.config.get("SECRET_KEY")
+    fix = (
+        "set app.config['SECRET_KEY'] to a long random value, for example the output of "
+        "python -c 'import secrets; print(secrets.token_hex(32))'"
+    )
+    if not key:
+        raise ConfigError("SECRET_KEY", "is missing", fix)
+    if not isinstance(key, str | bytes) or len(key) < MIN_SECRET_KEY:
+        raise ConfigError("SECRET_KEY", f"is shorter than {MIN_SECRET_KEY} characters", fix)
+    fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+    if not isinstance(fallbacks, list | tuple):
+        raise ConfigError("SECRET_KEY_FALLBACKS", "is not a list", "use a list of old keys")
+    return [key, *fallbacks]
+
+
+def _pretty_name(app: Flask) -> str:
+    name = app.name.rsplit(".", 1)[-1].replace("_", " ").strip()
+    return name.title() if name and name != "__main__" else "this site"
+
+
+def _safe_default_next(path: str) -> bool:
+    from .redirects import safe_next
+
+    return safe_next(path) == path

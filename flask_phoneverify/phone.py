@@ -1,0 +1,104 @@
+"""Phone numbers: parse what a person typed to E.164, apply the calling policy
+(allowed countries, refused number types) before any provider is called, and
+mask numbers for logs and pages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+from .errors import BadInput, ConfigError
+
+__all__ = ["parse", "check_policy", "mask", "region_of", "number_type_names", "split"]
+
+MAX_INPUT = 40
+
+_TYPE_NAMES = {
+    name: getattr(PhoneNumberType, name)
+    for name in dir(PhoneNumberType)
+    if name.isupper() and isinstance(getattr(PhoneNumberType, name), int)
+}
+
+
+def number_type_names() -> list[str]:
+    return sorted(_TYPE_NAMES)
+
+
+def check_type_names(key: str, names: Iterable[str]) -> frozenset[int]:
+    """The phonenumbers type constants for ``names``, or ConfigError naming ``key``."""
+    out = set()
+    for name in names:
+        if name.upper() not in _TYPE_NAMES:
+            raise ConfigError(key, f"has {name!r}", f"use names from: {', '.join(number_type_names())}")
+        out.add(_TYPE_NAMES[name.upper()])
+    return frozenset(out)
+
+
+def check_regions(key: str, regions: Iterable[str]) -> frozenset[str]:
+    known = phonenumbers.SUPPORTED_REGIONS
+    out = set()
+    for region in regions:
+        if region.upper() not in known:
+            raise ConfigError(key, f"has {region!r}", "use ISO 3166 alpha-2 region codes such as 'US'")
+        out.add(region.upper())
+    return frozenset(out)
+
+
+def parse(text: str, default_region: str | None) -> str:
+    """Parse a typed number to E.164; BadInput with a readable message when it is not one."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput("Please enter a phone number.")
+    if len(text) > MAX_INPUT:
+        raise BadInput("That phone number is too long.")
+    try:
+        number = phonenumbers.parse(text, default_region)
+    except NumberParseException as e:
+        if e.error_type == NumberParseException.INVALID_COUNTRY_CODE:
+            raise BadInput(
+                "Please enter the number with its country code, starting with + (for example +1 201 555 0123)."
+            ) from None
+        raise BadInput("That does not look like a phone number.") from None
+    if not phonenumbers.is_valid_number(number):
+        raise BadInput("That phone number is not valid. Please check it and try again.")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def region_of(e164: str) -> str | None:
+    return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+
+
+def split(e164: str) -> tuple[str, str]:
+    """(calling code digits, national number digits) of an E.164 number."""
+    number = phonenumbers.parse(e164, None)
+    return str(number.country_code), phonenumbers.national_significant_number(number)
+
+
+def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: frozenset[int]) -> None:
+    """Refuse numbers we must not call (toll fraud), before any provider sees them."""
+    number = phonenumbers.parse(e164, None)
+    if allowed_regions:
+        region = phonenumbers.region_code_for_number(number)
+        if region not in allowed_regions:
+            raise BadInput("Calls to numbers in this country are not available.")
+    if phonenumbers.number_type(number) in refused_types:
+        raise BadInput("This kind of number (premium rate, shared cost, pager...) cannot be called.")
+
+
+def mask(e164: str | None) -> str:
+    """+12015550100 -> +1******0100: enough to recognise, not enough to dial."""
+    if not e164:
+        return ""
+    try:
+        cc = str(phonenumbers.parse(e164, None).country_code)
+    except NumberParseException:
+        cc = ""
+    digits = e164.lstrip("+")
+    tail = digits[-4:] if len(digits) > 6 else digits[-2:]
+    hidden = max(len(digits) - len(cc) - len(tail), 0)
+    return "+" + cc + "*" * hidden + tail
+
+
+def supported_regions() -> frozenset[str]:
+    return frozenset(phonenumbers.SUPPORTED_REGIONS)

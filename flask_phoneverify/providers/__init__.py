@@ -1,0 +1,39 @@
+"""The voice providers, by the name PHONEVERIFY_PROVIDER takes.
+
+Modules are imported only when their provider is chosen (or listed), so an app
+on one provider never loads another's client library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from .base import Provider
+
+__all__ = ["REGISTRY", "load", "Provider"]
+
+REGISTRY: dict[str, str] = {
+    "dev": "flask_phoneverify.providers.dev:DevPhone",
+    "phoneconfirm": "flask_phoneverify.providers.phoneconfirm:PhoneConfirm",
+    "xverify": "flask_phoneverify.providers.xverify:Xverify",
+    "veratad": "flask_phoneverify.providers.veratad:Veratad",
+    "anveo": "flask_phoneverify.providers.anveo:Anveo",
+    "voiceshot": "flask_phoneverify.providers.voiceshot:VoiceShot",
+}
+
+
+def load(name: str) -> type[Provider]:
+    """The provider class registered under ``name`` (KeyError when unknown)."""
+    module_name, _, class_name = REGISTRY[name].partition(":")
+    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+def available() -> list[str]:
+    """Names whose module is present in this installation."""
+    out = []
+    for name, target in REGISTRY.items():
+        if importlib.util.find_spec(target.partition(":")[0]) is not None:
+            out.append(name)
+    return out

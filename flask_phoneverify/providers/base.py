@@ -1,0 +1,201 @@
+"""The provider interface: what every voice provider implements.
+
+A provider knows nothing of Flask, the database or sessions. It is built once
+per app from its own settings (``PHONEVERIFY_<NAME>_<OPTION>``, declared in its
+``settings`` class attribute and handed over already checked, keys lower-cased
+without the prefix), and then:
+
+- declares the styles it can do (``styles``) and the one it prefers;
+- places a call (:meth:`Provider.place_call`) and returns a :class:`CallTicket`;
+- reports a call's progress when polled (:meth:`Provider.call_status`), or
+  turns what it posts to our callback address into :class:`CallEvent` values
+  (:meth:`Provider.parse_callback`);
+- may check a typed code itself (:meth:`Provider.check_code`);
+- may bridge the user to a support line (:meth:`Provider.bridge`).
+
+Failures are raised as the :class:`~flask_phoneverify.errors.ProviderError`
+family; ``message`` is for users, ``detail`` for the log.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..errors import (
+    ConfigError,
+    ProviderConfigError,
+    ProviderError,
+    ProviderProtocolError,
+    ProviderRejected,
+    ProviderUnavailable,
+)
+from ..settings import Setting
+
+__all__ = [
+    "Style",
+    "CallState",
+    "Outcome",
+    "CallRequest",
+    "CallTicket",
+    "PlacedCall",
+    "CallReport",
+    "CallEvent",
+    "Provider",
+    "ConfigError",
+    "ProviderError",
+    "ProviderUnavailable",
+    "ProviderRejected",
+    "ProviderConfigError",
+    "ProviderProtocolError",
+    "Setting",
+]
+
+
+class Style(enum.StrEnum):
+    """How the person proves they hold the phone."""
+
+    KEYPAD = "keypad"  # the page shows the PIN; the call asks the person to key it in
+    SPOKEN = "spoken"  # the call speaks the PIN; the person types it on the page
+    DELIVERY = "delivery"  # the provider reports only that the call was delivered (opt-in)
+
+
+class CallState(enum.StrEnum):
+    """The call's own progress; never a verification status."""
+
+    QUEUED = "queued"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    DELIVERED = "delivered"
+    ENDED = "ended"
+
+
+class Outcome(enum.StrEnum):
+    """What a provider report means for the verification."""
+
+    PENDING = "pending"  # nothing decided yet
+    CONFIRMED = "confirmed"  # keypad: right digits pressed; delivery: delivered; spoken: PIN heard
+    FAILED = "failed"  # the call did not do its job; ``reason`` says why
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """One call to place."""
+
+    number: str  # E.164, e.g. "+12015550100"
+    pin: str  # spoken style: the digits to speak; keypad style: the digits to wait for
+    style: Style
+    call_id: str  # our random reference for this call (TransactionID, callid, reference)
+    app_name: str  # to name the caller in the call's text
+    callback_url: str | None = None  # where the provider may post events, when it does
+
+
+@dataclass(frozen=True)
+class CallTicket:
+    """What a placed call returns: the provider's handle to follow it."""
+
+    reference: str  # job GUID, REQUESTID, transaction number, continuation token...
+    call: CallState = CallState.RINGING
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """A call being followed, as the flow hands it back to the provider."""
+
+    reference: str | None
+    call_id: str
+    number: str
+    style: Style
+
+
+@dataclass(frozen=True)
+class CallReport:
+    """A provider's word on a call.
+
+    ``digits`` carries keys the person pressed that the flow must check against
+    the PIN's hash itself (providers that relay keypresses rather than compare).
+    """
+
+    call: CallState | None = None
+    outcome: Outcome = Outcome.PENDING
+    digits: str | None = None
+    reason: str | None = None  # shown to the user when the outcome is FAILED
+    detail: str | None = None  # for the log and the audit trail only
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """One event posted to our callback address, tied to a call by our call id."""
+
+    call_id: str
+    report: CallReport
+    number: str | None = None  # E.164, when the event carries the number
+
+
+class Provider:
+    """Base class of the voice providers. Subclasses set the class attributes and
+    implement :meth:`place_call` and, for polled providers, :meth:`call_status`."""
+
+    name: ClassVar[str]
+    styles: ClassVar[frozenset[Style]]
+    preferred_style: ClassVar[Style]
+    #: provider-specific settings, full names (``PHONEVERIFY_<NAME>_<OPTION>``)
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    #: whether the flow asks :meth:`call_status` (at most once per poll interval)
+    polled: ClassVar[bool] = True
+    #: a simulated provider (the dev phone): refused outside debug/testing
+    simulated: ClassVar[bool] = False
+
+    def __init__(
+        self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
+    ) -> None:
+        """Keep the checked options; raise :class:`ConfigError` for what does not fit together.
+
+        Nothing may touch the network here: init_app builds providers.
+        """
+        self.options = dict(options)
+        self.style = style
+        self.pin_length = pin_length
+        self.app_name = app_name
+
+    @classmethod
+    def option_key(cls, option: str) -> str:
+        """The full setting name of one of this provider's options."""
+        return f"PHONEVERIFY_{cls.name.upper()}_{option.upper()}"
+
+    # -- calls ---------------------------------------------------------------
+    def place_call(self, request: CallRequest) -> CallTicket:
+        raise NotImplementedError
+
+    def call_status(self, call: PlacedCall) -> CallReport:
+        """The call's progress now. Providers that are not polled never get asked."""
+        return CallReport()
+
+    def check_code(self, call: PlacedCall, pin: str) -> bool | None:
+        """Ask the provider whether ``pin`` is right. None: this provider does not check."""
+        return None
+
+    # -- callbacks ------------------------------------------------------------
+    def parse_callback(self, body: bytes, content_type: str) -> list[CallEvent]:
+        """Turn a body the provider posted to our callback address into events."""
+        raise ProviderProtocolError("This provider does not post call events.")
+
+    def callback_reply(self) -> tuple[str, str]:
+        """The body and content type to answer a callback post with."""
+        return "OK", "text/plain"
+
+    # -- bridge to a person ------------------------------------------------------
+    @property
+    def can_bridge(self) -> bool:
+        """True when :meth:`bridge` may be offered (a support line is configured)."""
+        return False
+
+    def bridge(self, number: str) -> str:
+        """Connect ``number`` (E.164) to the configured support line; returns a reference.
+        It never verifies anyone."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release network clients."""

@@ -1,0 +1,293 @@
+"""The one table of ``PHONEVERIFY_*`` settings, and the reader that checks them.
+
+Every setting is declared once, here (the core) or in its provider's module
+(``Provider.settings``), as a :class:`Setting` row: name, default, kind and a
+one-line doc. ``init_app`` reads them through :func:`read_settings`, which turns
+a wrong value into a :class:`ConfigError` that names the key and the fix. The
+configuration reference in ``docs/config.md`` is generated from these rows
+(``flask phoneverify settings --markdown``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Setting", "CORE_SETTINGS", "read_settings", "Settings"]
+
+_KINDS = ("str", "int", "float", "bool", "list")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its name, default, kind and a one-line doc."""
+
+    name: str
+    default: Any
+    kind: str
+    doc: str
+    required: bool = False
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    secret: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:  # pragma: no cover - a programming error
+            raise ValueError(f"unknown setting kind {self.kind!r}")
+
+    def parse(self, raw: Any) -> Any:
+        """Coerce ``raw`` (from ``app.config``) to this setting's kind, or raise."""
+        if raw is None:
+            if self.required:
+                raise ConfigError(self.name, "is required", self._fix())
+            return None
+        value = _COERCE[self.kind](self, raw)
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(
+                self.name,
+                f"is {raw!r}",
+                f"use one of: {', '.join(repr(c) for c in self.choices)}",
+            )
+        if self.kind in ("int", "float"):
+            if self.minimum is not None and value < self.minimum:
+                raise ConfigError(self.name, f"is {raw!r}", f"use a value of at least {self.minimum:g}")
+            if self.maximum is not None and value > self.maximum:
+                raise ConfigError(self.name, f"is {raw!r}", f"use a value of at most {self.maximum:g}")
+        if self.required and value in ("", []):
+            raise ConfigError(self.name, "is empty", self._fix())
+        return value
+
+    def _fix(self) -> str:
+        return f"set app.config[{self.name!r}] (or the environment variable FLASK_{self.name})"
+
+
+def _as_str(setting: Setting, raw: Any) -> str:
+    if not isinstance(raw, str | int):
+        raise ConfigError(setting.name, f"is {type(raw).__name__} {raw!r}", "use a string")
+    return str(raw)
+
+
+def _as_int(setting: Setting, raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ConfigError(setting.name, f"is {raw!r}", "use a whole number")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        return int(raw.strip())
+    raise ConfigError(setting.name, f"is {raw!r}", "use a whole number")
+
+
+def _as_float(setting: Setting, raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ConfigError(setting.name, f"is {raw!r}", "use a number")
+    if isinstance(raw, int | float):
+        return float(raw)
+    if isinstance(raw, str):
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    raise ConfigError(setting.name, f"is {raw!r}", "use a number")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _as_bool(setting: Setting, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+        return raw.strip().lower() in _TRUE
+    raise ConfigError(setting.name, f"is {raw!r}", "use True or False")
+
+
+def _as_list(setting: Setting, raw: Any) -> list[str]:
+    if isinstance(raw, str):
+        text = raw.strip()
+        if text.startswith("["):
+            try:
+                raw = json.loads(text)
+            except ValueError as e:
+                raise ConfigError(setting.name, f"is {raw!r}", "use a JSON list of strings") from e
+        else:
+            raw = [part for part in (p.strip() for p in text.split(",")) if part]
+    if not isinstance(raw, list | tuple | set | frozenset) or not all(
+        isinstance(item, str) for item in raw
+    ):
+        raise ConfigError(setting.name, f"is {raw!r}", "use a list of strings, e.g. [\"US\", \"CA\"]")
+    return list(raw)
+
+
+_COERCE = {"str": _as_str, "int": _as_int, "float": _as_float, "bool": _as_bool, "list": _as_list}
+
+
+_REFUSED_TYPES = ["PREMIUM_RATE", "SHARED_COST", "UAN", "PAGER", "VOICEMAIL", "PERSONAL_NUMBER"]
+
+CORE_SETTINGS: tuple[Setting, ...] = (
+    Setting("PHONEVERIFY_PROVIDER", "dev", "str", "Voice provider that places the calls."),
+    Setting(
+        "PHONEVERIFY_STYLE",
+        None,
+        "str",
+        "keypad (page shows the PIN, caller keys it in), spoken (call speaks the PIN, user types "
+        "it) or delivery (opt-in, proves only that the call was delivered); unset: the provider's "
+        "preferred style.",
+        choices=("keypad", "spoken", "delivery"),
+    ),
+    Setting("PHONEVERIFY_PIN_LENGTH", 6, "int", "Digits in a PIN.", minimum=6, maximum=12),
+    Setting(
+        "PHONEVERIFY_TTL",
+        600,
+        "int",
+        "Seconds a verification stays open (at most 600 unless PHONEVERIFY_ALLOW_LONG_TTL).",
+        minimum=30,
+        maximum=86400,
+    ),
+    Setting(
+        "PHONEVERIFY_ALLOW_LONG_TTL",
+        False,
+        "bool",
+        "Allow PHONEVERIFY_TTL above 600 s (warns at start: longer-lived PINs are easier to abuse).",
+    ),
+    Setting("PHONEVERIFY_MAX_ATTEMPTS", 5, "int", "Wrong PINs before a verification locks.", minimum=1, maximum=20),
+    Setting(
+        "PHONEVERIFY_VERIFIED_TTL",
+        43200,
+        "int",
+        "Seconds a confirmation lasts in the session.",
+        minimum=1,
+    ),
+    Setting("PHONEVERIFY_URL_PREFIX", "/phoneverify", "str", "Where the blueprint is mounted."),
+    Setting(
+        "PHONEVERIFY_DEFAULT_REGION",
+        None,
+        "str",
+        "Region (ISO 3166 alpha-2, e.g. US) for numbers typed without +country.",
+    ),
+    Setting(
+        "PHONEVERIFY_BASE_TEMPLATE",
+        None,
+        "str",
+        "Template the pages extend (must define a `content` block); unset: a standalone layout.",
+    ),
+    Setting("PHONEVERIFY_USER_PHONE_ATTR", "phone", "str", "Attribute of the user that holds the phone number."),
+    Setting(
+        "PHONEVERIFY_ALLOW_ENROLMENT",
+        False,
+        "bool",
+        "Let a user with no phone on file type one on the verify page.",
+    ),
+    Setting(
+        "PHONEVERIFY_DEV_PHONE",
+        False,
+        "bool",
+        "Allow the simulated phone outside debug or testing mode (never in production).",
+    ),
+    Setting("PHONEVERIFY_APP_NAME", None, "str", "Name spoken in calls and shown on pages; unset: the app's name."),
+    Setting(
+        "PHONEVERIFY_DEFAULT_NEXT",
+        "/",
+        "str",
+        "Same-site path to go to after verification when no safe `next` was given.",
+    ),
+    Setting(
+        "PHONEVERIFY_DATABASE_URI",
+        None,
+        "str",
+        "Database for the extension's own store when no `db` is passed; unset: SQLite in the "
+        "instance folder.",
+    ),
+    Setting(
+        "PHONEVERIFY_POLL_INTERVAL",
+        2.0,
+        "float",
+        "Seconds between two status requests to the provider for one verification.",
+        minimum=0,
+        maximum=60,
+    ),
+    Setting(
+        "PHONEVERIFY_MAX_FAILURES_PER_HOUR",
+        10,
+        "int",
+        "Wrong PINs per user in an hour before new calls are refused for a cool-down.",
+        minimum=1,
+        maximum=100,
+    ),
+    Setting("PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR", 3, "int", "Calls to one number in an hour.", minimum=1),
+    Setting("PHONEVERIFY_CALLS_PER_USER_PER_HOUR", 5, "int", "Calls for one user in an hour.", minimum=1),
+    Setting("PHONEVERIFY_CALLS_PER_IP_PER_HOUR", 10, "int", "Calls asked from one client IP in an hour.", minimum=1),
+    Setting("PHONEVERIFY_CALLS_PER_HOUR", 200, "int", "Calls placed by the whole app in an hour.", minimum=1),
+    Setting("PHONEVERIFY_NUMBER_COOLDOWN", 30, "int", "Seconds between two calls to one number.", minimum=0),
+    Setting(
+        "PHONEVERIFY_ALLOWED_COUNTRIES",
+        [],
+        "list",
+        "Regions (ISO 3166 alpha-2) that may be called; empty: all.",
+    ),
+    Setting(
+        "PHONEVERIFY_REFUSED_NUMBER_TYPES",
+        _REFUSED_TYPES,
+        "list",
+        "phonenumbers number types never called (premium rate and similar toll-fraud targets).",
+    ),
+    Setting(
+        "PHONEVERIFY_EXTERNAL_URL",
+        None,
+        "str",
+        "Public base URL (https://example.com) used to build provider callback addresses.",
+    ),
+    Setting(
+        "PHONEVERIFY_CALLBACK_MAX_BYTES",
+        65536,
+        "int",
+        "Largest provider callback body accepted.",
+        minimum=256,
+    ),
+)
+
+
+class Settings:
+    """The checked values, read once in ``init_app``; attribute names are lower-case keys
+    without the ``PHONEVERIFY_`` prefix (``settings.pin_length``)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values["PHONEVERIFY_" + name.upper()]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def prefixed(self, prefix: str) -> dict[str, Any]:
+        """Values under ``prefix`` with the prefix cut and lower-cased (a provider's options)."""
+        return {k[len(prefix) :].lower(): v for k, v in self._values.items() if k.startswith(prefix)}
+
+
+def read_settings(config: Mapping[str, Any], table: Iterable[Setting]) -> dict[str, Any]:
+    """Read every row of ``table`` from ``config``, falling back to its default."""
+    out: dict[str, Any] = {}
+    for setting in table:
+        raw = config.get(setting.name, setting.default)
+        out[setting.name] = setting.parse(raw)
+    return out
+
+
+def describe(table: Sequence[Setting]) -> str:
+    """A Markdown table of the settings, for the docs."""
+    lines = ["| Setting | Default | Kind | What it does |", "|---|---|---|---|"]
+    for s in table:
+        default = "(required)" if s.required else ("unset" if s.default is None else f"`{s.default!r}`")
+        lines.append(f"| `{s.name}` | {default} | {s.kind} | {s.doc} |")
+    return "\n".join(lines)

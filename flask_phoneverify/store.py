@@ -1,0 +1,171 @@
+"""Database access for the flow: short transactions, conditional updates.
+
+Every state change is one ``UPDATE ... WHERE id = ? AND status = 'calling'``
+(or a similar guard), so two requests racing for the same verification cannot
+both win: the caller learns from the row count whether its change happened.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.orm import Session
+
+from .models import OPEN, Base, Event, Verification
+
+__all__ = ["Store"]
+
+
+class Store:
+    def __init__(self, engine: Callable[[], Engine], *, create_tables: bool) -> None:
+        """``engine`` is resolved on each use (Flask-SQLAlchemy's ``db.engine`` needs an
+        app context); own stores create their tables on first use."""
+        self._engine = engine
+        self._create_tables = create_tables
+        self._created = False
+        self._lock = threading.Lock()
+
+    @classmethod
+    def own(cls, uri: str) -> Store:
+        """A store with its own engine (SQLite file in the instance folder by default)."""
+        state: dict[str, Engine] = {}
+        lock = threading.Lock()
+
+        def engine() -> Engine:
+            with lock:
+                if "e" not in state:
+                    state["e"] = _make_engine(uri)
+                return state["e"]
+
+        return cls(engine, create_tables=True)
+
+    @property
+    def engine(self) -> Engine:
+        engine = self._engine()
+        if self._create_tables and not self._created:
+            with self._lock:
+                if not self._created:
+                    Base.metadata.create_all(engine)
+                    self._created = True
+        return engine
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # -- verifications -------------------------------------------------------------
+    def add(self, v: Verification) -> None:
+        with self.session() as s, s.begin():
+            s.add(v)
+
+    def get(self, verification_id: str) -> Verification | None:
+        with self.session() as s:
+            return s.get(Verification, verification_id)
+
+    def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        with self.session() as s:
+            return s.scalars(
+                select(Verification).where(
+                    Verification.call_id == call_id, Verification.provider == provider
+                )
+            ).first()
+
+    def change(self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any) -> bool:
+        """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
+        conditions = [Verification.id == verification_id, Verification.status == OPEN]
+        for name, expected in (where or {}).items():
+            column = getattr(Verification, name)
+            conditions.append(column.is_(None) if expected is None else column == expected)
+        with self.session() as s, s.begin():
+            result = s.execute(update(Verification).where(*conditions).values(**values))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def claim(self, verification_id: str, now: float) -> bool:
+        """Mark a verified verification as taken into a session, once."""
+        with self.session() as s, s.begin():
+            result = s.execute(
+                update(Verification)
+                .where(
+                    Verification.id == verification_id,
+                    Verification.status == "verified",
+                    Verification.claimed_at.is_(None),
+                )
+                .values(claimed_at=now)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    def add_attempt(self, verification_id: str, max_attempts: int) -> bool:
+        """Count one wrong PIN; lock at ``max_attempts``. True when it counted."""
+        with self.session() as s, s.begin():
+            result = s.execute(
+                update(Verification)
+                .where(Verification.id == verification_id, Verification.status == OPEN)
+                .values(
+                    attempts=Verification.attempts + 1,
+                    status=func.coalesce(
+                        _lock_when(Verification.attempts + 1 >= max_attempts), Verification.status
+                    ),
+                )
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # -- events -------------------------------------------------------------------
+    def record(self, kind: str, at: float, **fields: Any) -> int:
+        with self.session() as s, s.begin():
+            row = Event(kind=kind, at=at, **fields)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def forget_event(self, event_id: int) -> None:
+        with self.session() as s, s.begin():
+            s.execute(delete(Event).where(Event.id == event_id))
+
+    def window(self, kind: str, since: float, *, upto_id: int | None = None, **match: Any) -> tuple[int, float | None]:
+        """(how many ``kind`` events since ``since`` match, the oldest one's time)."""
+        conditions = [Event.kind == kind, Event.at >= since]
+        conditions += [getattr(Event, k) == v for k, v in match.items()]
+        if upto_id is not None:
+            conditions.append(Event.id <= upto_id)
+        with self.session() as s:
+            count, oldest = s.execute(select(func.count(Event.id), func.min(Event.at)).where(*conditions)).one()
+            return int(count), oldest
+
+    def last_event_at(self, kind: str, **match: Any) -> float | None:
+        conditions = [Event.kind == kind] + [getattr(Event, k) == v for k, v in match.items()]
+        with self.session() as s:
+            return s.scalar(select(func.max(Event.at)).where(*conditions))
+
+    def events(self, verification_id: str) -> list[Event]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(Event).where(Event.verification_id == verification_id).order_by(Event.id))
+            )
+
+
+def _lock_when(condition: Any) -> Any:
+    from sqlalchemy import case, literal
+
+    return case((condition, literal("locked")), else_=None)
+
+
+def _make_engine(uri: str) -> Engine:
+    if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
+        folder = os.path.dirname(uri[len("sqlite:///") :])
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+    if uri.startswith("sqlite"):
+        engine = create_engine(uri, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    return create_engine(uri, pool_pre_ping=True)

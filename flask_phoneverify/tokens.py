@@ -1,0 +1,64 @@
+"""Signed tokens, one serializer per purpose, each with its own salt.
+
+- pending: the verification id and user id, held by the browser; max_age = TTL.
+- callback: the provider name, in the address a provider posts its events to;
+  long-lived because it is pasted once into a vendor console.
+- csrf: the session's CSRF secret (when Flask-WTF is not in charge).
+
+Every serializer takes the current SECRET_KEY and Flask's SECRET_KEY_FALLBACKS,
+so a key rotation keeps tokens signed with the old key working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+
+from .errors import BadInput, Forbidden
+
+__all__ = ["Tokens"]
+
+PENDING_SALT = "phoneverify.pending"
+CALLBACK_SALT = "phoneverify.callback"
+CSRF_SALT = "phoneverify.csrf"
+
+
+class Tokens:
+    def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
+        """``secret_keys``: the current key first, then the fallbacks."""
+        # itsdangerous signs with the last key and accepts all of them.
+        keys = list(reversed(secret_keys))
+        self.pending = URLSafeTimedSerializer(keys, salt=PENDING_SALT)
+        self.callback = URLSafeTimedSerializer(keys, salt=CALLBACK_SALT)
+        self.csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT)
+
+    def make_pending(self, verification_id: str, user_id: str) -> str:
+        return self.pending.dumps({"v": verification_id, "u": user_id})
+
+    def read_pending(self, token: Any, max_age: int) -> tuple[str, str]:
+        """(verification id, user id); BadInput for anything malformed, tampered or expired."""
+        if not isinstance(token, str) or not token or len(token) > 512:
+            raise BadInput("The verification token is missing or malformed. Please start again.")
+        try:
+            data = self.pending.loads(token, max_age=max_age)
+        except SignatureExpired:
+            raise BadInput("This verification has expired. Please start again.") from None
+        except BadData:
+            raise BadInput("The verification token is not valid. Please start again.") from None
+        if not (isinstance(data, dict) and isinstance(data.get("v"), str) and isinstance(data.get("u"), str)):
+            raise BadInput("The verification token is not valid. Please start again.")
+        return data["v"], data["u"]
+
+    def make_callback(self, provider: str) -> str:
+        return self.callback.dumps({"p": provider})
+
+    def check_callback(self, token: str, provider: str) -> None:
+        """Forbidden unless ``token`` was made by us for ``provider``."""
+        try:
+            data = self.callback.loads(token)
+        except BadData:
+            raise Forbidden("This callback address is not signed by this site.") from None
+        if not isinstance(data, dict) or data.get("p") != provider:
+            raise Forbidden("This callback address belongs to another provider.")
