@@ -143,7 +143,7 @@ class PhoneVerify:
             provider=provider,
             store=store,
             flow=flow,
-            tokens=Tokens(keys),
+            tokens=Tokens(keys, lambda: self.clock()),
             extension=self,
         )
         app.extensions["phoneverify"] = self

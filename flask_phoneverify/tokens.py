@@ -11,10 +11,11 @@ so a key rotation keeps tokens signed with the old key working.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import BadInput, Forbidden
 
@@ -26,13 +27,21 @@ CSRF_SALT = "phoneverify.csrf"
 
 
 class Tokens:
-    def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
-        """``secret_keys``: the current key first, then the fallbacks."""
+    def __init__(
+        self, secret_keys: Sequence[str | bytes], clock: Callable[[], float] = time.time
+    ) -> None:
+        """``secret_keys``: the current key first, then the fallbacks. ``clock`` dates
+        tokens, so they expire on the same clock as the verifications they carry."""
+
+        class Signer(TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(clock())
+
         # itsdangerous signs with the last key and accepts all of them.
         keys = list(reversed(secret_keys))
-        self.pending = URLSafeTimedSerializer(keys, salt=PENDING_SALT)
-        self.callback = URLSafeTimedSerializer(keys, salt=CALLBACK_SALT)
-        self.csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT)
+        self.pending = URLSafeTimedSerializer(keys, salt=PENDING_SALT, signer=Signer)
+        self.callback = URLSafeTimedSerializer(keys, salt=CALLBACK_SALT, signer=Signer)
+        self.csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT, signer=Signer)
 
     def make_pending(self, verification_id: str, user_id: str) -> str:
         return self.pending.dumps({"v": verification_id, "u": user_id})

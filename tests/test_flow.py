@@ -1,0 +1,223 @@
+"""The whole flow through the test client on the simulated phone, in both styles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+
+from .conftest import Harness, csrf, get_json, post
+
+
+def dev_calls(client: FlaskClient) -> list[dict[str, Any]]:
+    r = get_json(client, "/dev/phone")
+    assert r.status_code == 200
+    calls: list[dict[str, Any]] = r.json["calls"]
+    return calls
+
+
+def press(client: FlaskClient, token: str, call_id: str, digits: str) -> Any:
+    return post(client, f"/dev/phone/{call_id}/keys", {"digits": digits}, token=token)
+
+
+def test_keypad_flow_verifies_and_opens_the_gate(harness: Harness) -> None:
+    c = harness.client()
+    assert c.get("/secret").status_code == 302
+    token = csrf(c)
+    r = post(c, "/start", token=token)
+    assert r.status_code == 200, r.json
+    body = r.json
+    assert body["status"] == "calling" and body["style"] == "keypad"
+    assert len(body["pin"]) == 6 and body["pin"].isdigit()
+    assert body["expires_at"].endswith("Z")
+    call = dev_calls(c)[-1]
+    assert call["pin"] is None and call["number"] == "+1******0123"
+    assert body["pin"] not in call["text"]
+    r = press(c, token, call["id"], body["pin"])
+    assert r.json["accepted"] is True
+    r = get_json(c, f"/status?token={body['token']}")
+    assert r.json["status"] == "verified"
+    r = post(c, "/confirm", {"token": body["token"]}, token=token)
+    assert r.status_code == 200 and r.json == {"status": "verified", "next": "/"}
+    r = c.get("/secret")
+    assert r.status_code == 200 and r.data == b"the secret"
+    assert r.headers["Cache-Control"] == "no-store"
+
+
+def test_spoken_flow_checks_the_typed_pin(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    assert "pin" not in body and body["style"] == "spoken"
+    call = dev_calls(c)[-1]
+    assert call["style"] == "spoken" and call["pin"].isdigit()
+    r = post(c, "/confirm", {"token": body["token"], "pin": call["pin"]}, token=token)
+    assert r.status_code == 200 and r.json["status"] == "verified"
+    assert c.get("/secret").status_code == 200
+
+
+def test_spoken_pin_never_reaches_the_browser(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    c = h.client()
+    token = csrf(c)
+    r = c.post("/phoneverify/start", data={"csrf_token": token})
+    assert r.status_code == 302
+    pin = dev_calls(h.client(None))[-1]["pin"]
+    page = c.get("/phoneverify/wait")
+    assert page.status_code == 200
+    assert pin.encode() not in page.data
+    with c.session_transaction() as s:
+        assert pin not in repr(dict(s))
+
+
+def test_keypad_confirm_before_the_phone_confirms_is_refused(harness: Harness) -> None:
+    c = harness.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    r = post(c, "/confirm", {"token": body["token"]}, token=token)
+    assert r.status_code == 409
+    assert "not confirmed" in r.json["message"]
+    assert c.get("/secret").status_code == 302
+
+
+def test_wrong_pin_counts_and_locks(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=3)
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    right = dev_calls(c)[-1]["pin"]
+    wrong = "000000" if right != "000000" else "111111"
+    r = post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    assert r.status_code == 400 and r.json["error"] == "wrong_pin" and r.json["attempts_left"] == 2
+    post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    r = post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    assert r.status_code == 429 and r.json["error"] == "locked"
+    r = post(c, "/confirm", {"token": body["token"], "pin": right}, token=token)
+    assert r.status_code == 429
+    assert get_json(c, f"/status?token={body['token']}").json["status"] == "locked"
+    assert c.get("/secret").status_code == 302
+
+
+def test_wrong_keys_on_the_phone_count_as_attempts(harness: Harness) -> None:
+    c = harness.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    call = dev_calls(c)[-1]
+    wrong = "000000" if body["pin"] != "000000" else "111111"
+    r = press(c, token, call["id"], wrong)
+    assert r.json["accepted"] is False and r.json["attempts_left"] == 4
+    assert get_json(c, f"/status?token={body['token']}").json["attempts_left"] == 4
+
+
+def test_expiry_uses_the_clock(harness: Harness) -> None:
+    c = harness.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    harness.clock.advance(601)
+    r = get_json(c, f"/status?token={body['token']}")
+    # the token itself has expired with the verification
+    assert r.status_code == 400 and "expired" in r.json["message"]
+
+
+def test_expired_verification_refuses_the_right_pin(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_TTL=120)
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    pin = dev_calls(c)[-1]["pin"]
+    h.clock.advance(119)
+    st = h.ext.state(h.app)
+    vid, _ = st.tokens.read_pending(body["token"], max_age=10**6)
+    h.clock.advance(2)
+    with h.app.app_context():
+        v = st.flow.refresh(st.store.get(vid))
+    assert v.status == "expired"
+    r = post(c, "/confirm", {"token": body["token"], "pin": pin}, token=token)
+    assert r.status_code in (400, 409)
+    assert c.get("/secret").status_code == 302
+
+
+def test_resend_places_a_new_call_with_a_new_pin_and_keeps_attempts(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    first = dev_calls(c)[-1]["pin"]
+    wrong = "000000" if first != "000000" else "111111"
+    post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    r = post(c, "/resend", {"token": body["token"]}, token=token)
+    assert r.status_code == 200 and r.json["token"] == body["token"]
+    calls = dev_calls(c)
+    assert len(calls) == 2
+    second = calls[-1]["pin"]
+    assert get_json(c, f"/status?token={body['token']}").json["attempts_left"] == 4
+    if second != first:
+        r = post(c, "/confirm", {"token": body["token"], "pin": first}, token=token)
+        assert r.status_code == 400
+    r = post(c, "/confirm", {"token": body["token"], "pin": second}, token=token)
+    assert r.status_code == 200
+
+
+def test_cancel_closes_the_verification(harness: Harness) -> None:
+    c = harness.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    r = post(c, "/cancel", {"token": body["token"]}, token=token)
+    assert r.status_code == 200 and r.json == {"status": "canceled"}
+    assert get_json(c, f"/status?token={body['token']}").json["status"] == "canceled"
+    r = post(c, "/resend", {"token": body["token"]}, token=token)
+    assert r.status_code == 409
+
+
+def test_html_pages_walk_through(harness: Harness) -> None:
+    c = harness.client()
+    r = c.get("/secret")
+    assert r.status_code == 302 and r.location.startswith("/phoneverify/?next=/secret")
+    page = c.get(r.location)
+    assert page.status_code == 200 and b"Call me" in page.data and b"+1******0123" in page.data
+    assert page.headers["Cache-Control"] == "no-store"
+    token = csrf(c)
+    r = c.post("/phoneverify/start", data={"csrf_token": token, "next": "/secret"})
+    assert r.status_code == 302 and r.location.endswith("/phoneverify/wait")
+    page = c.get("/phoneverify/wait")
+    assert page.status_code == 200
+    call = dev_calls(c)[-1]
+    with c.session_transaction() as s:
+        pin = s["_phoneverify_pending"]["p"]
+    assert f"PIN {' '.join(pin)}".encode() in page.data  # keypad: shown by design
+    press(c, token, call["id"], pin)
+    r = c.post("/phoneverify/confirm", data={"csrf_token": token})
+    assert r.status_code == 302 and r.location == "/secret"
+    assert c.get("/secret").data == b"the secret"
+
+
+def test_provider_failure_marks_failed_and_shows_retry(harness: Harness, monkeypatch: Any) -> None:
+    from flask_phoneverify.errors import ProviderUnavailable
+
+    provider = harness.ext.state(harness.app).provider
+
+    def down(request: Any) -> Any:
+        raise ProviderUnavailable(detail="connection refused")
+
+    monkeypatch.setattr(provider, "place_call", down)
+    c = harness.client()
+    token = csrf(c)
+    r = post(c, "/start", token=token)
+    assert r.status_code == 503 and r.json["error"] == "provider_error" and r.json["retryable"] is True
+    r = c.post("/phoneverify/start", data={"csrf_token": token})
+    assert r.status_code == 503 and b"Try again" in r.data and b"Traceback" not in r.data
+    st = harness.ext.state(harness.app)
+    with st.store.session() as s:
+        from sqlalchemy import select
+
+        from flask_phoneverify.models import Verification
+
+        statuses = {v.status for v in s.scalars(select(Verification))}
+    assert statuses == {"failed"}
+
+
+def test_anonymous_gets_401_without_flask_login(harness: Harness) -> None:
+    c = harness.client(None)
+    assert c.get("/secret").status_code == 401
+    assert get_json(c, "/").status_code == 401
