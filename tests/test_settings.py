@@ -1,0 +1,127 @@
+"""init_app: one registration per app, and a clear error for every wrong setting."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_phoneverify import ConfigError, PhoneVerify
+from flask_phoneverify.settings import CORE_SETTINGS
+
+from .conftest import SECRET
+
+
+def build(tmp_path: Any, **config: Any) -> Flask:
+    app = Flask("settings_app", instance_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY=SECRET)
+    app.config.update(config)
+    PhoneVerify(app)
+    return app
+
+
+def test_registers_in_app_extensions(tmp_path: Any) -> None:
+    app = build(tmp_path)
+    assert isinstance(app.extensions["phoneverify"], PhoneVerify)
+    assert "phoneverify.verify" in app.view_functions
+
+
+def test_second_registration_is_refused(tmp_path: Any) -> None:
+    app = build(tmp_path)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        PhoneVerify(app)
+
+
+def test_app_factory_one_extension_many_apps(tmp_path: Any) -> None:
+    ext = PhoneVerify()
+    apps = []
+    for i in range(2):
+        app = Flask(f"factory{i}", instance_path=str(tmp_path / str(i)))
+        app.config.update(TESTING=True, SECRET_KEY=SECRET, PHONEVERIFY_PIN_LENGTH=6 + i)
+        ext.init_app(app)
+        apps.append(app)
+    assert [ext.state(a).settings.pin_length for a in apps] == [6, 7]
+
+
+def test_state_without_init_app_says_so(tmp_path: Any) -> None:
+    ext = PhoneVerify()
+    app = Flask("lonely")
+    with app.app_context(), pytest.raises(RuntimeError, match="forget to call 'init_app'"):
+        ext.state()
+
+
+@pytest.mark.parametrize(
+    ("config", "key", "fix"),
+    [
+        ({"PHONEVERIFY_PROVIDER": "nope"}, "PHONEVERIFY_PROVIDER", "use one of"),
+        ({"PHONEVERIFY_PIN_LENGTH": 2}, "PHONEVERIFY_PIN_LENGTH", "at least 6"),
+        ({"PHONEVERIFY_PIN_LENGTH": "six"}, "PHONEVERIFY_PIN_LENGTH", "whole number"),
+        ({"PHONEVERIFY_TTL": 0}, "PHONEVERIFY_TTL", "at least"),
+        ({"PHONEVERIFY_TTL": 3600}, "PHONEVERIFY_TTL", "PHONEVERIFY_ALLOW_LONG_TTL"),
+        ({"PHONEVERIFY_STYLE": "delivery"}, "PHONEVERIFY_STYLE", "keypad, spoken"),
+        ({"PHONEVERIFY_STYLE": "loud"}, "PHONEVERIFY_STYLE", "use one of"),
+        ({"PHONEVERIFY_MAX_ATTEMPTS": 0}, "PHONEVERIFY_MAX_ATTEMPTS", "at least 1"),
+        ({"PHONEVERIFY_URL_PREFIX": "phone"}, "PHONEVERIFY_URL_PREFIX", "start it with '/'"),
+        ({"PHONEVERIFY_DEFAULT_REGION": "XX"}, "PHONEVERIFY_DEFAULT_REGION", "region code"),
+        ({"PHONEVERIFY_ALLOWED_COUNTRIES": ["US", "Narnia"]}, "PHONEVERIFY_ALLOWED_COUNTRIES", "ISO 3166"),
+        ({"PHONEVERIFY_REFUSED_NUMBER_TYPES": ["EXPENSIVE"]}, "PHONEVERIFY_REFUSED_NUMBER_TYPES", "PREMIUM_RATE"),
+        ({"PHONEVERIFY_DEFAULT_NEXT": "https://evil.example"}, "PHONEVERIFY_DEFAULT_NEXT", "a path"),
+        ({"PHONEVERIFY_ALLOW_ENROLMENT": "maybe"}, "PHONEVERIFY_ALLOW_ENROLMENT", "True or False"),
+        ({"SECRET_KEY": None}, "SECRET_KEY", "long random value"),
+        ({"SECRET_KEY": "dev"}, "SECRET_KEY", "long random value"),
+    ],
+)
+def test_bad_settings_fail_init_app_with_key_and_fix(tmp_path: Any, config: dict[str, Any], key: str, fix: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(tmp_path, **config)
+    assert info.value.key == key
+    assert str(info.value).startswith(key)
+    assert fix in str(info.value)
+
+
+def test_long_ttl_needs_opt_in_and_warns(tmp_path: Any, caplog: Any) -> None:
+    with caplog.at_level(logging.WARNING, logger="flask_phoneverify"):
+        app = build(tmp_path, PHONEVERIFY_TTL=1200, PHONEVERIFY_ALLOW_LONG_TTL=True)
+    assert app.extensions["phoneverify"].state(app).settings.ttl == 1200
+    assert any("PHONEVERIFY_TTL" in r.getMessage() for r in caplog.records)
+
+
+def test_dev_phone_refused_outside_debug_or_testing(tmp_path: Any) -> None:
+    app = Flask("prod", instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY=SECRET)
+    with pytest.raises(ConfigError, match="PHONEVERIFY_PROVIDER.*outside debug or testing"):
+        PhoneVerify(app)
+
+
+def test_dev_phone_allowed_when_explicitly_on(tmp_path: Any) -> None:
+    app = Flask("demo", instance_path=str(tmp_path))
+    app.config.update(SECRET_KEY=SECRET, PHONEVERIFY_DEV_PHONE=True)
+    PhoneVerify(app)
+    assert app.extensions["phoneverify"].state(app).provider.name == "dev"
+
+
+def test_list_settings_come_from_prefixed_env_as_json(tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("FLASK_PHONEVERIFY_ALLOWED_COUNTRIES", '["US", "CA"]')
+    monkeypatch.setenv("FLASK_PHONEVERIFY_PIN_LENGTH", "8")
+    app = Flask("envapp", instance_path=str(tmp_path))
+    app.config.update(TESTING=True, SECRET_KEY=SECRET)
+    app.config.from_prefixed_env()
+    PhoneVerify(app)
+    st = app.extensions["phoneverify"].state(app)
+    assert st.settings.allowed_countries == ["US", "CA"]
+    assert st.settings.pin_length == 8
+
+
+def test_every_setting_has_a_doc_and_a_valid_default() -> None:
+    names = [s.name for s in CORE_SETTINGS]
+    assert len(names) == len(set(names))
+    for s in CORE_SETTINGS:
+        assert s.name.startswith("PHONEVERIFY_") and s.doc
+        s.parse(s.default)
+
+
+def test_style_defaults_to_keypad_where_the_provider_can(tmp_path: Any) -> None:
+    app = build(tmp_path)
+    assert app.extensions["phoneverify"].state(app).style.value == "keypad"
