@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, flash, redirect, render_template, request, url_for
-from flask_login import LoginManager, UserMixin, current_user, login_required, login_user, logout_user
+from flask_login import (
+    LoginManager,
+    UserMixin,
+    current_user,
+    login_required,
+    login_user,
+    logout_user,
+)
 
 from flask_phoneverify import PhoneVerify, is_phone_verified, phone_verified_required
 from flask_phoneverify.redirects import safe_next
@@ -73,7 +80,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/")
     def home() -> str:
-        return render_template("home.html", verified=current_user.is_authenticated and is_phone_verified())
+        return render_template(
+            "home.html", verified=current_user.is_authenticated and is_phone_verified()
+        )
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Any:
@@ -84,7 +93,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 login_user(user)
                 return redirect(safe_next(request.args.get("next")) or url_for("account"))
             error = "Wrong email or password."
-        return render_template("login.html", error=error, accounts=DEMO_ACCOUNTS), (401 if error else 200)
+        return render_template("login.html", error=error, accounts=DEMO_ACCOUNTS), (
+            401 if error else 200
+        )
 
     @app.post("/logout")
     @login_required

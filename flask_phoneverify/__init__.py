@@ -1,13 +1,13 @@
 """flask-phoneverify: phone-call confirmation as a second factor for Flask apps.
 
-    from flask_phoneverify import PhoneVerify, phone_verified_required
+from flask_phoneverify import PhoneVerify, phone_verified_required
 
-    phoneverify = PhoneVerify(app)
+phoneverify = PhoneVerify(app)
 
-    @app.get("/billing")
-    @login_required
-    @phone_verified_required
-    def billing(): ...
+@app.get("/billing")
+@login_required
+@phone_verified_required
+def billing(): ...
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from flask import current_app, url_for
+from flask import current_app
 from flask.cli import AppGroup
 
 from .providers import REGISTRY, load
@@ -21,15 +21,15 @@ def callback_url(provider: str) -> None:
     st = state()
     if provider not in REGISTRY:
         raise click.BadParameter(f"unknown provider {provider!r}; one of: {', '.join(REGISTRY)}")
-    token = st.tokens.make_callback(provider)
     base = st.settings.external_url
     with current_app.test_request_context(base_url=base or None):
-        path = url_for("phoneverify.callback", provider=provider, token=token)
-        url = (base.rstrip("/") + path) if base else url_for(
-            "phoneverify.callback", provider=provider, token=token, _external=True
-        )
+        from .views import callback_address
+
+        url = callback_address(st, provider)
     if not base:
-        click.echo("warning: PHONEVERIFY_EXTERNAL_URL is not set; the host below is a guess.", err=True)
+        click.echo(
+            "warning: PHONEVERIFY_EXTERNAL_URL is not set; the host below is a guess.", err=True
+        )
     click.echo(url)
 
 

@@ -53,7 +53,9 @@ def validate_csrf() -> None:
     token = request.form.get("csrf_token") or next(
         (request.headers[h] for h in HEADERS if request.headers.get(h)), None
     )
-    message = "This page has expired (missing or stale security token). Please reload it and try again."
+    message = (
+        "This page has expired (missing or stale security token). Please reload it and try again."
+    )
     if not token:
         raise CSRFFailed(message)
     if _flask_wtf_in_charge():

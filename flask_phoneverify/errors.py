@@ -4,7 +4,7 @@
 
     PhoneVerifyError
     ├── ConfigError               init_app: a setting is wrong; names the key and the fix
-    ├── ProviderError             the voice provider failed; ``retryable`` says if trying again may help
+    ├── ProviderError             the provider failed; ``retryable``: may trying again help?
     │   ├── ProviderUnavailable   connection refused, timeout, HTTP 5xx: retryable
     │   ├── ProviderRejected      the provider refused this call (bad number, line type...)
     │   ├── ProviderConfigError   the provider refused our account or settings: not retryable

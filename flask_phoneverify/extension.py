@@ -193,14 +193,17 @@ class PhoneVerify:
                     "lower it, or set PHONEVERIFY_ALLOW_LONG_TTL = True to accept the risk",
                 )
             log.warning(
-                "phoneverify: PHONEVERIFY_TTL is %d s; PINs live longer than %d s and are easier to abuse",
+                "phoneverify: PHONEVERIFY_TTL is %d s; PINs living over %d s are easier to abuse",
                 settings.ttl,
                 SHORT_TTL,
             )
         prefix = settings.url_prefix
         if not prefix.startswith("/"):
             raise ConfigError("PHONEVERIFY_URL_PREFIX", f"is {prefix!r}", "start it with '/'")
-        if settings.default_region and settings.default_region.upper() not in phones.supported_regions():
+        if (
+            settings.default_region
+            and settings.default_region.upper() not in phones.supported_regions()
+        ):
             raise ConfigError(
                 "PHONEVERIFY_DEFAULT_REGION",
                 f"is {settings.default_region!r}",
@@ -208,7 +211,9 @@ class PhoneVerify:
             )
         if not _safe_default_next(settings.default_next):
             raise ConfigError(
-                "PHONEVERIFY_DEFAULT_NEXT", f"is {settings.default_next!r}", "use a path such as '/'"
+                "PHONEVERIFY_DEFAULT_NEXT",
+                f"is {settings.default_next!r}",
+                "use a path such as '/'",
             )
         if settings.external_url and not settings.external_url.startswith(("https://", "http://")):
             raise ConfigError(
@@ -234,7 +239,9 @@ class PhoneVerify:
             )
         if style is Style.DELIVERY:
             if chosen is None:  # pragma: no cover - no provider prefers it
-                raise ConfigError("PHONEVERIFY_STYLE", "is unset", "set it to 'delivery' explicitly")
+                raise ConfigError(
+                    "PHONEVERIFY_STYLE", "is unset", "set it to 'delivery' explicitly"
+                )
             log.warning(
                 "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
                 "answered, not that the user holds that phone"

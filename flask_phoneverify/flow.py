@@ -196,7 +196,10 @@ class Flow:
             self._fail(v, e.message, detail=e.detail or type(e).__name__, kind="provider_error")
             raise
         self.store.change(
-            v.id, where={"call_id": v.call_id}, provider_ref=ticket.reference, call=ticket.call.value
+            v.id,
+            where={"call_id": v.call_id},
+            provider_ref=ticket.reference,
+            call=ticket.call.value,
         )
         log.info(
             "phoneverify: call placed to %s via %s (verification %s, %s style)",
@@ -238,7 +241,9 @@ class Flow:
         except ProviderError as e:
             if e.retryable:
                 log.warning(
-                    "phoneverify: status of verification %s unavailable: %s", v.id[:8], e.detail or e
+                    "phoneverify: status of verification %s unavailable: %s",
+                    v.id[:8],
+                    e.detail or e,
                 )
                 return self._load(v.id)
             self._fail(v, e.message, detail=e.detail or type(e).__name__, kind="provider_error")
@@ -298,7 +303,9 @@ class Flow:
         self._audit("wrong_pin", v)
         if v.status == "locked":
             self._audit("locked", v)
-            log.warning("phoneverify: verification %s locked after %d wrong PINs", v.id[:8], v.attempts)
+            log.warning(
+                "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], v.attempts
+            )
             raise Locked(MESSAGES["locked"], attempts_left=0)
         left = self.max_attempts - v.attempts
         raise WrongPin(
@@ -322,7 +329,9 @@ class Flow:
         if v is None or not v.is_open:
             return False
         if event.number is not None and event.number != v.phone:
-            log.warning("phoneverify: event for call of verification %s names another number", v.id[:8])
+            log.warning(
+                "phoneverify: event for call of verification %s names another number", v.id[:8]
+            )
             return False
         v = self.refresh(v)
         if not v.is_open:
@@ -350,13 +359,17 @@ class Flow:
             else:
                 self._verify(v, via=v.style)
         elif report.outcome is Outcome.FAILED:
-            self._fail(v, report.reason or MESSAGES["failed"], detail=report.detail, kind="call_failed")
+            self._fail(
+                v, report.reason or MESSAGES["failed"], detail=report.detail, kind="call_failed"
+            )
 
     def _verify(self, v: Verification, *, via: str) -> None:
         now = self.clock()
         if now >= v.expires_at:
             return
-        if self.store.change(v.id, where={"call_id": v.call_id}, status="verified", verified_at=now, reason=None):
+        if self.store.change(
+            v.id, where={"call_id": v.call_id}, status="verified", verified_at=now, reason=None
+        ):
             self._audit("confirmed", v, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 
@@ -393,7 +406,9 @@ class Flow:
     def attempts_left(self, v: Verification) -> int:
         return max(self.max_attempts - v.attempts, 0)
 
-    def _audit(self, kind: str, v: Verification, *, ip: str | None = None, detail: str | None = None) -> None:
+    def _audit(
+        self, kind: str, v: Verification, *, ip: str | None = None, detail: str | None = None
+    ) -> None:
         self.store.record(
             kind,
             self.clock(),

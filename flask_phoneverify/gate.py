@@ -89,7 +89,7 @@ def is_phone_verified(max_age: int | None = None) -> bool:
         return False
     age = st.extension.clock() - at
     limit = st.settings.verified_ttl if max_age is None else min(max_age, st.settings.verified_ttl)
-    return 0 <= age < limit
+    return bool(0 <= age < limit)
 
 
 def mark_verified(user_id: str, at: float) -> None:
@@ -164,8 +164,10 @@ def _unverified(max_age: int | None) -> Any:
     if handler is not None:
         return handler()
     next_path = safe_next(request.full_path.rstrip("?")) if request.method == "GET" else None
-    verify_url = url_for("phoneverify.verify", next=next_path) if next_path else url_for(
-        "phoneverify.verify"
+    verify_url = (
+        url_for("phoneverify.verify", next=next_path)
+        if next_path
+        else url_for("phoneverify.verify")
     )
     if wants_json() or request.method not in ("GET", "HEAD"):
         body = jsonify(

@@ -57,7 +57,7 @@ class Limits:
         if last is not None and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
-                f"A call was just made to this number. Please wait {_words(wait)} before asking again.",
+                f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",
                 retry_after=wait,
             )
         event_id = store.record(

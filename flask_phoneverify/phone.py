@@ -31,7 +31,9 @@ def check_type_names(key: str, names: Iterable[str]) -> frozenset[int]:
     out = set()
     for name in names:
         if name.upper() not in _TYPE_NAMES:
-            raise ConfigError(key, f"has {name!r}", f"use names from: {', '.join(number_type_names())}")
+            raise ConfigError(
+                key, f"has {name!r}", f"use names from: {', '.join(number_type_names())}"
+            )
         out.add(_TYPE_NAMES[name.upper()])
     return frozenset(out)
 
@@ -41,7 +43,9 @@ def check_regions(key: str, regions: Iterable[str]) -> frozenset[str]:
     out = set()
     for region in regions:
         if region.upper() not in known:
-            raise ConfigError(key, f"has {region!r}", "use ISO 3166 alpha-2 region codes such as 'US'")
+            raise ConfigError(
+                key, f"has {region!r}", "use ISO 3166 alpha-2 region codes such as 'US'"
+            )
         out.add(region.upper())
     return frozenset(out)
 
@@ -57,7 +61,8 @@ def parse(text: str, default_region: str | None) -> str:
     except NumberParseException as e:
         if e.error_type == NumberParseException.INVALID_COUNTRY_CODE:
             raise BadInput(
-                "Please enter the number with its country code, starting with + (for example +1 201 555 0123)."
+                "Please enter the number with its country code, starting with +"
+                " (for example +1 201 555 0123)."
             ) from None
         raise BadInput("That does not look like a phone number.") from None
     if not phonenumbers.is_valid_number(number):
@@ -83,7 +88,9 @@ def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: froz
         if region not in allowed_regions:
             raise BadInput("Calls to numbers in this country are not available.")
     if phonenumbers.number_type(number) in refused_types:
-        raise BadInput("This kind of number (premium rate, shared cost, pager...) cannot be called.")
+        raise BadInput(
+            "This kind of number (premium rate, shared cost, pager...) cannot be called."
+        )
 
 
 def mask(e164: str | None) -> str:

@@ -54,10 +54,15 @@ class Setting:
                 f"use one of: {', '.join(repr(c) for c in self.choices)}",
             )
         if self.kind in ("int", "float"):
+            assert isinstance(value, int | float)
             if self.minimum is not None and value < self.minimum:
-                raise ConfigError(self.name, f"is {raw!r}", f"use a value of at least {self.minimum:g}")
+                raise ConfigError(
+                    self.name, f"is {raw!r}", f"use a value of at least {self.minimum:g}"
+                )
             if self.maximum is not None and value > self.maximum:
-                raise ConfigError(self.name, f"is {raw!r}", f"use a value of at most {self.maximum:g}")
+                raise ConfigError(
+                    self.name, f"is {raw!r}", f"use a value of at most {self.maximum:g}"
+                )
         if self.required and value in ("", []):
             raise ConfigError(self.name, "is empty", self._fix())
         return value
@@ -122,7 +127,7 @@ def _as_list(setting: Setting, raw: Any) -> list[str]:
     if not isinstance(raw, list | tuple | set | frozenset) or not all(
         isinstance(item, str) for item in raw
     ):
-        raise ConfigError(setting.name, f"is {raw!r}", "use a list of strings, e.g. [\"US\", \"CA\"]")
+        raise ConfigError(setting.name, f"is {raw!r}", 'use a list of strings, e.g. ["US", "CA"]')
     return list(raw)
 
 
@@ -155,9 +160,16 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "PHONEVERIFY_ALLOW_LONG_TTL",
         False,
         "bool",
-        "Allow PHONEVERIFY_TTL above 600 s (warns at start: longer-lived PINs are easier to abuse).",
+        "Allow PHONEVERIFY_TTL above 600 s (warns at start: long-lived PINs are easier to abuse).",
     ),
-    Setting("PHONEVERIFY_MAX_ATTEMPTS", 5, "int", "Wrong PINs before a verification locks.", minimum=1, maximum=20),
+    Setting(
+        "PHONEVERIFY_MAX_ATTEMPTS",
+        5,
+        "int",
+        "Wrong PINs before a verification locks.",
+        minimum=1,
+        maximum=20,
+    ),
     Setting(
         "PHONEVERIFY_VERIFIED_TTL",
         43200,
@@ -178,7 +190,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "str",
         "Template the pages extend (must define a `content` block); unset: a standalone layout.",
     ),
-    Setting("PHONEVERIFY_USER_PHONE_ATTR", "phone", "str", "Attribute of the user that holds the phone number."),
+    Setting(
+        "PHONEVERIFY_USER_PHONE_ATTR",
+        "phone",
+        "str",
+        "Attribute of the user that holds the phone number.",
+    ),
     Setting(
         "PHONEVERIFY_ALLOW_ENROLMENT",
         False,
@@ -191,7 +208,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "bool",
         "Allow the simulated phone outside debug or testing mode (never in production).",
     ),
-    Setting("PHONEVERIFY_APP_NAME", None, "str", "Name spoken in calls and shown on pages; unset: the app's name."),
+    Setting(
+        "PHONEVERIFY_APP_NAME",
+        None,
+        "str",
+        "Name spoken in calls and shown on pages; unset: the app's name.",
+    ),
     Setting(
         "PHONEVERIFY_DEFAULT_NEXT",
         "/",
@@ -221,11 +243,37 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
         maximum=100,
     ),
-    Setting("PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR", 3, "int", "Calls to one number in an hour.", minimum=1),
-    Setting("PHONEVERIFY_CALLS_PER_USER_PER_HOUR", 5, "int", "Calls for one user in an hour.", minimum=1),
-    Setting("PHONEVERIFY_CALLS_PER_IP_PER_HOUR", 10, "int", "Calls asked from one client IP in an hour.", minimum=1),
-    Setting("PHONEVERIFY_CALLS_PER_HOUR", 200, "int", "Calls placed by the whole app in an hour.", minimum=1),
-    Setting("PHONEVERIFY_NUMBER_COOLDOWN", 30, "int", "Seconds between two calls to one number.", minimum=0),
+    Setting(
+        "PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR",
+        3,
+        "int",
+        "Calls to one number in an hour.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_CALLS_PER_USER_PER_HOUR", 5, "int", "Calls for one user in an hour.", minimum=1
+    ),
+    Setting(
+        "PHONEVERIFY_CALLS_PER_IP_PER_HOUR",
+        10,
+        "int",
+        "Calls asked from one client IP in an hour.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_CALLS_PER_HOUR",
+        200,
+        "int",
+        "Calls placed by the whole app in an hour.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_NUMBER_COOLDOWN",
+        30,
+        "int",
+        "Seconds between two calls to one number.",
+        minimum=0,
+    ),
     Setting(
         "PHONEVERIFY_ALLOWED_COUNTRIES",
         [],
@@ -272,7 +320,9 @@ class Settings:
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
         """Values under ``prefix`` with the prefix cut and lower-cased (a provider's options)."""
-        return {k[len(prefix) :].lower(): v for k, v in self._values.items() if k.startswith(prefix)}
+        return {
+            k[len(prefix) :].lower(): v for k, v in self._values.items() if k.startswith(prefix)
+        }
 
 
 def read_settings(config: Mapping[str, Any], table: Iterable[Setting]) -> dict[str, Any]:
@@ -288,6 +338,8 @@ def describe(table: Sequence[Setting]) -> str:
     """A Markdown table of the settings, for the docs."""
     lines = ["| Setting | Default | Kind | What it does |", "|---|---|---|---|"]
     for s in table:
-        default = "(required)" if s.required else ("unset" if s.default is None else f"`{s.default!r}`")
+        default = (
+            "(required)" if s.required else ("unset" if s.default is None else f"`{s.default!r}`")
+        )
         lines.append(f"| `{s.name}` | {default} | {s.kind} | {s.doc} |")
     return "\n".join(lines)

@@ -73,7 +73,9 @@ class Store:
                 )
             ).first()
 
-    def change(self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any) -> bool:
+    def change(
+        self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
+    ) -> bool:
         """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
         conditions = [Verification.id == verification_id, Verification.status == OPEN]
         for name, expected in (where or {}).items():
@@ -124,14 +126,18 @@ class Store:
         with self.session() as s, s.begin():
             s.execute(delete(Event).where(Event.id == event_id))
 
-    def window(self, kind: str, since: float, *, upto_id: int | None = None, **match: Any) -> tuple[int, float | None]:
+    def window(
+        self, kind: str, since: float, *, upto_id: int | None = None, **match: Any
+    ) -> tuple[int, float | None]:
         """(how many ``kind`` events since ``since`` match, the oldest one's time)."""
         conditions = [Event.kind == kind, Event.at >= since]
         conditions += [getattr(Event, k) == v for k, v in match.items()]
         if upto_id is not None:
             conditions.append(Event.id <= upto_id)
         with self.session() as s:
-            count, oldest = s.execute(select(func.count(Event.id), func.min(Event.at)).where(*conditions)).one()
+            count, oldest = s.execute(
+                select(func.count(Event.id), func.min(Event.at)).where(*conditions)
+            ).one()
             return int(count), oldest
 
     def last_event_at(self, kind: str, **match: Any) -> float | None:
@@ -142,7 +148,9 @@ class Store:
     def events(self, verification_id: str) -> list[Event]:
         with self.session() as s:
             return list(
-                s.scalars(select(Event).where(Event.verification_id == verification_id).order_by(Event.id))
+                s.scalars(
+                    select(Event).where(Event.verification_id == verification_id).order_by(Event.id)
+                )
             )
 
 

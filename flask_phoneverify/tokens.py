@@ -38,7 +38,7 @@ class Tokens:
                 return int(clock())
 
         # itsdangerous signs with the last key and accepts all of them.
-        keys = list(reversed(secret_keys))
+        keys: list[Any] = list(reversed(secret_keys))
         self.pending = URLSafeTimedSerializer(keys, salt=PENDING_SALT, signer=Signer)
         self.callback = URLSafeTimedSerializer(keys, salt=CALLBACK_SALT, signer=Signer)
         self.csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT, signer=Signer)
@@ -56,7 +56,11 @@ class Tokens:
             raise BadInput("This verification has expired. Please start again.") from None
         except BadData:
             raise BadInput("The verification token is not valid. Please start again.") from None
-        if not (isinstance(data, dict) and isinstance(data.get("v"), str) and isinstance(data.get("u"), str)):
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("v"), str)
+            and isinstance(data.get("u"), str)
+        ):
             raise BadInput("The verification token is not valid. Please start again.")
         return data["v"], data["u"]
 

@@ -64,10 +64,10 @@ def make_blueprint() -> Blueprint:
     bp.add_url_rule("/cancel", "cancel", cancel, methods=["POST"])
     bp.add_url_rule("/talk", "talk", talk, methods=["POST"])
     bp.add_url_rule("/dev/phone", "dev_phone", dev_phone, methods=["GET"])
-    bp.add_url_rule("/dev/phone/<call_id>/<action>", "dev_phone_action", dev_phone_action, methods=["POST"])
     bp.add_url_rule(
-        "/callback/<provider>/<token>", "callback", provider_callback, methods=["POST"]
+        "/dev/phone/<call_id>/<action>", "dev_phone_action", dev_phone_action, methods=["POST"]
     )
+    bp.add_url_rule("/callback/<provider>/<token>", "callback", provider_callback, methods=["POST"])
     bp.context_processor(_template_context)
     bp.after_request(_no_store)
     bp.register_error_handler(FlowError, _flow_error)
@@ -87,6 +87,11 @@ def _template_context() -> dict[str, Any]:
         "phoneverify_app_name": st.provider.app_name,
         "phoneverify_dev": st.provider.simulated,
     }
+
+
+def _app() -> Any:
+    """The real app object, the sender of signals."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
 def _no_store(response: Response) -> Response:
@@ -148,7 +153,8 @@ def _load(st: AppState, identity: Identity, token: str) -> str:
 
 
 def _next(value: Any = None) -> str:
-    return safe_next(value) or safe_next(_pending().get("n")) or state().settings.default_next
+    default: str = state().settings.default_next
+    return safe_next(value) or safe_next(_pending().get("n")) or default
 
 
 def _client_ip() -> str | None:
@@ -156,11 +162,16 @@ def _client_ip() -> str | None:
 
 
 def _callback_url(st: AppState) -> str:
-    token = st.tokens.make_callback(st.provider.name)
-    path = url_for("phoneverify.callback", provider=st.provider.name, token=token)
-    if st.settings.external_url:
-        return st.settings.external_url.rstrip("/") + path
-    return url_for("phoneverify.callback", provider=st.provider.name, token=token, _external=True)
+    return callback_address(st, st.provider.name)
+
+
+def callback_address(st: AppState, provider: str) -> str:
+    """The signed address ``provider`` posts its call events to (needs a request context)."""
+    token = st.tokens.make_callback(provider)
+    base: str | None = st.settings.external_url
+    if base:
+        return base.rstrip("/") + url_for("phoneverify.callback", provider=provider, token=token)
+    return url_for("phoneverify.callback", provider=provider, token=token, _external=True)
 
 
 def _started_json(st: AppState, token: str, v: Verification, pin: str) -> dict[str, Any]:
@@ -193,8 +204,12 @@ def _flow_error(e: FlowError) -> Any:
     if wants_json():
         return jsonify(body), e.status, headers
     return (
-        render_template("phoneverify/message.html", title="Phone confirmation", error=e.message,
-                        retry=e.status in (409, 429) or e.code == "bad_request"),
+        render_template(
+            "phoneverify/message.html",
+            title="Phone confirmation",
+            error=e.message,
+            retry=e.status in (409, 429) or e.code == "bad_request",
+        ),
         e.status,
         headers,
     )
@@ -205,8 +220,12 @@ def _provider_error(e: ProviderError) -> Any:
     if wants_json():
         return jsonify(error="provider_error", message=e.message, retryable=e.retryable), status
     return (
-        render_template("phoneverify/message.html", title="The call did not go through",
-                        error=e.message, retry=True),
+        render_template(
+            "phoneverify/message.html",
+            title="The call did not go through",
+            error=e.message,
+            retry=True,
+        ),
         status,
     )
 
@@ -216,7 +235,9 @@ def _store_error(e: SQLAlchemyError) -> Any:
     message = "Phone confirmation is unavailable for a moment. Please try again shortly."
     if wants_json():
         return jsonify(error="unavailable", message=message), 503
-    return render_template("phoneverify/message.html", title="Unavailable", error=message, retry=True), 503
+    return render_template(
+        "phoneverify/message.html", title="Unavailable", error=message, retry=True
+    ), 503
 
 
 # -- views --------------------------------------------------------------------------------
@@ -291,12 +312,12 @@ def start() -> Any:
             raise
         return _verify_again(st, identity, next_path, e)
     except ProviderError as e:
-        signals.verification_failed.send(current_app._get_current_object(), reason=e.message)
+        signals.verification_failed.send(_app(), reason=e.message)
         raise
     v = started.verification
     token = st.tokens.make_pending(v.id, identity.id)
     _remember(token, v, started.pin, next_path)
-    signals.verification_started.send(current_app._get_current_object(), verification=v)
+    signals.verification_started.send(_app(), verification=v)
     if wants_json():
         return jsonify(_started_json(st, token, v, started.pin))
     return redirect(url_for("phoneverify.wait"))
@@ -373,7 +394,9 @@ def confirm() -> Any:
         raise BadInput("The PIN must be digits.")
     try:
         vid = _load(st, identity, token)
-        v = st.flow.confirm(vid, None if pin is None else str(pin), user_id=identity.id, session=_session_ref())
+        v = st.flow.confirm(
+            vid, None if pin is None else str(pin), user_id=identity.id, session=_session_ref()
+        )
     except FlowError as e:
         if wants_json() or e.extra.get("pending") or e.status not in (400, 429):
             raise
@@ -381,7 +404,7 @@ def confirm() -> Any:
     next_path = _next(data.get("next"))
     mark_verified(identity.id, st.extension.clock())
     session.pop(PENDING, None)
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = _app()
     if v.enrol:
         saver = st.extension._phone_saver
         if saver is not None:
@@ -426,7 +449,11 @@ def resend() -> Any:
     token = _token(data)
     vid = _load(st, identity, token)
     started = st.flow.resend(
-        vid, user_id=identity.id, session=_session_ref(), ip=_client_ip(), callback_url=_callback_url(st)
+        vid,
+        user_id=identity.id,
+        session=_session_ref(),
+        ip=_client_ip(),
+        callback_url=_callback_url(st),
     )
     v = started.verification
     if _pending().get("t") == token:
@@ -449,7 +476,11 @@ def cancel() -> Any:
         session.pop(PENDING, None)
     if wants_json():
         return jsonify(status="canceled")
-    return redirect(url_for("phoneverify.verify", next=next_path) if next_path else url_for("phoneverify.verify"))
+    return redirect(
+        url_for("phoneverify.verify", next=next_path)
+        if next_path
+        else url_for("phoneverify.verify")
+    )
 
 
 def talk() -> Any:
@@ -468,12 +499,20 @@ def talk() -> Any:
         st.store, user_id=identity.id, phone=v.phone, ip=_client_ip(), now=st.extension.clock()
     )
     reference = st.provider.bridge(v.phone)
-    st.store.record("bridge", st.extension.clock(), verification_id=v.id, user_id=v.user_id,
-                    phone=v.phone, detail=f"reference {reference[:12]}")
+    st.store.record(
+        "bridge",
+        st.extension.clock(),
+        verification_id=v.id,
+        user_id=v.user_id,
+        phone=v.phone,
+        detail=f"reference {reference[:12]}",
+    )
     message = "We are calling your phone to connect you with our support team."
     if wants_json():
         return jsonify(status="bridging", message=message)
-    return render_template("phoneverify/message.html", title="Calling you", error=None, info=message, retry=False)
+    return render_template(
+        "phoneverify/message.html", title="Calling you", error=None, info=message, retry=False
+    )
 
 
 # -- the simulated phone ------------------------------------------------------------------------
@@ -511,7 +550,9 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         abort(404)
     st.flow.apply_event(event)
     v = st.store.by_call_id(phone.name, event.call_id)
-    body: dict[str, Any] = {"state": next((c["state"] for c in phone.listing() if c["id"] == call_id), None)}
+    body: dict[str, Any] = {
+        "state": next((c["state"] for c in phone.listing() if c["id"] == call_id), None)
+    }
     if action == "keys":
         accepted = v is not None and v.status == "verified"
         if accepted:
@@ -519,9 +560,14 @@ def dev_phone_action(call_id: str, action: str) -> Any:
             body["state"] = "ended"
         body.update(
             accepted=accepted,
-            message="Thank you. You are confirmed." if accepted else (
-                "That PIN is not right." + (
-                    f" {st.flow.attempts_left(v)} tries left." if v is not None and v.is_open else ""
+            message="Thank you. You are confirmed."
+            if accepted
+            else (
+                "That PIN is not right."
+                + (
+                    f" {st.flow.attempts_left(v)} tries left."
+                    if v is not None and v.is_open
+                    else ""
                 )
             ),
         )

@@ -62,7 +62,9 @@ def csrf(client: FlaskClient) -> str:
     return token
 
 
-def post(client: FlaskClient, path: str, body: dict[str, Any] | None = None, *, token: str | None = None) -> Any:
+def post(
+    client: FlaskClient, path: str, body: dict[str, Any] | None = None, *, token: str | None = None
+) -> Any:
     headers = {"Accept": "application/json"}
     if token:
         headers["X-CSRFToken"] = token
@@ -94,8 +96,13 @@ def make_app(tmp_path: Any, clock: FakeClock) -> Iterator[Callable[..., Harness]
         app.config.update(config)
         ext = PhoneVerify(clock=clock)
         harness = Harness(app=app, ext=ext, clock=clock)
-        harness.users.update({"1": DemoUser("1", "+12015550123"), "2": DemoUser("2", "+12015550124"),
-                              "3": DemoUser("3", None)})
+        harness.users.update(
+            {
+                "1": DemoUser("1", "+12015550123"),
+                "2": DemoUser("2", "+12015550124"),
+                "3": DemoUser("3", None),
+            }
+        )
 
         @ext.user_loader
         def load() -> DemoUser | None:

@@ -19,7 +19,9 @@ WSGIApp = Callable[..., Any]
 def serve(app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name=f"loopback-{server.port}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, name=f"loopback-{server.port}", daemon=True
+    )
     thread.start()
     try:
         yield f"http://{host}:{server.port}"
@@ -46,7 +48,9 @@ def run_cli(app: WSGIApp, description: str, default_port: int) -> None:
     parser.add_argument("--port", type=int, default=default_port)
     args = parser.parse_args()
     server = make_server("127.0.0.1", args.port, app, threaded=True)
-    print(f"{description}: listening on http://127.0.0.1:{server.port} (Ctrl+C to stop)", flush=True)
+    print(
+        f"{description}: listening on http://127.0.0.1:{server.port} (Ctrl+C to stop)", flush=True
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:

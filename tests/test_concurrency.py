@@ -25,8 +25,11 @@ def test_concurrent_right_confirms_exactly_one_wins(make_app: Any) -> None:
         def confirm() -> None:
             with httpx.Client(base_url=base, headers=headers, cookies=cookies) as c:
                 barrier.wait()
-                r = c.post("/phoneverify/confirm", json={"token": body["token"], "pin": pin},
-                           headers={"X-CSRFToken": token})
+                r = c.post(
+                    "/phoneverify/confirm",
+                    json={"token": body["token"], "pin": pin},
+                    headers={"X-CSRFToken": token},
+                )
                 results.append(r.status_code)
 
         threads = [threading.Thread(target=confirm) for _ in range(8)]

@@ -21,7 +21,11 @@ def test_no_phone_and_no_enrolment_gets_a_clear_page(make_app: Any) -> None:
 
 
 def test_enrolment_verifies_then_saves(make_app: Any) -> None:
-    h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True, PHONEVERIFY_DEFAULT_REGION="US", PHONEVERIFY_STYLE="spoken")
+    h = make_app(
+        PHONEVERIFY_ALLOW_ENROLMENT=True,
+        PHONEVERIFY_DEFAULT_REGION="US",
+        PHONEVERIFY_STYLE="spoken",
+    )
     seen: list[str] = []
 
     def on_enrolled(sender: Any, user: Any, phone: str) -> None:
@@ -49,8 +53,12 @@ def test_enrolment_bad_number_gets_a_clear_message(make_app: Any) -> None:
     h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True)
     c = h.client("3")
     token = csrf(c)
-    for typed, words in (("", "enter a phone number"), ("hello", "does not look like"),
-                         ("2015550199", "country code"), ("+1 555 0100", "not valid")):
+    for typed, words in (
+        ("", "enter a phone number"),
+        ("hello", "does not look like"),
+        ("2015550199", "country code"),
+        ("+1 555 0100", "not valid"),
+    ):
         r = post(c, "/start", {"phone": typed}, token=token)
         assert r.status_code == 400 and words in r.json["message"].lower(), (typed, r.json)
     r = c.post("/phoneverify/start", data={"csrf_token": token, "phone": "hello"})

@@ -204,7 +204,9 @@ def test_provider_failure_marks_failed_and_shows_retry(harness: Harness, monkeyp
     c = harness.client()
     token = csrf(c)
     r = post(c, "/start", token=token)
-    assert r.status_code == 503 and r.json["error"] == "provider_error" and r.json["retryable"] is True
+    assert (
+        r.status_code == 503 and r.json["error"] == "provider_error" and r.json["retryable"] is True
+    )
     r = c.post("/phoneverify/start", data={"csrf_token": token})
     assert r.status_code == 503 and b"Try again" in r.data and b"Traceback" not in r.data
     st = harness.ext.state(harness.app)

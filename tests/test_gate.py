@@ -31,8 +31,12 @@ def test_json_request_gets_401_with_verify_url(harness: Harness) -> None:
 
 def test_accept_ranking_decides(harness: Harness) -> None:
     c = harness.client()
-    assert c.get("/secret", headers={"Accept": "text/html, application/json;q=0.5"}).status_code == 302
-    assert c.get("/secret", headers={"Accept": "application/json, text/html;q=0.5"}).status_code == 401
+    assert (
+        c.get("/secret", headers={"Accept": "text/html, application/json;q=0.5"}).status_code == 302
+    )
+    assert (
+        c.get("/secret", headers={"Accept": "application/json, text/html;q=0.5"}).status_code == 401
+    )
 
 
 def test_head_is_gated_too(harness: Harness) -> None:

@@ -65,15 +65,29 @@ def test_state_without_init_app_says_so(tmp_path: Any) -> None:
         ({"PHONEVERIFY_MAX_ATTEMPTS": 0}, "PHONEVERIFY_MAX_ATTEMPTS", "at least 1"),
         ({"PHONEVERIFY_URL_PREFIX": "phone"}, "PHONEVERIFY_URL_PREFIX", "start it with '/'"),
         ({"PHONEVERIFY_DEFAULT_REGION": "XX"}, "PHONEVERIFY_DEFAULT_REGION", "region code"),
-        ({"PHONEVERIFY_ALLOWED_COUNTRIES": ["US", "Narnia"]}, "PHONEVERIFY_ALLOWED_COUNTRIES", "ISO 3166"),
-        ({"PHONEVERIFY_REFUSED_NUMBER_TYPES": ["EXPENSIVE"]}, "PHONEVERIFY_REFUSED_NUMBER_TYPES", "PREMIUM_RATE"),
-        ({"PHONEVERIFY_DEFAULT_NEXT": "https://evil.example"}, "PHONEVERIFY_DEFAULT_NEXT", "a path"),
+        (
+            {"PHONEVERIFY_ALLOWED_COUNTRIES": ["US", "Narnia"]},
+            "PHONEVERIFY_ALLOWED_COUNTRIES",
+            "ISO 3166",
+        ),
+        (
+            {"PHONEVERIFY_REFUSED_NUMBER_TYPES": ["EXPENSIVE"]},
+            "PHONEVERIFY_REFUSED_NUMBER_TYPES",
+            "PREMIUM_RATE",
+        ),
+        (
+            {"PHONEVERIFY_DEFAULT_NEXT": "https://evil.example"},
+            "PHONEVERIFY_DEFAULT_NEXT",
+            "a path",
+        ),
         ({"PHONEVERIFY_ALLOW_ENROLMENT": "maybe"}, "PHONEVERIFY_ALLOW_ENROLMENT", "True or False"),
         ({"SECRET_KEY": None}, "SECRET_KEY", "long random value"),
         ({"SECRET_KEY": "dev"}, "SECRET_KEY", "long random value"),
     ],
 )
-def test_bad_settings_fail_init_app_with_key_and_fix(tmp_path: Any, config: dict[str, Any], key: str, fix: str) -> None:
+def test_bad_settings_fail_init_app_with_key_and_fix(
+    tmp_path: Any, config: dict[str, Any], key: str, fix: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         build(tmp_path, **config)
     assert info.value.key == key

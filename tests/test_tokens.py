@@ -73,7 +73,9 @@ def test_key_rotation_keeps_pending_tokens(make_app: Any) -> None:
     body = post(c, "/start", token=token).json
     from .conftest import SECRET
 
-    rotated = make_app(SECRET_KEY="a-brand-new-secret-key-0123456789", SECRET_KEY_FALLBACKS=[SECRET])
+    rotated = make_app(
+        SECRET_KEY="a-brand-new-secret-key-0123456789", SECRET_KEY_FALLBACKS=[SECRET]
+    )
     vid, uid = rotated.ext.state(rotated.app).tokens.read_pending(body["token"], max_age=600)
     assert uid == "1" and vid
 
@@ -81,6 +83,10 @@ def test_key_rotation_keeps_pending_tokens(make_app: Any) -> None:
 def test_malformed_json_body_gets_400(harness: Harness) -> None:
     c = harness.client()
     token = csrf(c)
-    r = c.post("/phoneverify/confirm", data="{not json", content_type="application/json",
-               headers={"X-CSRFToken": token, "Accept": "application/json"})
+    r = c.post(
+        "/phoneverify/confirm",
+        data="{not json",
+        content_type="application/json",
+        headers={"X-CSRFToken": token, "Accept": "application/json"},
+    )
     assert r.status_code == 400

@@ -123,7 +123,8 @@ class DevPhone(Provider):
         call.state = CallState.ENDED
         if was is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
-                "The call was declined." if was is CallState.RINGING
+                "The call was declined."
+                if was is CallState.RINGING
                 else "The call ended before the PIN was entered."
             )
             return CallEvent(

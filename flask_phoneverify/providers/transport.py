@@ -97,11 +97,17 @@ def parse_xml(body: bytes, *, vendor: str) -> ET.Element:
     if len(body) > MAX_RESPONSE_BYTES:
         raise ProviderProtocolError(detail=f"{vendor} sent {len(body)} bytes of XML")
     try:
-        return SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        root: ET.Element = SafeET.fromstring(
+            body, forbid_dtd=True, forbid_entities=True, forbid_external=True
+        )
+        return root
     except (DefusedXmlException, ET.ParseError, ValueError) as e:
-        raise ProviderProtocolError(detail=f"{vendor} sent XML we refuse to parse: {type(e).__name__}") from e
+        raise ProviderProtocolError(
+            detail=f"{vendor} sent XML we refuse to parse: {type(e).__name__}"
+        ) from e
 
 
 def to_xml_bytes(root: ET.Element, *, declaration: bool = True) -> bytes:
     """Serialise an element built with ElementTree (values are escaped by the library)."""
-    return ET.tostring(root, encoding="utf-8", xml_declaration=declaration)
+    data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=declaration)
+    return data
