@@ -41,7 +41,17 @@ class Store:
                     state["e"] = _make_engine(uri)
                 return state["e"]
 
-        return cls(engine, create_tables=True)
+        store = cls(engine, create_tables=True)
+        store._owned = state
+        return store
+
+    _owned: dict[str, Engine] | None = None
+
+    def close(self) -> None:
+        """Close the connections of an engine the store opened itself."""
+        if self._owned and "e" in self._owned:
+            self._owned.pop("e").dispose()
+            self._created = False
 
     @property
     def engine(self) -> Engine:

@@ -134,7 +134,9 @@ def make_app(tmp_path: Any, clock: FakeClock) -> Iterator[Callable[..., Harness]
 
     yield factory
     for h in made:
-        h.ext.state(h.app).provider.close()
+        st = h.ext.state(h.app)
+        st.provider.close()
+        st.store.close()
 
 
 @pytest.fixture
