@@ -352,18 +352,28 @@ def wait() -> Any:
     except FlowError:
         session.pop(PENDING, None)
         return redirect(url_for("phoneverify.verify", next=pending.get("n")))
-    return render_template(
+    return _render_wait(st, v, pending["t"])
+
+
+def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | None = None) -> Any:
+    """The wait page for ``v``, with ``error`` (wrong PIN, locked...) when there is one."""
+    pending = _pending()
+    page = render_template(
         "phoneverify/wait.html",
         v=v,
         masked=phones.mask(v.phone),
         pin=pending.get("p") if v.style == Style.KEYPAD.value else None,
         message=st.flow.message(v),
         attempts_left=st.flow.attempts_left(v),
-        token=pending["t"],
+        token=token,
         next_path=pending.get("n") or "",
         can_bridge=st.provider.can_bridge,
-        error=None,
+        error=error.message if error else None,
     )
+    if error is None:
+        return page
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    return page, error.status, headers
 
 
 def status() -> Any:
@@ -398,9 +408,11 @@ def confirm() -> Any:
             vid, None if pin is None else str(pin), user_id=identity.id, session=_session_ref()
         )
     except FlowError as e:
-        if wants_json() or e.extra.get("pending") or e.status not in (400, 429):
+        if wants_json() or e.status not in (400, 409, 429) or e.code == "csrf":
             raise
-        return _wait_again(st, token, e)
+        identity = _identity()
+        v = st.flow.owned(_load(st, identity, token), user_id=identity.id)
+        return _render_wait(st, v, token, e)
     next_path = _next(data.get("next"))
     mark_verified(identity.id, st.extension.clock())
     session.pop(PENDING, None)
@@ -414,31 +426,6 @@ def confirm() -> Any:
     if wants_json():
         return jsonify(status="verified", next=next_path)
     return redirect(next_path)
-
-
-def _wait_again(st: AppState, token: str, e: FlowError) -> Any:
-    """Re-render the wait page with the error (wrong PIN, locked)."""
-    pending = _pending()
-    identity = _identity()
-    vid = _load(st, identity, token)
-    v = st.flow.owned(vid, user_id=identity.id)
-    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
-    return (
-        render_template(
-            "phoneverify/wait.html",
-            v=v,
-            masked=phones.mask(v.phone),
-            pin=pending.get("p") if v.style == Style.KEYPAD.value else None,
-            message=st.flow.message(v),
-            attempts_left=st.flow.attempts_left(v),
-            token=token,
-            next_path=pending.get("n") or "",
-            can_bridge=st.provider.can_bridge,
-            error=e.message,
-        ),
-        e.status,
-        headers,
-    )
 
 
 def resend() -> Any:

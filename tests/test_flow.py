@@ -223,3 +223,23 @@ def test_anonymous_gets_401_without_flask_login(harness: Harness) -> None:
     c = harness.client(None)
     assert c.get("/secret").status_code == 401
     assert get_json(c, "/").status_code == 401
+
+
+def test_html_wrong_pin_shows_the_wait_page_with_the_error(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    c = h.client()
+    token = csrf(c)
+    c.post("/phoneverify/start", data={"csrf_token": token})
+    right = dev_calls(c)[-1]["pin"]
+    wrong = "000000" if right != "000000" else "111111"
+    r = c.post("/phoneverify/confirm", data={"csrf_token": token, "pin": wrong})
+    assert r.status_code == 400
+    assert b"That PIN is not right. 4 tries left." in r.data and b'name="pin"' in r.data
+
+
+def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
+    c = harness.client()
+    token = csrf(c)
+    c.post("/phoneverify/start", data={"csrf_token": token})
+    r = c.post("/phoneverify/confirm", data={"csrf_token": token})
+    assert r.status_code == 409 and b"has not confirmed yet" in r.data
