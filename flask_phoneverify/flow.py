@@ -321,6 +321,22 @@ class Flow:
         self._audit("canceled", v)
         return self._load(v.id)
 
+    def bridge(self, vid: str, *, user_id: str, session: str, ip: str | None) -> str:
+        """Connect a user whose verification failed or locked to the support line.
+        It costs a call like any other, so the same limits apply; it verifies nothing."""
+        v = self.owned(vid, user_id=user_id, session=session)
+        if v.status not in ("failed", "locked"):
+            raise BadInput(
+                "Talking to support is offered once a verification has failed or locked."
+            )
+        now = self.clock()
+        self.limits.reserve_call(
+            self.store, user_id=user_id, phone=v.phone, ip=ip, now=now, verification_id=v.id
+        )
+        reference = self.provider.bridge(v.phone)
+        self._audit("bridge", v, ip=ip, detail=f"reference {reference[:12]}")
+        return reference
+
     # -- provider reports --------------------------------------------------------------
     def apply_event(self, event: CallEvent) -> bool:
         """A callback event: counts only for a live verification of this provider whose

@@ -428,13 +428,19 @@ def confirm() -> Any:
     return redirect(next_path)
 
 
-def resend() -> Any:
+def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
+    """What every POST on a pending verification starts with: the user, a CSRF check,
+    the body, the token and the verification id it names."""
     st = state()
     identity = _identity()
     validate_csrf()
     data = _input()
     token = _token(data)
-    vid = _load(st, identity, token)
+    return st, identity, data, token, _load(st, identity, token)
+
+
+def resend() -> Any:
+    st, identity, _, token, vid = _action()
     started = st.flow.resend(
         vid,
         user_id=identity.id,
@@ -451,12 +457,7 @@ def resend() -> Any:
 
 
 def cancel() -> Any:
-    st = state()
-    identity = _identity()
-    validate_csrf()
-    data = _input()
-    token = _token(data)
-    vid = _load(st, identity, token)
+    st, identity, _, token, vid = _action()
     next_path = _pending().get("n")
     st.flow.cancel(vid, user_id=identity.id, session=_session_ref())
     if _pending().get("t") == token:
@@ -472,28 +473,10 @@ def cancel() -> Any:
 
 def talk() -> Any:
     """Bridge the user's phone to the support line (providers that can); verifies nothing."""
-    st = state()
-    identity = _identity()
-    validate_csrf()
+    st, identity, _, _, vid = _action()
     if not st.provider.can_bridge:
         abort(404)
-    data = _input()
-    vid = _load(st, identity, _token(data))
-    v = st.flow.owned(vid, user_id=identity.id, session=_session_ref())
-    if v.status not in ("failed", "locked"):
-        raise BadInput("Talking to support is offered once a verification has failed or locked.")
-    st.flow.limits.reserve_call(
-        st.store, user_id=identity.id, phone=v.phone, ip=_client_ip(), now=st.extension.clock()
-    )
-    reference = st.provider.bridge(v.phone)
-    st.store.record(
-        "bridge",
-        st.extension.clock(),
-        verification_id=v.id,
-        user_id=v.user_id,
-        phone=v.phone,
-        detail=f"reference {reference[:12]}",
-    )
+    st.flow.bridge(vid, user_id=identity.id, session=_session_ref(), ip=_client_ip())
     message = "We are calling your phone to connect you with our support team."
     if wants_json():
         return jsonify(status="bridging", message=message)

@@ -12,7 +12,8 @@ from flask_phoneverify import PhoneVerify, forget_phone_verification, phone_veri
 from .conftest import SECRET, Harness, csrf, get_json, post
 
 
-def verify(c: FlaskClient, h: Harness) -> None:
+def verify(c: FlaskClient) -> None:
+    """Confirm the client's user on the simulated phone, keypad style."""
     token = csrf(c)
     body = post(c, "/start", token=token).json
     call = get_json(c, "/dev/phone").json["calls"][-1]
@@ -46,7 +47,7 @@ def test_head_is_gated_too(harness: Harness) -> None:
 
 def test_max_age_asks_again_after_the_window(harness: Harness) -> None:
     c = harness.client()
-    verify(c, harness)
+    verify(c)
     assert c.get("/fresh").status_code == 200
     harness.clock.advance(61)
     assert c.get("/fresh").status_code == 302
@@ -56,7 +57,7 @@ def test_max_age_asks_again_after_the_window(harness: Harness) -> None:
 def test_verified_ttl_ends_the_confirmation(make_app: Any) -> None:
     h = make_app(PHONEVERIFY_VERIFIED_TTL=100)
     c = h.client()
-    verify(c, h)
+    verify(c)
     assert c.get("/secret").status_code == 200
     h.clock.advance(101)
     assert c.get("/secret").status_code == 302
@@ -64,7 +65,7 @@ def test_verified_ttl_ends_the_confirmation(make_app: Any) -> None:
 
 def test_marker_is_bound_to_the_user(harness: Harness) -> None:
     c = harness.client()
-    verify(c, harness)
+    verify(c)
     c.environ_base["HTTP_X_TEST_USER"] = "2"
     assert c.get("/secret").status_code == 302
 
@@ -89,7 +90,7 @@ def test_forget_drops_the_marker(harness: Harness) -> None:
         return "ok"
 
     c = harness.client()
-    verify(c, harness)
+    verify(c)
     c.get("/forget")
     assert c.get("/secret").status_code == 302
 
@@ -133,14 +134,6 @@ def login_app(tmp_path: Any, **config: Any) -> Flask:
     return app
 
 
-def verify_plain(c: FlaskClient) -> None:
-    token = csrf(c)
-    body = post(c, "/start", token=token).json
-    call = get_json(c, "/dev/phone").json["calls"][-1]
-    post(c, f"/dev/phone/{call['id']}/keys", {"digits": body["pin"]}, token=token)
-    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
-
-
 def test_flask_login_anonymous_goes_to_unauthorized(tmp_path: Any) -> None:
     app = login_app(tmp_path)
     r = app.test_client().get("/secret")
@@ -151,12 +144,12 @@ def test_flask_login_logout_and_switch_drop_the_marker(tmp_path: Any) -> None:
     app = login_app(tmp_path)
     c = app.test_client()
     c.get("/as/1")
-    verify_plain(c)
+    verify(c)
     assert c.get("/secret").status_code == 200
     c.get("/logout")
     c.get("/as/1")
     assert c.get("/secret").status_code == 302
-    verify_plain(c)
+    verify(c)
     c.get("/as/2")
     assert c.get("/secret").status_code == 302
 

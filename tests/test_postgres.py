@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from .conftest import csrf, get_json, post
-from .loopback import serve
+from .test_concurrency import race_right_confirms
 
 SERVER = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
 if not SERVER:
@@ -43,31 +41,7 @@ def pg_uri() -> Iterator[str]:
 
 def test_postgres_concurrent_right_confirms_exactly_one_wins(pg_uri: str, make_app: Any) -> None:
     h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_DATABASE_URI=pg_uri)
-    with serve(h.app) as base:
-        headers = {"Accept": "application/json", "X-Test-User": "1"}
-        with httpx.Client(base_url=base, headers=headers) as client:
-            token = client.get("/phoneverify/").json()["csrf_token"]
-            body = client.post("/phoneverify/start", json={}, headers={"X-CSRFToken": token}).json()
-            pin = client.get("/phoneverify/dev/phone").json()["calls"][-1]["pin"]
-            cookies = dict(client.cookies)
-        results: list[int] = []
-        barrier = threading.Barrier(8)
-
-        def confirm() -> None:
-            with httpx.Client(base_url=base, headers=headers, cookies=cookies) as c:
-                barrier.wait()
-                r = c.post(
-                    "/phoneverify/confirm",
-                    json={"token": body["token"], "pin": pin},
-                    headers={"X-CSRFToken": token},
-                )
-                results.append(r.status_code)
-
-        threads = [threading.Thread(target=confirm) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+    results = race_right_confirms(h.app)
     assert sorted(results) == [200] + [409] * 7, results
 
 
@@ -78,10 +52,14 @@ def test_postgres_wrong_pins_lock(pg_uri: str, make_app: Any) -> None:
     body = post(c, "/start", token=token).json
     right = get_json(c, "/dev/phone").json["calls"][-1]["pin"]
     wrong = "000000" if right != "000000" else "111111"
-    codes = [post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token).status_code
-             for _ in range(5)]
+    codes = [
+        post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token).status_code
+        for _ in range(5)
+    ]
     assert codes == [400, 400, 400, 400, 429]
-    assert post(c, "/confirm", {"token": body["token"], "pin": right}, token=token).status_code == 429
+    assert (
+        post(c, "/confirm", {"token": body["token"], "pin": right}, token=token).status_code == 429
+    )
 
 
 def test_postgres_call_limits_hold_across_two_workers(pg_uri: str, make_app: Any) -> None:
