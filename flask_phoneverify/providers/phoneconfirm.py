@@ -235,9 +235,8 @@ class PhoneConfirm(Provider):
                 f"is on, but PINs have {self.pin_length} digits and the call would take one key",
                 "leave it False",
             )
-        extension = options.get("extension")
+        extension = (options.get("extension") or "").strip() or None
         if extension is not None:
-            extension = extension.strip()
             if not _EXTENSION.fullmatch(extension):
                 raise ConfigError(
                     self.option_key("extension"),
@@ -253,7 +252,7 @@ class PhoneConfirm(Provider):
         thank_you = (options.get("thank_you_file") or "").strip() or None
         chosen = {
             "ThankYouFile": thank_you,
-            "Extension": extension or None,
+            "Extension": extension,
             "ExtensionDelay": options.get("extension_delay"),
             "MaxCallDuration": options.get("max_call_duration"),
             "SingleDigitMode": bool(options.get("single_digit_mode")),
