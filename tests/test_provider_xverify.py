@@ -210,6 +210,14 @@ def test_account_and_request_errors_blame_the_account(
     assert_secret_free(caught.value)
 
 
+def test_a_key_echoed_by_xverify_is_blotted_out(provider: Xverify, server: XverifyServer) -> None:
+    server.fail["placecall"] = "echo_key"
+    with pytest.raises(ProviderConfigError) as caught:
+        provider.place_call(call())
+    assert "API key *** expired" in (caught.value.detail or "")
+    assert_secret_free(caught.value)
+
+
 def test_a_wrong_api_key_is_a_configuration_error(make: Callable[..., Xverify]) -> None:
     with pytest.raises(ProviderConfigError) as caught:
         make(PHONEVERIFY_XVERIFY_API_KEY="wrong-key-123").place_call(call())
@@ -392,7 +400,7 @@ def app(make_app: Callable[..., Harness], base: str) -> Harness:
     )
 
 
-def start(h: Harness) -> tuple[Any, str, dict[str, Any]]:
+def start(h: Harness) -> tuple[Any, str, Any]:
     c = h.client()
     token = csrf(c)
     r = post(c, "/start", token=token)

@@ -162,7 +162,7 @@ class Xverify(Provider):
             "PHONEVERIFY_XVERIFY_RESPONSE_TYPE",
             "json",
             "str",
-            "Answer format asked of Xverify (type).",
+            "Answer format asked of Xverify (type): json or xml.",
             choices=("json", "xml"),
         ),
         Setting(
@@ -278,7 +278,7 @@ class Xverify(Provider):
         try:
             return self._read(response)
         except ProviderProtocolError:
-            if response.status_code >= 400:
+            if response.status_code in (404, 405):
                 raise ProviderConfigError(
                     detail=f"HTTP {response.status_code} from Xverify on GET {path}; "
                     "check PHONEVERIFY_XVERIFY_URL"
@@ -317,11 +317,11 @@ class Xverify(Provider):
 
     def _describe(self, answer: _Answer, *secrets: str) -> str:
         """The answer for the log, with anything secret or personal blotted out."""
-        message = answer.message
+        error, message = answer.error[:20], answer.message
         for secret in (self.api_key, *secrets):
             if secret:
-                message = message.replace(secret, "***")
-        return f"error={answer.error[:20]} status={answer.status} message={message!r}"
+                error, message = error.replace(secret, "***"), message.replace(secret, "***")
+        return f"error={error} status={answer.status} message={message!r}"
 
 
 def _json_fields(body: Any) -> dict[str, Any]:

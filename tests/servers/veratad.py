@@ -118,8 +118,9 @@ class VeratadServer:
         behaviour = self.fail.get(endpoint)
         if behaviour is not None and behaviour not in FAILURES[endpoint]:
             raise ValueError(f"unknown scripted failure {behaviour!r}")
-        if behaviour == "slow":
+        if behaviour == "slow":  # answers too late, and changes nothing meanwhile
             time.sleep(self.slow_seconds)
+            return self._json({"error": {"code": "0", "message": "Too late", "detail": ""}})
         if behaviour == "server":
             return Response("<h1>502 Bad Gateway</h1>", 502, content_type="text/html")
         if behaviour == "http401":

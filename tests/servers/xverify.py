@@ -45,7 +45,7 @@ VERIFYCODE_PARAMS = {"transaction_number", "code", "apikey", "domain", "type"}
 VERIFYCODE_REQUIRED = VERIFYCODE_PARAMS
 
 #: scripted failures: name -> (error, status, message) in the vendor's answer
-ANSWERS = {
+ANSWERS: dict[str, tuple[int | str, str, str]] = {
     "number": (0, "invalid", "Invalid phone number"),
     "key": (1, "invalid", "Invalid API Key"),
     "credit": ("5", "invalid", "Your account has insufficient credits"),
@@ -55,6 +55,7 @@ ANSWERS = {
 #: failures that are not vendor answers but broken transports or bodies
 FAILURES = set(ANSWERS) | {
     "domain",
+    "echo_key",
     "server",
     "not_json",
     "wrong_shape",
@@ -129,8 +130,9 @@ class XverifyServer:
         behaviour = self.fail.get(endpoint)
         if behaviour is not None and behaviour not in FAILURES:
             raise ValueError(f"unknown scripted failure {behaviour!r}")
-        if behaviour == "slow":
+        if behaviour == "slow":  # answers too late, and changes nothing meanwhile
             time.sleep(self.slow_seconds)
+            return self._answer(kind, 0, "valid", "Call placed", transaction="1")
         if behaviour == "server":
             return Response("Internal Server Error", 500, content_type="text/plain")
         # an untrusted domain is answered before anything else is read
@@ -144,6 +146,8 @@ class XverifyServer:
             return self._answer(kind, *ANSWERS["key"])
         if behaviour in ANSWERS:
             return self._answer(kind, *ANSWERS[behaviour])
+        if behaviour == "echo_key":
+            return self._answer(kind, "KEY", "invalid", f"API key {request.args['apikey']} expired")
         if behaviour in ("not_json", "wrong_shape", "no_wrapper", "hostile_xml", "bad_status"):
             return self._broken(behaviour)
         args = dict(pairs)
