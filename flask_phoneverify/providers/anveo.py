@@ -90,6 +90,7 @@ _CONFIG_WORDS = (
 )
 _NUMBER = re.compile(r"\+?\d{7,15}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_LONG_DIGITS = re.compile(r"\d{7,}")
 MAX_DETAIL = 300
 
 
@@ -295,10 +296,11 @@ class Anveo(Provider):
         )
 
     def _scrub(self, text: str) -> str:
-        """Vendor text for the log: our credentials cut out, length bounded."""
+        """Vendor text for the log: our credentials cut out, numbers masked, length bounded."""
         for secret in (self._user_key, self._signature, self.callflow):
             if secret:
                 text = text.replace(secret, "[redacted]")
+        text = _LONG_DIGITS.sub("[number]", text)
         return " ".join(text.split())[:MAX_DETAIL]
 
 

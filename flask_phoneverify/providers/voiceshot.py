@@ -384,7 +384,7 @@ class VoiceShot(Provider):
 
 def _error(code: int, comment: str | None) -> ProviderError:
     known = ERRORS.get(code)
-    said = " ".join((comment or "").split())[:200]
+    said = re.sub(r"\d{7,}", "[number]", " ".join((comment or "").split()))[:200]
     if known is None:
         return ProviderError(detail=f"{VENDOR} errorid {code} (undocumented): {said!r}")
     cls, message, reason = known
