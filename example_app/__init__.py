@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, flash, redirect, render_template, request, url_for
+from flask import Flask, current_app, flash, redirect, render_template, request, url_for
 from flask_login import (
     LoginManager,
     UserMixin,
@@ -64,19 +64,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         email: User(id=str(i), email=email, password=pw, name=name, phone=phone)
         for i, (email, pw, name, phone) in enumerate(DEMO_ACCOUNTS, start=1)
     }
-    by_id = {u.id: u for u in users.values()}
     app.extensions["example_users"] = users
 
     login_manager.init_app(app)
     phoneverify.init_app(app)
-
-    @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
-        return by_id.get(user_id)
-
-    @phoneverify.phone_saver
-    def save_phone(user: User, phone: str) -> None:
-        user.phone = phone
 
     @app.get("/")
     def home() -> str:
@@ -117,3 +108,15 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return render_template("account.html", step_up=True)
 
     return app
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    users: dict[str, User] = current_app.extensions["example_users"]
+    return next((u for u in users.values() if u.id == user_id), None)
+
+
+@phoneverify.phone_saver
+def save_phone(user: User, phone: str) -> None:
+    """Called once a number typed on the verify page has been confirmed."""
+    user.phone = phone

@@ -226,10 +226,15 @@ class PhoneVerify:
     def _build_provider(self, app: Flask, settings: Settings) -> Provider:
         cls = load(settings.provider)
         chosen = settings.style
-        if chosen is None:
-            style = cls.preferred_style
-        else:
-            style = Style(chosen)
+        if chosen is None and cls.preferred_style is Style.DELIVERY:
+            raise ConfigError(
+                "PHONEVERIFY_STYLE",
+                f"is unset, and provider {cls.name!r} can only report delivery (a delivered "
+                "call proves that a line answered, not that the user holds the phone)",
+                "set PHONEVERIFY_STYLE = 'delivery' to accept that, or choose a provider "
+                "that can do keypad or spoken",
+            )
+        style = cls.preferred_style if chosen is None else Style(chosen)
         if style not in cls.styles:
             can = ", ".join(sorted(s.value for s in cls.styles))
             raise ConfigError(
@@ -238,10 +243,6 @@ class PhoneVerify:
                 f"use one of: {can}",
             )
         if style is Style.DELIVERY:
-            if chosen is None:  # pragma: no cover - no provider prefers it
-                raise ConfigError(
-                    "PHONEVERIFY_STYLE", "is unset", "set it to 'delivery' explicitly"
-                )
             log.warning(
                 "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
                 "answered, not that the user holds that phone"

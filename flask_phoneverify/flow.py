@@ -19,10 +19,10 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import BadInput, Forbidden, Locked, NotOpen, ProviderError, WrongPin
+from .errors import BadInput, Forbidden, Locked, NotOpen, ProviderError, RateLimited, WrongPin
 from .limits import Limits
 from .models import OPEN, Verification
-from .phone import check_policy, mask
+from .phone import check_calling_code, check_policy, mask
 from .pins import PinHasher, new_pin
 from .providers.base import (
     CallEvent,
@@ -118,12 +118,8 @@ class Flow:
     ) -> Started:
         """Check the policy and limits, store the verification, place the call."""
         now = self.clock()
-        check_policy(phone, self.policy.allowed_regions, self.policy.refused_types)
-        self.limits.check_failures(self.store, user_id, now)
         vid = secrets.token_urlsafe(16)
-        self.limits.reserve_call(
-            self.store, user_id=user_id, phone=phone, ip=ip, now=now, verification_id=vid
-        )
+        self._admit(user_id=user_id, phone=phone, ip=ip, now=now, verification_id=vid)
         pin = new_pin(self.pin_length)
         v = Verification(
             id=vid,
@@ -157,11 +153,7 @@ class Flow:
         """A new call and a new PIN for the same verification; attempts are kept."""
         v = self.owned(vid, user_id=user_id, session=session)
         self._require_open(v)
-        now = self.clock()
-        self.limits.check_failures(self.store, user_id, now)
-        self.limits.reserve_call(
-            self.store, user_id=user_id, phone=v.phone, ip=ip, now=now, verification_id=vid
-        )
+        self._admit(user_id=user_id, phone=v.phone, ip=ip, now=self.clock(), verification_id=vid)
         pin = new_pin(self.pin_length)
         changed = self.store.change(
             vid,
@@ -180,6 +172,28 @@ class Flow:
         self._audit("resent", v, ip=ip)
         self._place(v, pin, callback_url)
         return Started(self._load(vid), pin)
+
+    def _admit(
+        self, *, user_id: str, phone: str, ip: str | None, now: float, verification_id: str
+    ) -> None:
+        """May this call be placed? The number policy, the user's wrong PINs and the call
+        limits, before any provider is asked; a refusal is logged and audited."""
+        try:
+            check_policy(phone, self.policy.allowed_regions, self.policy.refused_types)
+            check_calling_code(phone, self.provider.calling_codes)
+            self.limits.check_failures(self.store, user_id, now)
+            self.limits.reserve_call(
+                self.store,
+                user_id=user_id,
+                phone=phone,
+                ip=ip,
+                now=now,
+                verification_id=verification_id,
+            )
+        except (BadInput, RateLimited) as e:
+            self.store.record("refused", now, user_id=user_id, phone=phone, ip=ip, detail=e.message)
+            log.warning("phoneverify: call to %s refused: %s", mask(phone), e.message)
+            raise
 
     def _place(self, v: Verification, pin: str, callback_url: str | None) -> None:
         request = CallRequest(
@@ -222,14 +236,19 @@ class Flow:
             raise Forbidden("This verification was started in another browser session.")
         return v
 
-    def refresh(self, v: Verification) -> Verification:
-        """Expire it when its time is up; ask a polled provider for news when due."""
-        now = self.clock()
-        if v.is_open and now >= v.expires_at:
+    def _expire(self, v: Verification) -> Verification:
+        """Close it when its time is up."""
+        if v.is_open and self.clock() >= v.expires_at:
             if self.store.change(v.id, status="expired", reason=MESSAGES["expired"]):
                 self._audit("expired", v)
             return self._load(v.id)
-        if not (v.is_open and self.provider.polled and v.provider_ref):
+        return v
+
+    def refresh(self, v: Verification) -> Verification:
+        """Expire it when its time is up; ask a polled provider for news when due."""
+        now = self.clock()
+        v = self._expire(v)
+        if not (v.is_open and self.provider.polled and v.provider_ref) or _settled(v):
             return v
         if now - max(v.polled_at, v.event_at) < self.poll_interval:
             return v
@@ -263,9 +282,14 @@ class Flow:
                 return self._load(v.id)
             raise NotOpen("This verification has already been used.")
         self._require_open(v)
-        if Style(v.style) is not Style.SPOKEN:
+        if Style(v.style) is Style.KEYPAD:
             raise NotOpen(
                 "The phone has not confirmed yet. Answer the call and key in the PIN shown here.",
+                pending=True,
+            )
+        if Style(v.style) is Style.DELIVERY:
+            raise NotOpen(
+                "The call has not been delivered yet. Answer your phone, then try again.",
                 pending=True,
             )
         pin = "".join(ch for ch in (pin or "") if not ch.isspace() and ch != "-")
@@ -349,7 +373,7 @@ class Flow:
                 "phoneverify: event for call of verification %s names another number", v.id[:8]
             )
             return False
-        v = self.refresh(v)
+        v = self._expire(v)  # never a status request to the vendor from its own callback
         if not v.is_open:
             return False
         self.store.change(v.id, where={"call_id": event.call_id}, event_at=self.clock())
@@ -358,7 +382,7 @@ class Flow:
 
     def _apply(self, v: Verification, report: CallReport) -> None:
         guard = {"call_id": v.call_id}
-        if report.call is not None and report.call.value != v.call:
+        if report.call is not None and _CALL_ORDER[report.call] > _CALL_ORDER[CallState(v.call)]:
             self.store.change(v.id, where=guard, call=report.call.value)
         if report.digits is not None:
             if self.hasher.check(v.id, report.digits, v.pin_hash):
@@ -434,6 +458,18 @@ class Flow:
             ip=ip,
             detail=detail,
         )
+
+
+def _settled(v: Verification) -> bool:
+    """Nothing more to learn from the provider: the call ended, or (spoken style) it
+    delivered the PIN and only the typed PIN can decide now."""
+    return v.call == CallState.ENDED.value or (
+        v.style == Style.SPOKEN.value and v.call == CallState.DELIVERED.value
+    )
+
+
+#: a call's progress only moves forward (a late "answered" never hides "delivered")
+_CALL_ORDER = {state: rank for rank, state in enumerate(CallState)}
 
 
 def _call_id() -> str:

@@ -79,7 +79,10 @@ def is_phone_verified(max_age: int | None = None) -> bool:
     if not isinstance(marker, dict):
         return False
     identity = current_identity()
-    if identity is None or marker.get("u") != identity.id:
+    if identity is None:
+        return False
+    if marker.get("u") != identity.id:
+        forget_phone_verification()  # another user: switching back must verify again
         return False
     from .extension import state
 

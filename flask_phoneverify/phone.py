@@ -65,9 +65,10 @@ def parse(text: str, default_region: str | None) -> str:
                 " (for example +1 201 555 0123)."
             ) from None
         raise BadInput("That does not look like a phone number.") from None
-    if not phonenumbers.is_valid_number(number):
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not phonenumbers.is_valid_number(number) or len(e164) > 16:  # E.164: 15 digits at most
         raise BadInput("That phone number is not valid. Please check it and try again.")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
 
 
 def region_of(e164: str) -> str | None:
@@ -91,6 +92,15 @@ def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: froz
         raise BadInput(
             "This kind of number (premium rate, shared cost, pager...) cannot be called."
         )
+
+
+def check_calling_code(e164: str, codes: frozenset[int] | None) -> None:
+    """Refuse numbers outside the calling codes a provider can reach (None: any)."""
+    if codes is None:
+        return
+    if phonenumbers.parse(e164, None).country_code not in codes:
+        where = " or ".join(f"+{c}" for c in sorted(codes))
+        raise BadInput(f"Calls can only be placed to numbers starting with {where}.")
 
 
 def mask(e164: str | None) -> str:

@@ -50,22 +50,26 @@ class Setting:
         if self.choices is not None and value not in self.choices:
             raise ConfigError(
                 self.name,
-                f"is {raw!r}",
+                f"is {self.show(raw)}",
                 f"use one of: {', '.join(repr(c) for c in self.choices)}",
             )
         if self.kind in ("int", "float"):
             assert isinstance(value, int | float)
             if self.minimum is not None and value < self.minimum:
                 raise ConfigError(
-                    self.name, f"is {raw!r}", f"use a value of at least {self.minimum:g}"
+                    self.name, f"is {self.show(raw)}", f"use a value of at least {self.minimum:g}"
                 )
             if self.maximum is not None and value > self.maximum:
                 raise ConfigError(
-                    self.name, f"is {raw!r}", f"use a value of at most {self.maximum:g}"
+                    self.name, f"is {self.show(raw)}", f"use a value of at most {self.maximum:g}"
                 )
         if self.required and value in ("", []):
             raise ConfigError(self.name, "is empty", self._fix())
         return value
+
+    def show(self, raw: Any) -> str:
+        """``raw`` as an error message may quote it: never for a secret."""
+        return "a hidden value" if self.secret else repr(raw)
 
     def _fix(self) -> str:
         return f"set app.config[{self.name!r}] (or the environment variable FLASK_{self.name})"
@@ -73,23 +77,25 @@ class Setting:
 
 def _as_str(setting: Setting, raw: Any) -> str:
     if not isinstance(raw, str | int):
-        raise ConfigError(setting.name, f"is {type(raw).__name__} {raw!r}", "use a string")
+        raise ConfigError(
+            setting.name, f"is {type(raw).__name__} {setting.show(raw)}", "use a string"
+        )
     return str(raw)
 
 
 def _as_int(setting: Setting, raw: Any) -> int:
     if isinstance(raw, bool):
-        raise ConfigError(setting.name, f"is {raw!r}", "use a whole number")
+        raise ConfigError(setting.name, f"is {setting.show(raw)}", "use a whole number")
     if isinstance(raw, int):
         return raw
     if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
         return int(raw.strip())
-    raise ConfigError(setting.name, f"is {raw!r}", "use a whole number")
+    raise ConfigError(setting.name, f"is {setting.show(raw)}", "use a whole number")
 
 
 def _as_float(setting: Setting, raw: Any) -> float:
     if isinstance(raw, bool):
-        raise ConfigError(setting.name, f"is {raw!r}", "use a number")
+        raise ConfigError(setting.name, f"is {setting.show(raw)}", "use a number")
     if isinstance(raw, int | float):
         return float(raw)
     if isinstance(raw, str):
@@ -97,7 +103,7 @@ def _as_float(setting: Setting, raw: Any) -> float:
             return float(raw)
         except ValueError:
             pass
-    raise ConfigError(setting.name, f"is {raw!r}", "use a number")
+    raise ConfigError(setting.name, f"is {setting.show(raw)}", "use a number")
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -111,7 +117,7 @@ def _as_bool(setting: Setting, raw: Any) -> bool:
         return bool(raw)
     if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
         return raw.strip().lower() in _TRUE
-    raise ConfigError(setting.name, f"is {raw!r}", "use True or False")
+    raise ConfigError(setting.name, f"is {setting.show(raw)}", "use True or False")
 
 
 def _as_list(setting: Setting, raw: Any) -> list[str]:
@@ -121,13 +127,17 @@ def _as_list(setting: Setting, raw: Any) -> list[str]:
             try:
                 raw = json.loads(text)
             except ValueError as e:
-                raise ConfigError(setting.name, f"is {raw!r}", "use a JSON list of strings") from e
+                raise ConfigError(
+                    setting.name, f"is {setting.show(raw)}", "use a JSON list of strings"
+                ) from e
         else:
             raw = [part for part in (p.strip() for p in text.split(",")) if part]
     if not isinstance(raw, list | tuple | set | frozenset) or not all(
         isinstance(item, str) for item in raw
     ):
-        raise ConfigError(setting.name, f"is {raw!r}", 'use a list of strings, e.g. ["US", "CA"]')
+        raise ConfigError(
+            setting.name, f"is {setting.show(raw)}", 'use a list of strings, e.g. ["US", "CA"]'
+        )
     return list(raw)
 
 

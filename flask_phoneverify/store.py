@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from .models import OPEN, Base, Event, Verification
@@ -59,7 +60,11 @@ class Store:
         if self._create_tables and not self._created:
             with self._lock:
                 if not self._created:
-                    Base.metadata.create_all(engine)
+                    try:
+                        Base.metadata.create_all(engine)
+                    except DBAPIError:
+                        # another worker created them between our check and our CREATE
+                        Base.metadata.create_all(engine)
                     self._created = True
         return engine
 

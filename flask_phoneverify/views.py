@@ -43,6 +43,14 @@ __all__ = ["make_blueprint"]
 
 log = logging.getLogger("flask_phoneverify")
 
+WAIT_TITLES = {
+    "verified": "Confirmed",
+    "failed": "The call did not go through",
+    "expired": "This verification has expired",
+    "locked": "Too many wrong PINs",
+    "canceled": "Verification canceled",
+}
+
 PENDING = "_phoneverify_pending"
 NONCE = "_phoneverify_sid"
 
@@ -369,6 +377,7 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
         next_path=pending.get("n") or "",
         can_bridge=st.provider.can_bridge,
         error=error.message if error else None,
+        title=WAIT_TITLES.get(v.status, "Answer your phone"),
     )
     if error is None:
         return page
@@ -497,15 +506,21 @@ def _dev() -> Any:
     return provider
 
 
+DEV_NOTICE = "_phoneverify_dev_notice"
+
+
 def dev_phone() -> Any:
     phone = _dev()
     calls = phone.listing()
     if wants_json():
         return jsonify(calls=calls)
-    return render_template("phoneverify/dev_phone.html", calls=list(reversed(calls)), notice=None)
+    notice = session.pop(DEV_NOTICE, None)
+    return render_template("phoneverify/dev_phone.html", calls=list(reversed(calls)), notice=notice)
 
 
 def dev_phone_action(call_id: str, action: str) -> Any:
+    """Answer, hang up or press keys on the simulated phone; reported to the flow as
+    call events, the way a provider that relays keypresses would."""
     st = state()
     phone = _dev()
     validate_csrf()
@@ -518,37 +533,31 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         event = phone.hang_up(call_id)
     else:
         abort(404)
-    st.flow.apply_event(event)
+    current = st.flow.apply_event(event)
     v = st.store.by_call_id(phone.name, event.call_id)
-    body: dict[str, Any] = {
-        "state": next((c["state"] for c in phone.listing() if c["id"] == call_id), None)
-    }
+    body: dict[str, Any] = {"state": phone.state_of(call_id)}
     if action == "keys":
-        accepted = v is not None and v.status == "verified"
+        accepted = current and v is not None and v.status == "verified"
         if accepted:
             phone.ended(call_id)
             body["state"] = "ended"
-        body.update(
-            accepted=accepted,
-            message="Thank you. You are confirmed."
-            if accepted
-            else (
-                "That PIN is not right."
-                + (
-                    f" {st.flow.attempts_left(v)} tries left."
-                    if v is not None and v.is_open
-                    else ""
-                )
-            ),
-        )
+        if accepted:
+            message = "Thank you. You are confirmed."
+        elif v is None or not current:
+            message = "This call is no longer current: answer the newest call."
+        elif v.is_open:
+            left = st.flow.attempts_left(v)
+            message = f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left."
+        else:
+            message = "That PIN is not right. " + st.flow.message(v)
+        body.update(accepted=accepted, message=message)
         if v is not None:
             body["attempts_left"] = st.flow.attempts_left(v)
     if wants_json():
         return jsonify(body)
-    notice = body.get("message")
-    return render_template(
-        "phoneverify/dev_phone.html", calls=list(reversed(phone.listing())), notice=notice
-    )
+    if body.get("message"):
+        session[DEV_NOTICE] = body["message"]
+    return redirect(url_for("phoneverify.dev_phone"))
 
 
 # -- provider callbacks -------------------------------------------------------------------------

@@ -20,7 +20,10 @@ def serve(app: WSGIApp, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[s
     """Serve ``app`` until the block ends; yields its base URL (``http://127.0.0.1:PORT``)."""
     server = make_server(host, port, app, threaded=True)
     thread = threading.Thread(
-        target=server.serve_forever, name=f"loopback-{server.port}", daemon=True
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"loopback-{server.port}",
+        daemon=True,
     )
     thread.start()
     try:

@@ -144,7 +144,8 @@ def log_in(user: Watched, base: str, email: str, password: str) -> None:
     page.fill("#password", password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/phoneverify/\?next=(%2F|/)account$"))
-    assert page.get_by_role("heading", name="Confirm it's you").is_visible()
+    heading = "Add your phone number" if email.startswith("new@") else "Confirm it's you"
+    assert page.get_by_role("heading", name=heading).is_visible()
 
 
 def open_phone(context: Any, base: str) -> Watched:
@@ -251,7 +252,7 @@ def test_spoken_pin_typed_on_the_page_with_a_wrong_try_first(context: Any, tmp_p
         error.wait_for()
         said = re.fullmatch(r"That PIN is not right\. (\d) tries left\.", error.inner_text())
         assert said, error.inner_text()
-        assert user.page.locator(".pv-hint").inner_text() == f"{said[1]} tries left."
+        assert user.page.locator(".pv-hint").count() == 0  # said once, in the alert
         user.shot("wrong-pin")
 
         # The right one, typed the way people type what they hear.
@@ -267,7 +268,7 @@ def test_new_user_enters_a_number_and_keeps_it_once_confirmed(context: Any, tmp_
     with example_app(tmp_path) as base:
         user = Watched(context.new_page(), "enrol")
         log_in(user, base, "new@example.com", "new")
-        number = user.page.get_by_label("Phone number")
+        number = user.page.get_by_role("textbox", name="Phone number")
         assert number.is_visible()
         user.shot("verify")
 
@@ -342,11 +343,6 @@ def test_provider_failure_shows_a_readable_page(context: Any, tmp_path: Path) ->
         user.no_js_errors()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: in the built-in layout .pv-main is a row flexbox, so the development "
-    "note stands beside the card instead of above it (phoneverify.css)",
-)
 def test_built_in_layout_puts_the_development_note_above_the_card(
     context: Any, tmp_path: Path
 ) -> None:

@@ -539,8 +539,8 @@ def test_unanswered_call_fails_the_verification(live: Callable[..., Live]) -> No
 def test_a_number_outside_north_america_gets_a_clear_message(live: Callable[..., Live]) -> None:
     app = live(PHONEVERIFY_ALLOW_ENROLMENT=True)
     _token, r = app.start(app.h.client("3"), phone="+442079460000")
-    assert r.status_code == 502
-    assert "North American numbers (+1) only" in r.json["message"]
+    assert r.status_code == 400  # refused before any call is counted or placed
+    assert "numbers starting with +1" in r.json["message"]
     assert app.server.posts == []
 
 

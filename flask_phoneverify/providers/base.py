@@ -147,6 +147,8 @@ class Provider:
     polled: ClassVar[bool] = True
     #: a simulated provider (the dev phone): refused outside debug/testing
     simulated: ClassVar[bool] = False
+    #: the country calling codes it can call (None: any); checked before a call is placed
+    calling_codes: ClassVar[frozenset[int] | None] = None
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str

@@ -91,6 +91,9 @@ class DevPhone(Provider):
             pin=request.pin,
         )
         with self._lock:
+            for earlier in self.calls:  # a new call to a number replaces the one ringing there
+                if earlier.number == call.number and earlier.state is not CallState.ENDED:
+                    earlier.state = CallState.ENDED
             self.calls.append(call)
             del self.calls[:-MAX_CALLS]
         print(
@@ -142,6 +145,10 @@ class DevPhone(Provider):
             raise BadInput("Key in digits only.")
         call.state = CallState.ANSWERED
         return CallEvent(call.call_id, CallReport(call=call.state, digits=digits))
+
+    def state_of(self, call_id: str) -> str | None:
+        call = self._find(call_id)
+        return call.state.value if call else None
 
     def ended(self, call_id: str) -> None:
         call = self._find(call_id)

@@ -32,14 +32,49 @@ MAX_RESPONSE_BYTES = 1_000_000
 USER_AGENT = "flask-phoneverify"
 
 
-def make_client(timeout: float) -> httpx.Client:
+#: request extension that carries a secret query string down to the network transport
+SECRET_QUERY = "flask_phoneverify.secret_query"  # noqa: S105 - a name, not a secret
+
+
+class HiddenQueryTransport(httpx.BaseTransport):
+    """Adds a secret query string on the way out, below the client.
+
+    The client's request (what httpx logs at INFO and attaches to its exceptions)
+    keeps a bare path; only the copy handed to the network carries the query, so
+    credentials, numbers and PINs that a vendor wants in the URL reach no log.
+    """
+
+    def __init__(self) -> None:
+        self._inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        extensions = dict(request.extensions)
+        query = extensions.pop(SECRET_QUERY, None)
+        if not query:
+            return self._inner.handle_request(request)
+        wire = httpx.Request(
+            request.method,
+            request.url.copy_merge_params(query),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return self._inner.handle_request(wire)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def make_client(timeout: float, *, event_hooks: dict[str, list[Any]] | None = None) -> httpx.Client:
     """One client per app and provider: connection reuse, fixed timeouts, no env proxies
-    that could route credentials elsewhere."""
+    that could route credentials elsewhere, secret queries kept out of logs."""
     return httpx.Client(
         timeout=httpx.Timeout(timeout),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
         follow_redirects=False,
+        transport=HiddenQueryTransport(),
+        event_hooks=event_hooks or {},
     )
 
 
@@ -49,10 +84,15 @@ def send(
     url: str,
     *,
     vendor: str,
+    secret_query: dict[str, str] | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request; raise ProviderError subclasses for transport failures and
-    HTTP 5xx. 4xx answers are returned for the provider to interpret."""
+    HTTP 5xx. 4xx answers are returned for the provider to interpret.
+
+    ``secret_query``: query parameters that must never be logged (see HiddenQueryTransport)."""
+    if secret_query:
+        kwargs["extensions"] = {**kwargs.get("extensions", {}), SECRET_QUERY: secret_query}
     try:
         response = client.request(method, url, **kwargs)
     except httpx.TimeoutException as e:
@@ -86,7 +126,7 @@ def parse_json(response: httpx.Response, *, vendor: str) -> Any:
     """The JSON body, or ProviderProtocolError."""
     try:
         return json.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ProviderProtocolError(
             detail=f"{vendor} answered HTTP {response.status_code} with a body that is not JSON"
         ) from e

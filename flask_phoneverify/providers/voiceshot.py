@@ -160,6 +160,7 @@ class VoiceShot(Provider):
     name = "voiceshot"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
+    calling_codes = frozenset({1})  # North American numbers only (PROVIDERS.md)
     settings = (
         Setting(
             _prefix("MENU_ID"),

@@ -36,8 +36,8 @@ What is assumed, and why:
   page keeps asking for the PIN that the call speaks.
 
 The query string carries the API key, the number and the PIN, so it is added
-below httpx's client (:class:`_QueryTransport`): httpx's own request log, its
-exceptions and our error details only ever see the path.
+below httpx's client (``transport.send(secret_query=...)``): httpx's own
+request log, its exceptions and our error details only ever see the path.
 """
 
 from __future__ import annotations
@@ -67,9 +67,6 @@ DEFAULT_URL = "https://www.xverify.com/services"
 PLACECALL = "/phoneconfirm/placecall/"
 VERIFYCODE = "/phoneconfirm/verifycode/"
 
-#: request extension that carries the query down to :class:`_QueryTransport`
-_QUERY = "flask_phoneverify.xverify.query"
-
 _ACCOUNT_WORDS = ("key", "domain", "account", "auth", "credit", "balance", "subscri", "permission")
 _NUMBER_WORDS = ("phone", "number", "country")
 
@@ -77,33 +74,6 @@ NUMBER_REFUSED = (
     "The phone service could not call this number. Please check it, or use another number."
 )
 CHECK_ACCOUNT = "check PHONEVERIFY_XVERIFY_API_KEY and PHONEVERIFY_XVERIFY_DOMAIN"
-
-
-class _QueryTransport(httpx.BaseTransport):
-    """Adds the query string on the way out, below the client.
-
-    The client's request (what httpx logs at INFO and attaches to its
-    exceptions) keeps a bare path; only the copy handed to the network carries
-    the API key, the number and the PIN.
-    """
-
-    def __init__(self) -> None:
-        self._inner = httpx.HTTPTransport()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        extensions = dict(request.extensions)
-        query = extensions.pop(_QUERY, None) or {}
-        wire = httpx.Request(
-            request.method,
-            request.url.copy_merge_params(query),
-            headers=request.headers,
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return self._inner.handle_request(wire)
-
-    def close(self) -> None:
-        self._inner.close()
 
 
 @dataclass(frozen=True)
@@ -207,14 +177,8 @@ class Xverify(Provider):
         self.response_type = "xml" if options.get("response_type") == "xml" else "json"
         self.verify_remote = bool(options.get("verify_remote", True))
         timeout = float(options.get("timeout") or 10.0)
-        # make_client's settings, plus the transport that keeps the query out of httpx's view
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(timeout),
-            headers={"User-Agent": transport.USER_AGENT},
-            trust_env=False,
-            follow_redirects=False,
-            transport=_QueryTransport(),
-            event_hooks={"response": [self._refused_domain]},
+        self.client = transport.make_client(
+            timeout, event_hooks={"response": [self._refused_domain]}
         )
 
     # -- calls --------------------------------------------------------------------------
@@ -271,9 +235,9 @@ class Xverify(Provider):
 
     # -- the wire -------------------------------------------------------------------------
     def _get(self, path: str, query: dict[str, str]) -> _Answer:
-        """One documented GET; the query travels below the client (see _QueryTransport)."""
+        """One documented GET; its query (key, number, PIN) stays out of every log."""
         response = transport.send(
-            self.client, "GET", self.base_url + path, vendor=VENDOR, extensions={_QUERY: query}
+            self.client, "GET", self.base_url + path, vendor=VENDOR, secret_query=query
         )
         try:
             return self._read(response)

@@ -7,6 +7,12 @@
   var style = box.getAttribute("data-style");
   var message = document.getElementById("pv-message");
   var done = false;
+  var TITLES = {
+    failed: "The call did not go through",
+    expired: "This verification has expired",
+    locked: "Too many wrong PINs",
+    canceled: "Verification canceled"
+  };
   var delay = 2000;
 
   function finish(data) {
@@ -19,6 +25,8 @@
       return;
     }
     box.querySelectorAll(".pv-pin, #pv-pin-form, #pv-claim, [data-open-only]").forEach(function (el) { el.hidden = true; });
+    var title = document.getElementById("pv-title");
+    if (title && TITLES[data.status]) { title.textContent = TITLES[data.status]; }
     var retry = document.getElementById("pv-retry");
     if (retry) { retry.hidden = false; }
     var talk = document.getElementById("pv-talk");
