@@ -60,11 +60,7 @@ class Store:
         if self._create_tables and not self._created:
             with self._lock:
                 if not self._created:
-                    try:
-                        Base.metadata.create_all(engine)
-                    except DBAPIError:
-                        # another worker created them between our check and our CREATE
-                        Base.metadata.create_all(engine)
+                    _create_tables(engine)
                     self._created = True
         return engine
 
@@ -167,6 +163,18 @@ class Store:
                     select(Event).where(Event.verification_id == verification_id).order_by(Event.id)
                 )
             )
+
+
+def _create_tables(engine: Engine, tries: int = 10) -> None:
+    """Create the tables that are missing. Workers starting together on a fresh database
+    race between checking and creating; the loser checks again."""
+    for attempt in range(tries):
+        try:
+            Base.metadata.create_all(engine)
+            return
+        except DBAPIError:
+            if attempt == tries - 1:
+                raise
 
 
 def _lock_when(condition: Any) -> Any:
