@@ -475,7 +475,7 @@ def test_a_live_wsdl_in_another_namespace_is_used_by_its_binding_name(
         (Style.KEYPAD, {"extension_delay": 2}, "EXTENSION_DELAY", "without an extension"),
         (Style.KEYPAD, {"extension": "12 ext 4"}, "EXTENSION", "digits, * and #"),
         (Style.KEYPAD, {"user_guid": " "}, "USER_GUID", "is empty"),
-        (Style.KEYPAD, {"url": "www.phoneconfirm.com/soap/Jobs.asmx"}, "URL", "service address"),
+        (Style.KEYPAD, {"url": "www.phoneconfirm.com/soap/Jobs.asmx"}, "URL", "http(s) address"),
         (Style.KEYPAD, {"wsdl": "/nowhere/jobs.wsdl"}, "WSDL", "not a file"),
     ],
 )

@@ -360,7 +360,7 @@ def test_credentials_and_message_are_required(
     [
         ({"PHONEVERIFY_VERATAD_DO_NOT_SEND_TO_TYPES": ["fax"]}, "voip, mobile, landline"),
         ({"PHONEVERIFY_VERATAD_DO_NOT_SEND_TO_TYPES": "voip,mobile,landline"}, "every line type"),
-        ({"PHONEVERIFY_VERATAD_URL": "production.idresponse.com"}, "http(s) URL"),
+        ({"PHONEVERIFY_VERATAD_URL": "production.idresponse.com"}, "http(s) address"),
     ],
 )
 def test_settings_that_do_not_fit_are_refused(

@@ -58,7 +58,17 @@ from ..errors import (
     ProviderRejected,
 )
 from ..settings import Setting
-from .base import CallReport, CallRequest, CallState, CallTicket, PlacedCall, Provider, Style
+from .base import (
+    CallReport,
+    CallRequest,
+    CallState,
+    CallTicket,
+    PlacedCall,
+    Provider,
+    Style,
+    check_url,
+    timeout_setting,
+)
 from .transport import make_client, parse_xml, send, to_xml_bytes
 
 __all__ = ["Anveo", "DEFAULT_URL"]
@@ -112,14 +122,7 @@ class Anveo(Provider):
             secret=True,
         ),
         Setting(_prefix("URL"), DEFAULT_URL, "str", "Anveo API address (XML requests)."),
-        Setting(
-            _prefix("TIMEOUT"),
-            10.0,
-            "float",
-            "Seconds to wait for Anveo.",
-            minimum=0.05,
-            maximum=120,
-        ),
+        timeout_setting("anveo", "Anveo"),
         Setting(
             _prefix("CALLFLOW"),
             None,
@@ -177,7 +180,7 @@ class Anveo(Provider):
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
     ) -> None:
         super().__init__(options, style=style, pin_length=pin_length, app_name=app_name)
-        self.url: str = _url(self.options["url"])
+        self.url: str = check_url(_prefix("URL"), self.options["url"], DEFAULT_URL)
         self._user_key: str = self.options["user_key"]
         self._signature: str | None = self.options.get("signature") or None
         self.callflow: str = self.options["callflow"]
@@ -329,11 +332,3 @@ def _digits(key: str, value: Any) -> str:
             "use the number with its country code, as digits or E.164, e.g. '+12155550100'",
         )
     return text.lstrip("+")
-
-
-def _url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise ConfigError(
-            _prefix("URL"), f"is {value!r}", f"use an http(s) address such as {DEFAULT_URL!r}"
-        )
-    return value

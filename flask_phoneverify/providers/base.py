@@ -23,6 +23,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from ..errors import (
     ConfigError,
@@ -51,6 +52,8 @@ __all__ = [
     "ProviderConfigError",
     "ProviderProtocolError",
     "Setting",
+    "timeout_setting",
+    "check_url",
 ]
 
 
@@ -201,3 +204,24 @@ class Provider:
 
     def close(self) -> None:
         """Release network clients."""
+
+
+def timeout_setting(name: str, vendor: str) -> Setting:
+    """PHONEVERIFY_<NAME>_TIMEOUT: every network provider has one, 10 s by default."""
+    return Setting(
+        f"PHONEVERIFY_{name.upper()}_TIMEOUT",
+        10.0,
+        "float",
+        f"Seconds to wait for {vendor} to connect and to answer.",
+        minimum=0.05,
+        maximum=120,
+    )
+
+
+def check_url(key: str, value: object, example: str) -> str:
+    """``value`` as an http(s) address (without a trailing slash), or ConfigError naming ``key``."""
+    url = str(value or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"is {value!r}", f"use an http(s) address such as {example!r}")
+    return url.rstrip("/")

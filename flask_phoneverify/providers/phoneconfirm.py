@@ -81,6 +81,8 @@ from .base import (
     PlacedCall,
     Provider,
     Style,
+    check_url,
+    timeout_setting,
 )
 from .transport import MAX_RESPONSE_BYTES, USER_AGENT, parse_xml
 
@@ -142,14 +144,7 @@ class PhoneConfirm(Provider):
             "WSDL to use, a path or URL (read on first use); unset: the copy shipped in the "
             "package, loaded without network.",
         ),
-        _setting(
-            "TIMEOUT",
-            10.0,
-            "float",
-            "Seconds to wait for the service to connect and to answer.",
-            minimum=0.1,
-            maximum=120,
-        ),
+        timeout_setting("phoneconfirm", "PhoneConfirm"),
         _setting(
             "TEXT",
             None,
@@ -208,7 +203,7 @@ class PhoneConfirm(Provider):
             )
         self._user_guid = guid
         self._guid_pattern = _guid_pattern(guid)
-        self.url = _service_url(self.option_key("url"), options.get("url") or DEFAULT_URL)
+        self.url = check_url(self.option_key("url"), options.get("url") or DEFAULT_URL, DEFAULT_URL)
         self.wsdl = _wsdl_location(self.option_key("wsdl"), options.get("wsdl"))
         self.timeout = float(options.get("timeout") or 10.0)
         self._texts = {
@@ -522,16 +517,6 @@ def _check_text(key: str, raw: str, style: Style) -> str:
             "put @PIN where the PIN should be spoken",
         )
     return text
-
-
-def _service_url(key: str, raw: str) -> str:
-    url = raw.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            key, f"is {raw!r}", f"use the Jobs service address, such as {DEFAULT_URL!r}"
-        )
-    return url
 
 
 def _wsdl_location(key: str, raw: str | None) -> str:

@@ -61,6 +61,8 @@ from .base import (
     PlacedCall,
     Provider,
     Style,
+    check_url,
+    timeout_setting,
 )
 
 __all__ = ["Veratad", "DEFAULT_URL", "GATEWAY", "CONTINUE", "SERVICE", "LINE_TYPES", "target_phone"]
@@ -136,14 +138,7 @@ class Veratad(Provider):
             "Line types never called: any of voip, mobile, landline; empty: call all.",
         ),
         Setting("PHONEVERIFY_VERATAD_URL", DEFAULT_URL, "str", "Base URL of Veratad's API."),
-        Setting(
-            "PHONEVERIFY_VERATAD_TIMEOUT",
-            10.0,
-            "float",
-            "Seconds to wait for Veratad.",
-            minimum=0.1,
-            maximum=120,
-        ),
+        timeout_setting("veratad", "Veratad"),
     )
 
     def __init__(
@@ -158,12 +153,7 @@ class Veratad(Provider):
                 "set it to 'delivery' (it proves a line answered, not who holds it), "
                 "or choose a provider that can do keypad or spoken",
             )
-        url = str(options.get("url") or DEFAULT_URL).rstrip("/")
-        if not url.startswith(("https://", "http://")):
-            raise ConfigError(
-                self.option_key("url"), f"is {url!r}", f"use an http(s) URL such as {DEFAULT_URL!r}"
-            )
-        self.base_url = url
+        self.base_url = check_url(self.option_key("url"), options.get("url"), DEFAULT_URL)
         self.user = str(options.get("user") or "")
         self.password = str(options.get("password") or "")
         self.message = str(options.get("message") or "")

@@ -79,6 +79,8 @@ from .base import (
     PlacedCall,
     Provider,
     Style,
+    check_url,
+    timeout_setting,
 )
 from .transport import make_client, parse_xml, send, to_xml_bytes
 
@@ -184,14 +186,7 @@ class VoiceShot(Provider):
             "Address tried once when the first cannot be reached; unset: VoiceShot's proxy "
             "when PHONEVERIFY_VOICESHOT_URL is left at its default; empty: no retry.",
         ),
-        Setting(
-            _prefix("TIMEOUT"),
-            10.0,
-            "float",
-            "Seconds to wait for VoiceShot.",
-            minimum=0.05,
-            maximum=120,
-        ),
+        timeout_setting("voiceshot", "VoiceShot"),
     )
 
     def __init__(
@@ -214,11 +209,13 @@ class VoiceShot(Provider):
                 "use a 10-digit North American number, e.g. '2015550100'",
             )
         self.caller_id = caller.group(1)
-        self.url = _url(_prefix("URL"), self.options["url"])
+        self.url = check_url(_prefix("URL"), self.options["url"], DEFAULT_URL)
         fallback = self.options.get("fallback_url")
         if fallback is None:
             fallback = PROXY_URL if self.url == DEFAULT_URL else ""
-        self.fallback_url = _url(_prefix("FALLBACK_URL"), fallback) if fallback else None
+        self.fallback_url = (
+            check_url(_prefix("FALLBACK_URL"), fallback, PROXY_URL) if fallback else None
+        )
         self.client: httpx.Client = make_client(self.options["timeout"])
         self._relayed: OrderedDict[tuple[str, str], set[str | None]] = OrderedDict()
         self._lock = threading.Lock()
@@ -420,9 +417,3 @@ def _e164(number: str) -> str:
     if not (digits.isdigit() and (len(digits) == 10 or (len(digits) == 11 and digits[0] == "1"))):
         raise ProviderProtocolError(detail=f"{VENDOR} reported a number that is not 10 digits")
     return "+1" + digits[-10:]
-
-
-def _url(key: str, value: str) -> str:
-    if not value.startswith(("https://", "http://")):
-        raise ConfigError(key, f"is {value!r}", f"use an http(s) address such as {DEFAULT_URL!r}")
-    return value

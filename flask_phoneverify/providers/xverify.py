@@ -58,7 +58,16 @@ from ..errors import (
 from ..phone import split
 from ..settings import Setting
 from . import transport
-from .base import CallRequest, CallState, CallTicket, PlacedCall, Provider, Style
+from .base import (
+    CallRequest,
+    CallState,
+    CallTicket,
+    PlacedCall,
+    Provider,
+    Style,
+    check_url,
+    timeout_setting,
+)
 
 __all__ = ["Xverify", "DEFAULT_URL", "PLACECALL", "VERIFYCODE"]
 
@@ -106,14 +115,7 @@ class Xverify(Provider):
             required=True,
         ),
         Setting("PHONEVERIFY_XVERIFY_URL", DEFAULT_URL, "str", "Base URL of Xverify's services."),
-        Setting(
-            "PHONEVERIFY_XVERIFY_TIMEOUT",
-            10.0,
-            "float",
-            "Seconds to wait for Xverify.",
-            minimum=0.1,
-            maximum=120,
-        ),
+        timeout_setting("xverify", VENDOR),
         Setting(
             "PHONEVERIFY_XVERIFY_REDIAL_COUNT",
             None,
@@ -153,12 +155,7 @@ class Xverify(Provider):
                 f"is {style.value!r}, but Xverify only speaks a PIN",
                 "use 'spoken'",
             )
-        url = str(options.get("url") or DEFAULT_URL).rstrip("/")
-        if not url.startswith(("https://", "http://")):
-            raise ConfigError(
-                self.option_key("url"), f"is {url!r}", f"use an http(s) URL such as {DEFAULT_URL!r}"
-            )
-        self.base_url = url
+        self.base_url = check_url(self.option_key("url"), options.get("url"), DEFAULT_URL)
         self.api_key = str(options.get("api_key") or "")
         self.domain = str(options.get("domain") or "")
         for option, value in (("api_key", self.api_key), ("domain", self.domain)):
