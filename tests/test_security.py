@@ -948,6 +948,8 @@ def test_rule_06_gate_holds_for_html_json_head_and_every_method(harness: Harness
             assert urlsplit(r.location).path == "/phoneverify/"
     r = c.post("/vault", json={"x": 1})
     assert r.status_code == 401 and r.json["error"] == "phone_verification_required"
+    r = c.options("/vault")  # answered by Flask itself: the view never runs
+    assert b"the vault" not in r.data
     assert ran == []
     verify_keypad(harness, c)
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
