@@ -580,7 +580,10 @@ def test_rule_04_concurrent_wrong_pins_never_exceed_the_limit(make_app: Any) -> 
     v = row(h, body["token"])
     assert v.status == "locked" and v.attempts == 5
     counted = Counter(results)
-    assert counted["wrong_pin"] == 4 and len(events(h, "wrong_pin")) == 5, counted
+    assert set(counted) <= {"wrong_pin", "locked", "not_open"}, counted
+    # five attempts counted, whatever the interleaving; never more than four "tries left"
+    assert len(events(h, "wrong_pin")) == 5 and counted["wrong_pin"] <= 4, counted
+    assert counted["locked"] >= 1 and sum(counted.values()) == n, counted
 
 
 def test_rule_04_resend_and_new_verification_do_not_reset_the_user_failure_count(
