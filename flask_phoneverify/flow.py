@@ -321,17 +321,17 @@ class Flow:
 
     def _wrong_pin(self, v: Verification) -> Verification:
         counted = self.store.add_attempt(v.id, self.max_attempts)
-        v = self._load(v.id)
-        if not counted:
-            raise NotOpen(self.message(v))
+        if counted is None:
+            raise NotOpen(self.message(self._load(v.id)))
+        attempts, status = counted
         self._audit("wrong_pin", v)
-        if v.status == "locked":
+        if status == "locked":  # this attempt locked it: audited and logged once
             self._audit("locked", v)
             log.warning(
-                "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], v.attempts
+                "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
             raise Locked(MESSAGES["locked"], attempts_left=0)
-        left = self.max_attempts - v.attempts
+        left = self.max_attempts - attempts
         raise WrongPin(
             f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left.",
             attempts_left=left,

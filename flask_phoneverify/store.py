@@ -110,10 +110,13 @@ class Store:
             )
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
-    def add_attempt(self, verification_id: str, max_attempts: int) -> bool:
-        """Count one wrong PIN; lock at ``max_attempts``. True when it counted."""
+    def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
+        """Count one wrong PIN, locking at ``max_attempts``, in one statement.
+
+        Returns (attempts, status) as this very update left them, or None when it did
+        not count (no longer open). Only the update that locked sees status 'locked'."""
         with self.session() as s, s.begin():
-            result = s.execute(
+            row = s.execute(
                 update(Verification)
                 .where(Verification.id == verification_id, Verification.status == OPEN)
                 .values(
@@ -122,8 +125,9 @@ class Store:
                         _lock_when(Verification.attempts + 1 >= max_attempts), Verification.status
                     ),
                 )
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+                .returning(Verification.attempts, Verification.status)
+            ).first()
+            return None if row is None else (int(row[0]), str(row[1]))
 
     # -- events -------------------------------------------------------------------
     def record(self, kind: str, at: float, **fields: Any) -> int:

@@ -584,6 +584,7 @@ def test_rule_04_concurrent_wrong_pins_never_exceed_the_limit(make_app: Any) -> 
     # five attempts counted, whatever the interleaving; never more than four "tries left"
     assert len(events(h, "wrong_pin")) == 5 and counted["wrong_pin"] <= 4, counted
     assert counted["locked"] >= 1 and sum(counted.values()) == n, counted
+    assert len(events(h, "locked")) == 1  # one lock, audited once
 
 
 def test_rule_04_resend_and_new_verification_do_not_reset_the_user_failure_count(
