@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_phoneverify import PhoneVerify
+from flask_phoneverify.providers.base import Provider, Style
+from flask_phoneverify.settings import Settings, read_settings
+
+P = TypeVar("P", bound=Provider)
 
 SECRET = "test-secret-key-0123456789abcdef"
 
@@ -142,3 +146,28 @@ def make_app(tmp_path: Any, clock: FakeClock) -> Iterator[Callable[..., Harness]
 @pytest.fixture
 def harness(make_app: Callable[..., Harness]) -> Harness:
     return make_app()
+
+
+@pytest.fixture
+def build_provider() -> Iterator[Callable[..., Any]]:
+    """Build a provider from ``PHONEVERIFY_*`` config the way init_app does (settings
+    read and checked from its table); every provider built is closed afterwards."""
+    made: list[Provider] = []
+
+    def factory(
+        cls: type[P],
+        config: dict[str, Any],
+        *,
+        style: Style,
+        pin_length: int = 6,
+        app_name: str = "Example Bank",
+    ) -> P:
+        values = read_settings(config, cls.settings)
+        options = Settings(values).prefixed(f"PHONEVERIFY_{cls.name.upper()}_")
+        provider = cls(options, style=style, pin_length=pin_length, app_name=app_name)
+        made.append(provider)
+        return provider
+
+    yield factory
+    for provider in made:
+        provider.close()

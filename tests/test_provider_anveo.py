@@ -18,7 +18,6 @@ from flask_phoneverify.errors import (
 )
 from flask_phoneverify.providers.anveo import Anveo
 from flask_phoneverify.providers.base import CallRequest, CallState, Outcome, PlacedCall, Style
-from flask_phoneverify.settings import Settings, read_settings
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -55,20 +54,16 @@ def server(anveo_server: tuple[AnveoServer, str]) -> Iterator[tuple[AnveoServer,
 
 
 @pytest.fixture
-def build(server: tuple[AnveoServer, str]) -> Iterator[Callable[..., Anveo]]:
+def build(
+    server: tuple[AnveoServer, str], build_provider: Callable[..., Any]
+) -> Callable[..., Anveo]:
     """An Anveo provider built from settings the way init_app builds it."""
-    made: list[Anveo] = []
 
     def factory(url: str | None = None, **extra: Any) -> Anveo:
-        values = read_settings(config(url or server[1], **extra), Anveo.settings)
-        options = Settings(values).prefixed("PHONEVERIFY_ANVEO_")
-        provider = Anveo(options, style=Style.SPOKEN, pin_length=6, app_name="Example Bank")
-        made.append(provider)
-        return provider
+        built: Anveo = build_provider(Anveo, config(url or server[1], **extra), style=Style.SPOKEN)
+        return built
 
-    yield factory
-    for provider in made:
-        provider.close()
+    return factory
 
 
 def call(pin: str = "123456", number: str = "+12015550123") -> CallRequest:

@@ -26,7 +26,6 @@ from flask_phoneverify.providers.base import (
     Style,
 )
 from flask_phoneverify.providers.veratad import CONTINUE, GATEWAY, Veratad
-from flask_phoneverify.settings import Settings, read_settings
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -66,31 +65,25 @@ def no_password_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert PASSWORD not in caplog.text
 
 
-def options(base: str, **config: Any) -> dict[str, Any]:
-    raw = {
+def settings(base: str, **config: Any) -> dict[str, Any]:
+    return {
         "PHONEVERIFY_VERATAD_URL": base,
         "PHONEVERIFY_VERATAD_USER": USER,
         "PHONEVERIFY_VERATAD_PASSWORD": PASSWORD,
         "PHONEVERIFY_VERATAD_MESSAGE": AUDIO,
         **config,
     }
-    return Settings(read_settings(raw, Veratad.settings)).prefixed("PHONEVERIFY_VERATAD_")
 
 
 @pytest.fixture
-def make(base: str) -> Iterator[Callable[..., Veratad]]:
-    made: list[Veratad] = []
-
+def make(base: str, build_provider: Callable[..., Any]) -> Callable[..., Veratad]:
     def factory(url: str | None = None, **config: Any) -> Veratad:
-        provider = Veratad(
-            options(url or base, **config), style=Style.DELIVERY, pin_length=6, app_name="Test"
+        built: Veratad = build_provider(
+            Veratad, settings(url or base, **config), style=Style.DELIVERY, app_name="Test"
         )
-        made.append(provider)
-        return provider
+        return built
 
-    yield factory
-    for provider in made:
-        provider.close()
+    return factory
 
 
 @pytest.fixture
@@ -324,12 +317,14 @@ def test_delivery_must_be_chosen_explicitly(make_app: Callable[..., Harness], ba
 
 
 @pytest.mark.parametrize("style", ["keypad", "spoken"])
-def test_other_styles_are_refused(make_app: Callable[..., Harness], base: str, style: str) -> None:
+def test_other_styles_are_refused(
+    make_app: Callable[..., Harness], base: str, style: str, build_provider: Callable[..., Any]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         make_app(**veratad_config(base, PHONEVERIFY_STYLE=style))
     assert caught.value.key == "PHONEVERIFY_STYLE" and "delivery" in str(caught.value)
     with pytest.raises(ConfigError) as direct:
-        Veratad(options(base), style=Style(style), pin_length=6, app_name="Test")
+        build_provider(Veratad, settings(base), style=Style(style))
     assert "delivery" in str(direct.value)
 
 
@@ -364,10 +359,10 @@ def test_credentials_and_message_are_required(
     ],
 )
 def test_settings_that_do_not_fit_are_refused(
-    base: str, config: dict[str, Any], words: str
+    base: str, config: dict[str, Any], words: str, build_provider: Callable[..., Any]
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        Veratad(options(base, **config), style=Style.DELIVERY, pin_length=6, app_name="Test")
+        build_provider(Veratad, settings(base, **config), style=Style.DELIVERY)
     assert words in str(caught.value)
     assert caught.value.key in config
 

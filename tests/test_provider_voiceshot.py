@@ -31,7 +31,6 @@ from flask_phoneverify.providers.base import (
     Style,
 )
 from flask_phoneverify.providers.voiceshot import ERRORS, PROXY_URL, VoiceShot
-from flask_phoneverify.settings import Settings, read_settings
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -69,20 +68,16 @@ def vs(voiceshot_server: tuple[VoiceShotServer, str]) -> Iterator[tuple[VoiceSho
 
 
 @pytest.fixture
-def build(vs: tuple[VoiceShotServer, str]) -> Iterator[Callable[..., VoiceShot]]:
+def build(
+    vs: tuple[VoiceShotServer, str], build_provider: Callable[..., Any]
+) -> Callable[..., VoiceShot]:
     """A VoiceShot provider built from settings the way init_app builds it."""
-    made: list[VoiceShot] = []
 
     def factory(style: Style = Style.KEYPAD, url: str | None = None, **extra: Any) -> VoiceShot:
-        values = read_settings(config(url or vs[1], **extra), VoiceShot.settings)
-        options = Settings(values).prefixed("PHONEVERIFY_VOICESHOT_")
-        provider = VoiceShot(options, style=style, pin_length=6, app_name="Example Bank")
-        made.append(provider)
-        return provider
+        built: VoiceShot = build_provider(VoiceShot, config(url or vs[1], **extra), style=style)
+        return built
 
-    yield factory
-    for provider in made:
-        provider.close()
+    return factory
 
 
 def request(style: Style = Style.KEYPAD, pin: str = "123456", number: str = NUMBER) -> CallRequest:

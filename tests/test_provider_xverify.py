@@ -19,7 +19,6 @@ from flask_phoneverify.errors import (
 )
 from flask_phoneverify.providers.base import CallRequest, CallState, PlacedCall, Style
 from flask_phoneverify.providers.xverify import PLACECALL, VERIFYCODE, Xverify
-from flask_phoneverify.settings import Settings, read_settings
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -60,30 +59,24 @@ def no_secret_in_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     assert "apikey=" not in ours
 
 
-def options(base: str, **config: Any) -> dict[str, Any]:
-    raw = {
+def settings(base: str, **config: Any) -> dict[str, Any]:
+    return {
         "PHONEVERIFY_XVERIFY_URL": base,
         "PHONEVERIFY_XVERIFY_API_KEY": KEY,
         "PHONEVERIFY_XVERIFY_DOMAIN": DOMAIN,
         **config,
     }
-    return Settings(read_settings(raw, Xverify.settings)).prefixed("PHONEVERIFY_XVERIFY_")
 
 
 @pytest.fixture
-def make(base: str) -> Iterator[Callable[..., Xverify]]:
-    made: list[Xverify] = []
-
+def make(base: str, build_provider: Callable[..., Any]) -> Callable[..., Xverify]:
     def factory(url: str | None = None, **config: Any) -> Xverify:
-        provider = Xverify(
-            options(url or base, **config), style=Style.SPOKEN, pin_length=6, app_name="Test"
+        built: Xverify = build_provider(
+            Xverify, settings(url or base, **config), style=Style.SPOKEN, app_name="Test"
         )
-        made.append(provider)
-        return provider
+        return built
 
-    yield factory
-    for provider in made:
-        provider.close()
+    return factory
 
 
 @pytest.fixture
@@ -340,7 +333,9 @@ def test_verify_remote_off_asks_nothing(
 # -- configuration ----------------------------------------------------------------------------
 
 
-def test_keypad_style_is_refused_at_init_app(make_app: Callable[..., Harness], base: str) -> None:
+def test_keypad_style_is_refused_at_init_app(
+    make_app: Callable[..., Harness], base: str, build_provider: Callable[..., Any]
+) -> None:
     with pytest.raises(ConfigError) as caught:
         make_app(
             PHONEVERIFY_PROVIDER="xverify",
@@ -352,7 +347,7 @@ def test_keypad_style_is_refused_at_init_app(make_app: Callable[..., Harness], b
     assert caught.value.key == "PHONEVERIFY_STYLE"
     assert "'keypad'" in str(caught.value) and str(caught.value).endswith("spoken.")
     with pytest.raises(ConfigError) as direct:
-        Xverify(options(base), style=Style.KEYPAD, pin_length=6, app_name="Test")
+        build_provider(Xverify, settings(base), style=Style.KEYPAD)
     assert direct.value.key == "PHONEVERIFY_STYLE" and "'spoken'" in str(direct.value)
 
 
@@ -381,9 +376,11 @@ def test_key_and_domain_are_required(
         ({"PHONEVERIFY_XVERIFY_REDIAL_COUNT": -1}, "PHONEVERIFY_XVERIFY_REDIAL_COUNT"),
     ],
 )
-def test_settings_that_do_not_fit_are_refused(base: str, config: dict[str, Any], key: str) -> None:
+def test_settings_that_do_not_fit_are_refused(
+    base: str, config: dict[str, Any], key: str, build_provider: Callable[..., Any]
+) -> None:
     with pytest.raises(ConfigError) as caught:
-        Xverify(options(base, **config), style=Style.SPOKEN, pin_length=6, app_name="Test")
+        build_provider(Xverify, settings(base, **config), style=Style.SPOKEN)
     assert caught.value.key == key
 
 
