@@ -125,6 +125,9 @@ class PhoneVerify:
                 "PHONEVERIFY_REFUSED_NUMBER_TYPES", settings.refused_number_types
             ),
         )
+        phones.check_regions_reachable(
+            "PHONEVERIFY_ALLOWED_COUNTRIES", policy.allowed_regions, provider.calling_codes
+        )
         flow = Flow(
             store=store,
             provider=provider,

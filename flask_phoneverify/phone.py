@@ -50,6 +50,22 @@ def check_regions(key: str, regions: Iterable[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+def check_regions_reachable(
+    key: str, regions: frozenset[str], codes: frozenset[int] | None
+) -> None:
+    """ConfigError when an allowed region is one the provider cannot call."""
+    if codes is None:
+        return
+    unreachable = sorted(r for r in regions if phonenumbers.country_code_for_region(r) not in codes)
+    if unreachable:
+        reach = ", ".join(f"+{c}" for c in sorted(codes))
+        raise ConfigError(
+            key,
+            f"has {', '.join(unreachable)}, which the provider cannot call (it reaches {reach})",
+            "remove them, or choose a provider that calls there",
+        )
+
+
 def parse(text: str, default_region: str | None) -> str:
     """Parse a typed number to E.164; BadInput with a readable message when it is not one."""
     if not isinstance(text, str) or not text.strip():

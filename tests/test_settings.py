@@ -139,3 +139,16 @@ def test_every_setting_has_a_doc_and_a_valid_default() -> None:
 def test_style_defaults_to_keypad_where_the_provider_can(tmp_path: Any) -> None:
     app = build(tmp_path)
     assert app.extensions["phoneverify"].state(app).style.value == "keypad"
+
+
+def test_allowed_countries_the_provider_cannot_call_are_refused(tmp_path: Any) -> None:
+    voiceshot = {
+        "PHONEVERIFY_PROVIDER": "voiceshot",
+        "PHONEVERIFY_VOICESHOT_MENU_ID": "1-1234",
+        "PHONEVERIFY_VOICESHOT_CALLER_ID": "2015550100",
+    }
+    with pytest.raises(ConfigError, match="GB, which the provider cannot call") as info:
+        build(tmp_path, PHONEVERIFY_ALLOWED_COUNTRIES=["US", "GB"], **voiceshot)
+    assert info.value.key == "PHONEVERIFY_ALLOWED_COUNTRIES"
+    app = build(tmp_path, PHONEVERIFY_ALLOWED_COUNTRIES=["US", "CA"], **voiceshot)
+    assert app.extensions["phoneverify"].state(app).provider.name == "voiceshot"
