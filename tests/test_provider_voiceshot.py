@@ -546,3 +546,17 @@ def test_unregistered_ip_is_explained_when_starting(live: Callable[..., Live]) -
     _token, r = app.start(c)
     assert r.status_code == 502 and "not registered with VoiceShot" in r.json["message"]
     assert c.get("/secret").status_code == 302
+
+
+@pytest.mark.parametrize("status", ["Pending", "In Progress", "Queued", "Calling"])
+def test_a_call_query_mid_call_keeps_the_verification_open(
+    live: Callable[..., Live], status: str
+) -> None:
+    app = live()
+    app.server.events_url = None
+    c = app.h.client()
+    _token, r = app.start(c)
+    app.server.calls[app.callid()].status = status  # what a call query made mid-call may say
+    answer = get_json(c, f"/status?token={r.json['token']}").json
+    assert [p["action"] for p in app.server.posts] == ["0", "3"]
+    assert answer["status"] == "calling"

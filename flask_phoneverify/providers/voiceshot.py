@@ -38,8 +38,9 @@ Pinned (PROVIDERS.md): North American numbers only, sent as 10 digits (others
 are refused before any request); ``callid`` is the flow's random call id (32
 characters, under VoiceShot's 50); ``promptid="1"`` for our prompt.
 
-Assumptions: a call query answers no ``<phonenumber>`` (or one without a status)
-for a call not finished yet; statuses other than "Successful" (matched without
+Assumptions: a call query answers no ``<phonenumber>`` (or one without a status,
+or a status that says it is under way: pending, in progress, queued, calling...)
+for a call not finished yet; other statuses than "Successful" (matched without
 regard to case) mean the call did not reach anyone; answer and hang-up events
 (action 4/5, documented for inbound calls) carry nothing we need and are
 ignored. The same keys for the same call are relayed once: VoiceShot repeats
@@ -139,6 +140,10 @@ ERRORS: dict[int, tuple[type[ProviderError], str | None, str]] = {
     20: (ProviderRejected, _REFUSED, "file attributes missing or incorrect"),
     21: (ProviderRejected, _REFUSED, "wav format invalid"),
 }
+
+#: words of a status that says the call is still under way (the documents show only the
+#: final "Successful"; a call query made mid-call must not end the verification)
+_UNDER_WAY = ("pend", "progress", "queue", "calling", "ringing", "dialing", "schedul", "active")
 
 #: words of a call's status or comment, and what they tell the user
 _FAILURES = (
@@ -297,8 +302,8 @@ class VoiceShot(Provider):
         status = (result.get("status") or "").strip()
         comment = (result.get("comment") or "").strip()
         detail = f"{VENDOR} status {status[:40]!r}, comment {comment[:80]!r}"
-        if not status:
-            return CallReport()
+        if not status or any(word in status.lower() for word in _UNDER_WAY):
+            return CallReport()  # not finished: only a final status decides
         if status.lower() != "successful":
             return CallReport(
                 call=CallState.ENDED,
