@@ -382,6 +382,8 @@ class Flow:
 
     def _apply(self, v: Verification, report: CallReport) -> None:
         guard = {"call_id": v.call_id}
+        if report.reference and report.reference != v.provider_ref:
+            self.store.change(v.id, where=guard, provider_ref=report.reference)
         if report.call is not None and _CALL_ORDER[report.call] > _CALL_ORDER[CallState(v.call)]:
             self.store.change(v.id, where=guard, call=report.call.value)
         if report.digits is not None:

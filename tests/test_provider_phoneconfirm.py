@@ -585,6 +585,18 @@ def test_spoken_flow_through_the_extension(
     assert not any(op.startswith("SendConfirmation") for op in server.operations())
 
 
+def test_wrong_keys_on_the_phone_are_named_as_such(
+    make_app: Callable[..., Harness], url: str, server: PhoneConfirmServer
+) -> None:
+    h = phoneconfirm_app(make_app, url)
+    c = h.client()
+    body = post(c, "/start", token=csrf(c)).json
+    server.settle(server.last_job().guid, "Processed", result=False, pin_out="111111")
+    status = get_json(c, f"/status?token={body['token']}").json
+    assert status["status"] == "failed"
+    assert status["message"] == "The keys pressed on the phone did not match the PIN on the screen."
+
+
 @pytest.mark.parametrize(
     ("stage", "reason", "audit"),
     [

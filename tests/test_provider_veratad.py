@@ -406,6 +406,23 @@ def test_delivery_flow_verifies_once_the_call_is_delivered(
     assert c.get("/secret").status_code == 200
 
 
+def test_a_renewed_token_in_a_pending_answer_is_used_next(
+    app: Harness, server: VeratadServer
+) -> None:
+    """ "Take the template returned and submit again": a PENDING answer may carry a new
+    token, and the next status request sends that one."""
+    server.pending_polls = 2
+    server.rotate_tokens = True
+    c, _token, r = start(app)
+    pending = r.json["token"]
+    for _ in range(3):
+        status = get_json(c, f"/status?token={pending}").json
+        app.clock.advance(2)
+    assert status["status"] == "verified", status
+    sent = [json.loads(q["raw"])["token"] for q in server.requests if q["path"] == CONTINUE]
+    assert len(sent) == 3 and len(set(sent)) == 3
+
+
 def test_undelivered_call_fails_the_verification(app: Harness, server: VeratadServer) -> None:
     server.pending_polls = 0
     server.fail["continue"] = "undelivered"

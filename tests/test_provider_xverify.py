@@ -451,6 +451,20 @@ def test_verifycode_outage_keeps_the_verification_open(app: Harness, server: Xve
     assert r.status_code == 200 and r.json["status"] == "verified"
 
 
+def test_verifycode_request_error_is_not_a_wrong_pin(app: Harness, server: XverifyServer) -> None:
+    """A non-zero error is "a problem with the request" (the seed): Xverify did not check
+    the code, so the right PIN must not be counted as a wrong attempt."""
+    c, token, r = start(app)
+    pending = r.json["token"]
+    server.fail["verifycode"] = "refused"
+    r = post(c, "/confirm", {"token": pending, "pin": server.spoken_code()}, token=token)
+    assert r.status_code == 503 and r.json["error"] == "provider_error"
+    assert get_json(c, f"/status?token={pending}").json["attempts_left"] == 5
+    del server.fail["verifycode"]
+    r = post(c, "/confirm", {"token": pending, "pin": server.spoken_code()}, token=token)
+    assert r.status_code == 200
+
+
 def test_flow_without_remote_check(
     make_app: Callable[..., Harness], base: str, server: XverifyServer
 ) -> None:

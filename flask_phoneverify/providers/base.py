@@ -126,6 +126,7 @@ class CallReport:
     digits: str | None = None
     reason: str | None = None  # shown to the user when the outcome is FAILED
     detail: str | None = None  # for the log and the audit trail only
+    reference: str | None = None  # a renewed handle for the next status request, if any
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ DEFAULT_URL = "http://www.phoneconfirm.com/soap/Jobs.asmx"
 PACKAGED_WSDL = Path(__file__).with_name("wsdl") / "phoneconfirm.wsdl"
 
 KEYPAD_REASON = "The call ended before the PIN was entered."
+WRONG_KEYS_REASON = "The keys pressed on the phone did not match the PIN on the screen."
 SPOKEN_REASON = "The call ended before the PIN could be heard."
 FAILED_REASON = "The phone service could not complete the call. Please try again."
 
@@ -317,7 +318,13 @@ class PhoneConfirm(Provider):
             return CallReport(
                 call=CallState.ENDED,
                 outcome=Outcome.FAILED,
-                reason=KEYPAD_REASON if call.style is Style.KEYPAD else SPOKEN_REASON,
+                reason=(
+                    SPOKEN_REASON
+                    if call.style is not Style.KEYPAD
+                    else WRONG_KEYS_REASON
+                    if keyed
+                    else KEYPAD_REASON
+                ),
                 detail="Processed with ConfirmationResult false; "
                 + (f"{len(keyed)} keys pressed" if keyed else "no keys pressed"),
             )

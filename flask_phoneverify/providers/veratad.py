@@ -21,7 +21,9 @@ Wire format (``seeds/veratad-phonematch-dialer.txt``; ``shared/PROVIDERS.md``):
 - status: ``POST {url}/process/continue`` with ``{"dialer": {"return":
   "status"}, "token": ...}``, asked at most once per PHONEVERIFY_POLL_INTERVAL.
   The same token is sent each time, as Veratad's own client does
-  (veratad-apps/m2-app ``Helper/Cron.php``).
+  (veratad-apps/m2-app ``Helper/Cron.php``), unless a PENDING answer returns a
+  template with a token of its own: the seed says to "take the template returned
+  and submit again", so that one is used from then on.
 - actions: ``PASS`` (ALL CHECKS PASSED) is a delivered call; ``PENDING`` is a
   call still in progress; ``FAIL`` carries one of the documented details,
   each turned into a reason a user can act on (line type suppressed, could not
@@ -218,8 +220,11 @@ class Veratad(Provider):
         note = f"Veratad continue: {action} {detail}".strip()
         if action == "PASS":
             return CallReport(call=CallState.DELIVERED, outcome=Outcome.CONFIRMED, detail=note)
-        if action == "PENDING":
-            return CallReport(call=CallState.RINGING, outcome=Outcome.PENDING, detail=note)
+        if action == "PENDING":  # "take the template returned and submit again"
+            renewed = _token(answer) if _has_token(answer) else None
+            return CallReport(
+                call=CallState.RINGING, outcome=Outcome.PENDING, detail=note, reference=renewed
+            )
         if action == "FAIL":
             return CallReport(
                 call=CallState.ENDED,
@@ -293,6 +298,14 @@ def _result(answer: dict[str, Any]) -> tuple[str, str]:
         raise ProviderProtocolError(detail="Veratad answered without result.action")
     detail = result.get("detail") if isinstance(result, dict) else None
     return action.strip().upper(), detail.strip().upper()[:100] if isinstance(detail, str) else ""
+
+
+def _has_token(answer: dict[str, Any]) -> bool:
+    try:
+        _token(answer)
+    except ProviderProtocolError:
+        return False
+    return True
 
 
 def _token(answer: dict[str, Any]) -> str:

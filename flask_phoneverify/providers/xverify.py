@@ -29,8 +29,9 @@ What is assumed, and why:
   number (ProviderRejected); any other error code is a problem with our request,
   so our settings (ProviderConfigError).
 - verifycode answers with the same fields and ``status`` ``valid`` when the
-  code matched; ``invalid`` is a wrong code (an attempt), unless its message
-  blames the account.
+  code matched; ``invalid`` with ``error`` 0 is a wrong code (an attempt). A
+  non-zero ``error`` is "a problem with the request" (the seed): Xverify could
+  not check the code, so it is a ProviderError, never a wrong attempt.
 - Xverify has no status endpoint (``polled = False``). A placed call is
   reported as ringing: Xverify dials (and redials) and nobody tells us more; the
   page keeps asking for the PIN that the call speaks.
@@ -54,6 +55,7 @@ from ..errors import (
     ProviderConfigError,
     ProviderProtocolError,
     ProviderRejected,
+    ProviderUnavailable,
 )
 from ..phone import split
 from ..settings import Setting
@@ -222,10 +224,17 @@ class Xverify(Provider):
         answer = self._get(VERIFYCODE, query)
         if answer.error == "0" and answer.status == "valid":
             return True
-        if answer.error != "0" and any(word in answer.message.lower() for word in _ACCOUNT_WORDS):
-            described = self._describe(answer, national, pin)
+        if answer.error == "0":
+            return False  # invalid: the code did not match, an attempt like any wrong PIN
+        # "Anything else in this tag will indicate there is a problem with the request":
+        # Xverify could not check the code, which says nothing about the PIN typed.
+        described = self._describe(answer, national, pin)
+        if any(word in answer.message.lower() for word in _ACCOUNT_WORDS):
             raise ProviderConfigError(detail=f"Xverify verifycode: {described}; {CHECK_ACCOUNT}")
-        return False  # invalid: the code did not match, an attempt like any wrong PIN
+        raise ProviderUnavailable(
+            "The phone service could not check the PIN just now. Please try again.",
+            detail=f"Xverify verifycode: {described}",
+        )
 
     def close(self) -> None:
         self.client.close()

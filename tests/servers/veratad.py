@@ -86,6 +86,7 @@ class VeratadServer:
         self.pending_polls = pending_polls
         self.pending_seconds = pending_seconds
         self.slow_seconds = 2.0
+        self.rotate_tokens = False  # PENDING answers carry a new token; the old one dies
         self.line_types: dict[str, str] = {}
         self.fail: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
@@ -201,8 +202,13 @@ class VeratadServer:
         call["polls"] += 1
         waited = time.monotonic() - call["started"]
         if call["polls"] <= self.pending_polls or waited < self.pending_seconds:
+            token = body["token"]
+            if self.rotate_tokens:
+                del self.calls[token]
+                token = secrets.token_hex(16)
+                self.calls[token] = call
             return self._result(
-                call["reference"], "PENDING", "MORE INFORMATION IS REQUIRED", token=body["token"]
+                call["reference"], "PENDING", "MORE INFORMATION IS REQUIRED", token=token
             )
         if behaviour == "undelivered":
             return self._result(call["reference"], "FAIL", "MESSAGE COULD NOT BE DELIVERED")
