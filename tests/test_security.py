@@ -1004,37 +1004,10 @@ def test_rule_06_forged_session_marker_is_ignored(harness: Harness) -> None:
 
 
 def _login_app(tmp_path: Any) -> Flask:
-    from flask_login import LoginManager, UserMixin, login_user, logout_user
+    """An app on Flask-Login (the one the gate tests use)."""
+    from .test_gate import login_app
 
-    from flask_phoneverify import PhoneVerify
-
-    class User(UserMixin):
-        def __init__(self, uid: str, phone: str) -> None:
-            self.id = uid
-            self.phone = phone
-
-    users = {"1": User("1", PHONE_1), "2": User("2", "+12015550124")}
-    app = Flask("login_security", instance_path=str(tmp_path))
-    app.config.update(TESTING=True, SECRET_KEY=SECRET, PHONEVERIFY_NUMBER_COOLDOWN=0)
-    LoginManager(app).user_loader(users.get)
-    PhoneVerify(app)
-
-    @app.get("/as/<uid>")
-    def as_user(uid: str) -> str:
-        login_user(users[uid])
-        return "in"
-
-    @app.get("/logout")
-    def logout() -> str:
-        logout_user()
-        return "out"
-
-    @app.get("/secret")
-    @phone_verified_required
-    def secret() -> str:
-        return "the secret"
-
-    return app
+    return login_app(tmp_path)
 
 
 def _verify_login_app(app: Flask, c: FlaskClient) -> None:
