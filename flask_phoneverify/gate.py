@@ -17,6 +17,7 @@ from typing import Any, TypeVar, overload
 from flask import Flask, abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
+from .extension import AppState, state
 from .redirects import safe_next
 
 __all__ = [
@@ -41,11 +42,9 @@ class Identity:
     phone: str | None
 
 
-def current_identity() -> Identity | None:
+def current_identity(st: AppState | None = None) -> Identity | None:
     """The logged-in user: the app's ``user_loader``, else Flask-Login's current_user."""
-    from .extension import state
-
-    st = state()
+    st = st or state()
     loader = st.extension._user_loader
     if loader is not None:
         user = loader()
@@ -75,18 +74,19 @@ def _flask_login_user() -> Any:
 def is_phone_verified(max_age: int | None = None) -> bool:
     """True when the current user confirmed their phone in this session, within
     PHONEVERIFY_VERIFIED_TTL and ``max_age`` seconds."""
+    st = state()
+    identity = current_identity(st)
+    return identity is not None and _marker_fresh(st, identity, max_age)
+
+
+def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
+    """The session marker names this user and is young enough; another user's is dropped."""
     marker = session.get(MARKER)
     if not isinstance(marker, dict):
-        return False
-    identity = current_identity()
-    if identity is None:
         return False
     if marker.get("u") != identity.id:
         forget_phone_verification()  # another user: switching back must verify again
         return False
-    from .extension import state
-
-    st = state()
     at = marker.get("t")
     if not isinstance(at, int | float):
         return False
@@ -133,10 +133,12 @@ def phone_verified_required(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if request.method in EXEMPT_METHODS:
                 return current_app.ensure_sync(view)(*args, **kwargs)
-            if current_identity() is None:
+            st = state()  # one lookup of the app state and one of the user per request
+            identity = current_identity(st)
+            if identity is None:
                 return _anonymous()
-            if not is_phone_verified(max_age):
-                return _no_store(current_app.make_response(_unverified(max_age)))
+            if not _marker_fresh(st, identity, max_age):
+                return _no_store(current_app.make_response(_unverified(st)))
             response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
             return _no_store(response)
 
@@ -160,10 +162,8 @@ def _anonymous() -> Any:
     abort(401)
 
 
-def _unverified(max_age: int | None) -> Any:
-    from .extension import state
-
-    handler = state().extension._unverified_handler
+def _unverified(st: AppState) -> Any:
+    handler = st.extension._unverified_handler
     if handler is not None:
         return handler()
     next_path = safe_next(request.full_path.rstrip("?")) if request.method == "GET" else None

@@ -166,3 +166,21 @@ def test_flask_wtf_csrfprotect_keeps_working(tmp_path: Any) -> None:
     assert post(c, "/start", token="forged").status_code == 400
     r = post(c, "/start", token=token)
     assert r.status_code == 200, r.data
+
+
+def test_gated_request_loads_the_user_once(harness: Harness) -> None:
+    """The gate is on every protected request: an app's user_loader (often a database
+    query) runs once there, not once per check."""
+    c = harness.client()
+    verify(c)
+    loader = harness.ext._user_loader
+    assert loader is not None
+    calls: list[int] = []
+
+    def counting() -> Any:
+        calls.append(1)
+        return loader()
+
+    harness.ext._user_loader = counting
+    assert c.get("/secret").status_code == 200
+    assert len(calls) == 1
