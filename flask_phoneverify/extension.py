@@ -267,11 +267,11 @@ class PhoneVerify:
             for table in Base.metadata.sorted_tables:
                 if table.name not in db.metadata.tables:
                     table.to_metadata(db.metadata)
-            return Store(lambda: db.engine, create_tables=False)
+            return Store(shared=lambda: db.engine)
         uri = settings.database_uri or "sqlite:///" + os.path.join(
             app.instance_path, "phoneverify.sqlite3"
         )
-        return Store.own(uri)
+        return Store(uri=uri)
 
 
 def state() -> AppState:

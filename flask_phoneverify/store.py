@@ -22,47 +22,38 @@ __all__ = ["Store"]
 
 
 class Store:
-    def __init__(self, engine: Callable[[], Engine], *, create_tables: bool) -> None:
-        """``engine`` is resolved on each use (Flask-SQLAlchemy's ``db.engine`` needs an
-        app context); own stores create their tables on first use."""
-        self._engine = engine
-        self._create_tables = create_tables
-        self._created = False
+    def __init__(
+        self, *, shared: Callable[[], Engine] | None = None, uri: str | None = None
+    ) -> None:
+        """Either ``shared``: the app's engine (Flask-SQLAlchemy's ``db.engine``, resolved
+        on each use since it needs an app context; its tables are the app's to create), or
+        ``uri``: an engine of the store's own, opened with its tables on first use."""
+        if (shared is None) == (uri is None):
+            raise ValueError("give Store either shared= or uri=")
+        self._shared = shared
+        self._uri = uri
+        self._own: Engine | None = None
         self._lock = threading.Lock()
-
-    @classmethod
-    def own(cls, uri: str) -> Store:
-        """A store with its own engine (SQLite file in the instance folder by default)."""
-        state: dict[str, Engine] = {}
-        lock = threading.Lock()
-
-        def engine() -> Engine:
-            with lock:
-                if "e" not in state:
-                    state["e"] = _make_engine(uri)
-                return state["e"]
-
-        store = cls(engine, create_tables=True)
-        store._owned = state
-        return store
-
-    _owned: dict[str, Engine] | None = None
-
-    def close(self) -> None:
-        """Close the connections of an engine the store opened itself."""
-        if self._owned and "e" in self._owned:
-            self._owned.pop("e").dispose()
-            self._created = False
 
     @property
     def engine(self) -> Engine:
-        engine = self._engine()
-        if self._create_tables and not self._created:
+        if self._shared is not None:
+            return self._shared()
+        if self._own is None:
             with self._lock:
-                if not self._created:
+                if self._own is None:
+                    assert self._uri is not None
+                    engine = _make_engine(self._uri)
                     _create_tables(engine)
-                    self._created = True
-        return engine
+                    self._own = engine
+        return self._own
+
+    def close(self) -> None:
+        """Close the connections of an engine the store opened itself."""
+        with self._lock:
+            if self._own is not None:
+                self._own.dispose()
+                self._own = None
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)

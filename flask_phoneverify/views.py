@@ -541,7 +541,6 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         if accepted:
             phone.ended(call_id)
             body["state"] = "ended"
-        if accepted:
             message = "Thank you. You are confirmed."
         elif v is None or not current:
             message = "This call is no longer current: answer the newest call."
