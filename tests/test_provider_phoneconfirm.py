@@ -41,8 +41,7 @@ NUMBER = "+12015550123"
 
 
 class _Current:
-    """One loopback listener per module; each test gets a fresh service behind it
-    (starting and stopping a listener per test costs half a second)."""
+    """One loopback listener per module; each test gets a fresh service behind it."""
 
     def __init__(self) -> None:
         self.app = PhoneConfirmServer()

@@ -40,7 +40,7 @@ CALL_ID = "0123456789abcdef0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[VeratadServer, str]]:
-    """One loopback server for the module (stopping one takes half a second)."""
+    """One loopback server for the module; each test resets it."""
     server = VeratadServer(user=USER, password=PASSWORD)
     with serve(server) as url:
         yield server, url

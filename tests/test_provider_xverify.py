@@ -31,7 +31,7 @@ NUMBER = "+12015550123"
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[tuple[XverifyServer, str]]:
-    """One loopback server for the module (stopping one takes half a second)."""
+    """One loopback server for the module; each test resets it."""
     server = XverifyServer(api_key=KEY, domain=DOMAIN)
     with serve(server) as url:
         yield server, url
