@@ -192,16 +192,22 @@ def test_html_pages_walk_through(harness: Harness) -> None:
     assert c.get("/secret").data == b"the secret"
 
 
-def test_provider_failure_marks_failed_and_shows_retry(harness: Harness, monkeypatch: Any) -> None:
-    from flask_phoneverify.errors import ProviderUnavailable
+def test_provider_failure_marks_failed_and_shows_retry(make_app: Any) -> None:
+    """A provider that cannot be reached (a real client, a closed loopback port)."""
+    from sqlalchemy import select
 
-    provider = harness.ext.state(harness.app).provider
+    from flask_phoneverify.models import Verification
 
-    def down(request: Any) -> Any:
-        raise ProviderUnavailable(detail="connection refused")
+    from .loopback import free_port
 
-    monkeypatch.setattr(provider, "place_call", down)
-    c = harness.client()
+    h = make_app(
+        PHONEVERIFY_PROVIDER="xverify",
+        PHONEVERIFY_XVERIFY_URL=f"http://127.0.0.1:{free_port()}",
+        PHONEVERIFY_XVERIFY_API_KEY="key",
+        PHONEVERIFY_XVERIFY_DOMAIN="example.com",
+        PHONEVERIFY_XVERIFY_TIMEOUT=2,
+    )
+    c = h.client()
     token = csrf(c)
     r = post(c, "/start", token=token)
     assert (
@@ -209,14 +215,9 @@ def test_provider_failure_marks_failed_and_shows_retry(harness: Harness, monkeyp
     )
     r = c.post("/phoneverify/start", data={"csrf_token": token})
     assert r.status_code == 503 and b"Try again" in r.data and b"Traceback" not in r.data
-    st = harness.ext.state(harness.app)
-    with st.store.session() as s:
-        from sqlalchemy import select
-
-        from flask_phoneverify.models import Verification
-
-        statuses = {v.status for v in s.scalars(select(Verification))}
-    assert statuses == {"failed"}
+    with h.ext.state(h.app).store.session() as s:
+        statuses = [v.status for v in s.scalars(select(Verification))]
+    assert statuses == ["failed", "failed"]
 
 
 def test_anonymous_gets_401_without_flask_login(harness: Harness) -> None:
