@@ -26,6 +26,7 @@ from .models import Base
 from .pins import PinHasher
 from .providers import REGISTRY, load
 from .providers.base import Provider, Style
+from .redirects import safe_next
 from .settings import CORE_SETTINGS, Settings, read_settings
 from .store import Store
 from .tokens import Tokens
@@ -306,6 +307,4 @@ def _pretty_name(app: Flask) -> str:
 
 
 def _safe_default_next(path: str) -> bool:
-    from .redirects import safe_next
-
     return safe_next(path) == path
