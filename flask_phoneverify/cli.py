@@ -8,6 +8,8 @@ from flask.cli import AppGroup
 
 from .providers import REGISTRY, load
 from .settings import CORE_SETTINGS, describe
+from .state import state
+from .views.callbacks import callback_address
 
 cli = AppGroup("phoneverify", help="flask-phoneverify: phone-call confirmation.")
 
@@ -16,15 +18,11 @@ cli = AppGroup("phoneverify", help="flask-phoneverify: phone-call confirmation."
 @click.argument("provider")
 def callback_url(provider: str) -> None:
     """Print the signed address to paste into PROVIDER's console for call events."""
-    from .extension import state
-
     st = state()
     if provider not in REGISTRY:
         raise click.BadParameter(f"unknown provider {provider!r}; one of: {', '.join(REGISTRY)}")
     base = st.settings.external_url
     with current_app.test_request_context(base_url=base or None):
-        from .views import callback_address
-
         url = callback_address(st, provider)
     if not base:
         click.echo(

@@ -16,13 +16,14 @@ from flask import Flask, current_app, request, session
 from itsdangerous import BadData
 
 from .errors import BadInput
+from .state import state
 
 __all__ = ["generate_csrf", "validate_csrf", "exempt_from_flask_wtf", "CALLBACK_VIEW"]
 
 SESSION_KEY = "_phoneverify_csrf"
 MAX_AGE = 12 * 3600
 HEADERS = ("X-CSRFToken", "X-CSRF-Token")
-CALLBACK_VIEW = "flask_phoneverify.views.provider_callback"
+CALLBACK_VIEW = "flask_phoneverify.views.callbacks.provider_callback"
 
 
 class CSRFFailed(BadInput):
@@ -39,8 +40,6 @@ def generate_csrf() -> str:
 
         token: str = wtf_generate()
         return token
-    from .extension import state
-
     raw = session.get(SESSION_KEY)
     if not isinstance(raw, str):
         raw = secrets.token_hex(20)
@@ -67,8 +66,6 @@ def validate_csrf() -> None:
         except ValidationError:
             raise CSRFFailed(message) from None
         return
-    from .extension import state
-
     raw = session.get(SESSION_KEY)
     try:
         signed = state().tokens.csrf.loads(token, max_age=MAX_AGE)

@@ -1,37 +1,46 @@
-"""PhoneVerify: the extension object, its settings and its per-app state.
+"""PhoneVerify: the extension object.
 
 The object never holds an app: ``init_app`` reads and checks the settings once,
-builds the provider, the store and the flow for that app, keeps them in a
-per-app :class:`AppState`, mounts the blueprint and registers itself as
-``app.extensions["phoneverify"]``.
+builds the provider, the store and the flow for that app, keeps them in the app's
+:class:`~flask_phoneverify.state.AppState`, mounts the blueprints and registers
+itself as ``app.extensions["phoneverify"]``. The provider's clients and the store's
+own engine are closed when the app goes away (or by :meth:`PhoneVerify.close`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from flask import Flask, current_app
+from flask import Flask
 
 from . import phone as phones
+from .cli import cli
+from .csrf import exempt_from_flask_wtf
 from .errors import ConfigError
 from .flow import Flow, Policy
+from .gate import connect_login_signals
 from .limits import Limits
 from .models import Base
 from .pins import PinHasher
 from .providers import REGISTRY, load
 from .providers.base import Provider, Style
+from .providers.dev import DevPhone
 from .redirects import safe_next
+from .sealing import Sealer
 from .settings import CORE_SETTINGS, Settings, read_settings
+from .state import KEY, AppState, Hooks, state
 from .store import Store
 from .tokens import Tokens
+from .views import make_blueprint
 
-__all__ = ["PhoneVerify", "AppState", "state"]
+__all__ = ["PhoneVerify"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -39,22 +48,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 MIN_SECRET_KEY = 16
 SHORT_TTL = 600
-
-
-@dataclass
-class AppState:
-    """Everything built for one app by ``init_app``."""
-
-    settings: Settings
-    provider: Provider
-    store: Store
-    flow: Flow
-    tokens: Tokens
-    extension: PhoneVerify
-
-    @property
-    def style(self) -> Style:
-        return self.provider.style
 
 
 class PhoneVerify:
@@ -74,10 +67,7 @@ class PhoneVerify:
     ) -> None:
         self.db = db
         self.clock: Callable[[], float] = clock or time.time
-        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
-        self._user_loader: Callable[[], Any] | None = None
-        self._phone_saver: Callable[[Any, str], Any] | None = None
-        self._unverified_handler: Callable[[], Any] | None = None
+        self.hooks = Hooks()
         if app is not None:
             self.init_app(app)
 
@@ -85,22 +75,25 @@ class PhoneVerify:
     def user_loader(self, func: F) -> F:
         """Register a function returning the current user (or None when nobody is
         logged in); for apps without Flask-Login."""
-        self._user_loader = func
+        self.hooks.user_loader = func
         return func
 
     def phone_saver(self, func: F) -> F:
         """Register ``func(user, e164)``, called once a number typed on the verify
         page (enrolment) has been verified: the only way the app learns it."""
-        self._phone_saver = func
+        self.hooks.phone_saver = func
         return func
 
     def unverified_handler(self, func: F) -> F:
         """Register a function whose response replaces the gate's redirect or 401."""
-        self._unverified_handler = func
+        self.hooks.unverified_handler = func
         return func
 
     # -- setup -------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
+        """Read and check the settings, build what the app needs, mount the pages.
+
+        Settings are read here, once: later changes to ``app.config`` are not seen."""
         if "phoneverify" in app.extensions:
             raise RuntimeError(
                 "A 'PhoneVerify' instance has already been registered on this Flask app."
@@ -129,52 +122,52 @@ class PhoneVerify:
         phones.check_regions_reachable(
             "PHONEVERIFY_ALLOWED_COUNTRIES", policy.allowed_regions, provider.calling_codes
         )
+        clock = self._now
         flow = Flow(
             store=store,
             provider=provider,
             hasher=PinHasher(keys),
             limits=limits,
             policy=policy,
-            clock=lambda: self.clock(),
+            clock=clock,
             ttl=settings.ttl,
             max_attempts=settings.max_attempts,
             pin_length=settings.pin_length,
             poll_interval=settings.poll_interval,
             app_name=provider.app_name,
+            relay_key=_derive(keys[0], b"flask-phoneverify relayed digits v1"),
         )
-        self._states[app] = AppState(
+        if isinstance(provider, DevPhone):
+            provider.attach(store, Sealer(keys), clock)
+            provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
+        st = AppState(
             settings=settings,
             provider=provider,
             store=store,
             flow=flow,
-            tokens=Tokens(keys, lambda: self.clock()),
-            extension=self,
+            tokens=Tokens(keys, clock),
+            clock=clock,
+            hooks=self.hooks,
         )
+        app.extensions[KEY] = st
         app.extensions["phoneverify"] = self
+        weakref.finalize(app, st.close)
 
-        from .cli import cli
-        from .csrf import exempt_from_flask_wtf
-        from .gate import connect_login_signals
-        from .views import make_blueprint
-
-        blueprint = make_blueprint()
-        app.register_blueprint(blueprint, url_prefix=settings.url_prefix.rstrip("/") or None)
-        if hasattr(provider, "phone_url"):
-            provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
+        app.register_blueprint(make_blueprint(), url_prefix=settings.url_prefix.rstrip("/") or None)
         app.cli.add_command(cli)
         exempt_from_flask_wtf(app)
         connect_login_signals(app)
 
     def state(self, app: Flask | None = None) -> AppState:
         """The per-app state; a clear error when init_app was not called for the app."""
-        app = app or current_app._get_current_object()  # type: ignore[attr-defined]
-        try:
-            return self._states[app]
-        except KeyError:
-            raise RuntimeError(
-                "The current Flask app is not registered with this 'PhoneVerify' instance."
-                " Did you forget to call 'init_app', or create a different instance?"
-            ) from None
+        return state(app)
+
+    def close(self, app: Flask | None = None) -> None:
+        """Close the provider's clients and the store's own engine for ``app`` now."""
+        state(app).close()
+
+    def _now(self) -> float:
+        return self.clock()
 
     # -- helpers for init_app ------------------------------------------------------------
     def _read_settings(self, app: Flask) -> Settings:
@@ -275,16 +268,6 @@ class PhoneVerify:
         return Store(uri=uri)
 
 
-def state() -> AppState:
-    """The current app's state (used by views, gate and CLI)."""
-    ext = current_app.extensions.get("phoneverify")
-    if not isinstance(ext, PhoneVerify):
-        raise RuntimeError(
-            "flask-phoneverify is not set up on this app: call PhoneVerify(app) or init_app(app)."
-        )
-    return ext.state()
-
-
 def _secret_keys(app: Flask) -> list[str | bytes]:
     key = app.config.get("SECRET_KEY")
     fix = (
@@ -308,3 +291,8 @@ def _pretty_name(app: Flask) -> str:
 
 def _safe_default_next(path: str) -> bool:
     return safe_next(path) == path
+
+
+def _derive(key: str | bytes, label: bytes) -> bytes:
+    raw = key if isinstance(key, bytes) else key.encode()
+    return hmac.new(raw, label, hashlib.sha256).digest()

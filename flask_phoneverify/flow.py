@@ -6,9 +6,16 @@ It knows nothing of HTTP: views hand it plain values and turn its
 ``status`` only moves forward: calling -> verified | failed | expired | locked |
 canceled, each move a conditional UPDATE guarded by ``status = 'calling'``.
 The call's own progress (queued, ringing, answered, delivered, ended) is the
-separate ``call`` field. Polled providers are asked for news at most once per
-PHONEVERIFY_POLL_INTERVAL per verification, however often pages poll: the
-first request to claim the slot (a conditional UPDATE of ``polled_at``) asks.
+separate ``call`` field.
+
+Each step is one short transaction holding its reads, its writes and its audit
+event (:meth:`Store.write`); a provider is only ever asked between transactions.
+``start`` is one transaction for the limits, the new verification and its events,
+the call, then one transaction for the call's reference (or, when the call was
+never placed, its failure and the release of what it counted). A status poll that
+asks the provider nothing writes nothing; polled providers are asked at most once
+per PHONEVERIFY_POLL_INTERVAL per verification, and what they said is kept in one
+transaction guarded by the ``polled_at`` the asking request saw.
 """
 
 from __future__ import annotations
@@ -19,9 +26,20 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import BadInput, Forbidden, Locked, NotOpen, ProviderError, RateLimited, WrongPin
+from sqlalchemy.exc import SQLAlchemyError
+
+from .errors import (
+    BadInput,
+    FlowError,
+    Forbidden,
+    Locked,
+    NotOpen,
+    ProviderError,
+    RateLimited,
+    WrongPin,
+)
 from .limits import Limits
-from .models import OPEN, Verification
+from .models import EventKind, Status, Verification
 from .phone import check_calling_code, check_policy, mask
 from .pins import PinHasher, new_pin
 from .providers.base import (
@@ -29,36 +47,42 @@ from .providers.base import (
     CallReport,
     CallRequest,
     CallState,
+    CallTicket,
     Outcome,
     PlacedCall,
     Provider,
     Style,
 )
-from .store import Store
+from .store import Store, Tx
 
-__all__ = ["Flow", "Started", "Policy", "session_ref"]
+__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "MESSAGES"]
 
 log = logging.getLogger("flask_phoneverify")
 
 MESSAGES = {
-    "verified": "Your phone is confirmed.",
-    "expired": "This verification has expired. Please start again.",
-    "locked": "Too many wrong PINs: this verification is locked. Please start a new one later.",
-    "canceled": "This verification was canceled.",
-    "failed": "The call did not go through.",
+    Status.VERIFIED: "Your phone is confirmed.",
+    Status.EXPIRED: "This verification has expired. Please start again.",
+    Status.LOCKED: "Too many wrong PINs: this verification is locked. "
+    "Please start a new one later.",
+    Status.CANCELED: "This verification was canceled.",
+    Status.FAILED: "The call did not go through.",
 }
 CALL_MESSAGES = {
-    "queued": "Placing the call…",
-    "ringing": "Calling your phone…",
-    "answered": "The call was answered.",
-    "delivered": "The call has delivered the code.",
-    "ended": "The call has ended.",
+    CallState.QUEUED: "Placing the call…",
+    CallState.RINGING: "Calling your phone…",
+    CallState.ANSWERED: "The call was answered.",
+    CallState.DELIVERED: "The call has delivered the code.",
+    CallState.ENDED: "The call has ended.",
 }
 
 
 def session_ref(nonce: str) -> str:
     """What the store keeps of the asking session's nonce."""
     return hashlib.sha256(nonce.encode()).hexdigest()
+
+
+def wrong_pin_message(left: int) -> str:
+    return f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left."
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,15 @@ class Policy:
 class Started:
     verification: Verification
     pin: str  # handed to the page only in keypad style
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a call event did: whether it named the verification's current call, and
+    the verification as the event left it."""
+
+    current: bool
+    verification: Verification | None
 
 
 class Flow:
@@ -88,6 +121,7 @@ class Flow:
         pin_length: int,
         poll_interval: float,
         app_name: str,
+        relay_key: bytes,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -100,6 +134,7 @@ class Flow:
         self.pin_length = pin_length
         self.poll_interval = poll_interval
         self.app_name = app_name
+        self.relay_key = relay_key
 
     @property
     def style(self) -> Style:
@@ -116,11 +151,12 @@ class Flow:
         ip: str | None,
         callback_url: str | None,
     ) -> Started:
-        """Check the policy and limits, store the verification, place the call."""
+        """Check the policy and limits and store the verification (one transaction),
+        place the call, then keep the call's reference (another)."""
         now = self.clock()
-        vid = secrets.token_urlsafe(16)
-        self._admit(user_id=user_id, phone=phone, ip=ip, now=now, verification_id=vid)
+        self._check_number(user_id=user_id, phone=phone, ip=ip, now=now)
         pin = new_pin(self.pin_length)
+        vid = secrets.token_urlsafe(16)
         v = Verification(
             id=vid,
             user_id=user_id,
@@ -128,7 +164,7 @@ class Flow:
             enrol=enrol,
             provider=self.provider.name,
             style=self.style.value,
-            status=OPEN,
+            status=Status.CALLING.value,
             call=CallState.QUEUED.value,
             call_id=_call_id(),
             provider_ref=None,
@@ -136,66 +172,92 @@ class Flow:
             attempts=0,
             sends=1,
             session_ref=session,
+            ip=ip,
             reason=None,
             created_at=now,
+            sent_at=now,
             expires_at=now + self.ttl,
             polled_at=0.0,
             event_at=0.0,
+            verified_at=None,
+            claimed_at=None,
         )
-        self.store.add(v)
-        self._audit("started", v, ip=ip)
-        self._place(v, pin, callback_url)
-        return Started(self._load(vid), pin)
+
+        def admit(tx: Tx) -> None:
+            self.limits.check_failures(tx, user_id, now)
+            tx.add(v)
+            self._audit(tx, EventKind.STARTED, v, ip=ip)
+            self._audit(tx, EventKind.CALL, v, ip=ip)
+            self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now)
+
+        self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
+        return Started(self._place(v, pin, callback_url), pin)
 
     def resend(
         self, vid: str, *, user_id: str, session: str, ip: str | None, callback_url: str | None
     ) -> Started:
         """A new call and a new PIN for the same verification; attempts are kept."""
-        v = self.owned(vid, user_id=user_id, session=session)
+        now = self.clock()
+        v = self.current(vid, user_id=user_id, session=session)
         self._require_open(v)
-        self._admit(user_id=user_id, phone=v.phone, ip=ip, now=self.clock(), verification_id=vid)
+        self._check_number(user_id=user_id, phone=v.phone, ip=ip, now=now)
         pin = new_pin(self.pin_length)
-        changed = self.store.change(
-            vid,
-            where={"call_id": v.call_id},
-            pin_hash=self.hasher.hash(vid, pin),
-            call_id=_call_id(),
-            provider_ref=None,
-            call=CallState.QUEUED.value,
-            sends=v.sends + 1,
-            polled_at=0.0,
-            event_at=0.0,
-        )
-        if not changed:
-            raise NotOpen("This verification changed meanwhile. Please reload the page.")
-        v = self._load(vid)
-        self._audit("resent", v, ip=ip)
-        self._place(v, pin, callback_url)
-        return Started(self._load(vid), pin)
+        values = {
+            "pin_hash": self.hasher.hash(vid, pin),
+            "call_id": _call_id(),
+            "provider_ref": None,
+            "call": CallState.QUEUED.value,
+            "sends": v.sends + 1,
+            "polled_at": 0.0,
+            "event_at": 0.0,
+            "sent_at": now,
+            "ip": ip,
+        }
 
-    def _admit(
-        self, *, user_id: str, phone: str, ip: str | None, now: float, verification_id: str
-    ) -> None:
-        """May this call be placed? The number policy, the user's wrong PINs and the call
-        limits, before any provider is asked; a refusal is logged and audited."""
+        def admit(tx: Tx) -> None:
+            self.limits.check_failures(tx, user_id, now)
+            if not tx.change(vid, where={"call_id": v.call_id}, **values):
+                raise NotOpen("This verification changed meanwhile. Please reload the page.")
+            self._audit(tx, EventKind.RESENT, v, ip=ip)
+            self._audit(tx, EventKind.CALL, v, ip=ip)
+            self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
+
+        self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
+        for name, value in values.items():
+            setattr(v, name, value)
+        return Started(self._place(v, pin, callback_url), pin)
+
+    def _check_number(self, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
+        """May this number be called at all? Checked before anything is counted."""
         try:
             check_policy(phone, self.policy.allowed_regions, self.policy.refused_types)
             check_calling_code(phone, self.provider.calling_codes)
-            self.limits.check_failures(self.store, user_id, now)
-            self.limits.reserve_call(
-                self.store,
-                user_id=user_id,
-                phone=phone,
-                ip=ip,
-                now=now,
-                verification_id=verification_id,
-            )
-        except (BadInput, RateLimited) as e:
-            self.store.record("refused", now, user_id=user_id, phone=phone, ip=ip, detail=e.message)
-            log.warning("phoneverify: call to %s refused: %s", mask(phone), e.message)
+        except BadInput as e:
+            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)
             raise
 
-    def _place(self, v: Verification, pin: str, callback_url: str | None) -> None:
+    def _admit(
+        self, step: Callable[[Tx], None], *, user_id: str, phone: str, ip: str | None, now: float
+    ) -> None:
+        """Run the step that counts the call; a refusal rolls it back, then is audited."""
+        try:
+            self.store.write(step)
+        except RateLimited as e:
+            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)
+            raise
+
+    def _refused(
+        self, e: FlowError, *, user_id: str, phone: str, ip: str | None, now: float
+    ) -> None:
+        log.warning("phoneverify: call to %s refused: %s", mask(phone), e.message)
+        self.store.write(
+            lambda tx: tx.record(
+                EventKind.REFUSED, now, user_id=user_id, phone=phone, ip=ip, detail=e.message
+            )
+        )
+
+    def _place(self, v: Verification, pin: str, callback_url: str | None) -> Verification:
+        """Place the call outside any transaction, then record what became of it."""
         request = CallRequest(
             number=v.phone,
             pin=pin,
@@ -207,14 +269,20 @@ class Flow:
         try:
             ticket = self.provider.place_call(request)
         except ProviderError as e:
-            self._fail(v, e.message, detail=e.detail or type(e).__name__, kind="provider_error")
+            failure = e
+            self.store.write(lambda tx: self._not_placed(tx, v, failure))
             raise
-        self.store.change(
-            v.id,
-            where={"call_id": v.call_id},
-            provider_ref=ticket.reference,
-            call=ticket.call.value,
-        )
+        try:
+            self.store.write(lambda tx: self._placed(tx, v, ticket))
+        except SQLAlchemyError as e:
+            # The phone is ringing: the person gets the wait page; events that name the
+            # call still reach the stored verification.
+            log.error(
+                "phoneverify: call of verification %s placed but not recorded: %s",
+                v.id[:8],
+                type(e).__name__,
+            )
+            return v
         log.info(
             "phoneverify: call placed to %s via %s (verification %s, %s style)",
             mask(v.phone),
@@ -222,12 +290,32 @@ class Flow:
             v.id[:8],
             v.style,
         )
-        self._audit("call_placed", v)
+        v.provider_ref, v.call = ticket.reference, ticket.call.value
+        return v
+
+    def _placed(self, tx: Tx, v: Verification, ticket: CallTicket) -> None:
+        tx.change(
+            v.id,
+            where={"call_id": v.call_id, "call": CallState.QUEUED.value},
+            provider_ref=ticket.reference,
+            call=ticket.call.value,
+        )
+        self._audit(tx, EventKind.CALL_PLACED, v)
+
+    def _not_placed(self, tx: Tx, v: Verification, e: ProviderError) -> None:
+        """The call never happened: fail the verification, give back what it counted."""
+        self._fail(tx, v, e.message, detail=e.detail or type(e).__name__)
+        tx.rename_events(v.id, EventKind.CALL, EventKind.CALL_RELEASED, v.sent_at)
+        self.limits.release_call(tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at)
+        v.status, v.reason = Status.FAILED.value, e.message
 
     # -- reading -----------------------------------------------------------------------
     def owned(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
         """The verification, if it belongs to this user (and session, when given)."""
-        v = self.store.get(vid)
+        return self._owned(self.store.read(lambda tx: tx.get(vid)), user_id, session)
+
+    @staticmethod
+    def _owned(v: Verification | None, user_id: str, session: str | None) -> Verification:
         if v is None:
             raise BadInput("This verification does not exist. Please start again.")
         if v.user_id != user_id:
@@ -236,39 +324,53 @@ class Flow:
             raise Forbidden("This verification was started in another browser session.")
         return v
 
-    def _expire(self, v: Verification) -> Verification:
-        """Close it when its time is up."""
-        if v.is_open and self.clock() >= v.expires_at:
-            if self.store.change(v.id, status="expired", reason=MESSAGES["expired"]):
-                self._audit("expired", v)
-            return self._load(v.id)
-        return v
+    def current(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
+        """The verification as it stands now: read, expired when its time is up, and a
+        polled provider asked for news when due."""
+        return self.refresh(self.owned(vid, user_id=user_id, session=session))
 
     def refresh(self, v: Verification) -> Verification:
         """Expire it when its time is up; ask a polled provider for news when due."""
         now = self.clock()
-        v = self._expire(v)
+        if v.is_open and now >= v.expires_at:
+            return self.store.write(lambda tx: self._expire(tx, v.id))
         if not (v.is_open and self.provider.polled and v.provider_ref) or _settled(v):
             return v
         if now - max(v.polled_at, v.event_at) < self.poll_interval:
             return v
-        if not self.store.change(v.id, where={"polled_at": v.polled_at}, polled_at=now):
-            return self._load(v.id)  # another request is asking right now
         placed = PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style))
         try:
-            report = self.provider.call_status(placed)
+            report: CallReport | None = self.provider.call_status(placed)
+            error: ProviderError | None = None
         except ProviderError as e:
+            report, error = None, e
             if e.retryable:
                 log.warning(
                     "phoneverify: status of verification %s unavailable: %s",
                     v.id[:8],
                     e.detail or e,
                 )
-                return self._load(v.id)
-            self._fail(v, e.message, detail=e.detail or type(e).__name__, kind="provider_error")
-            return self._load(v.id)
-        self._apply(v, report)
-        return self._load(v.id)
+
+        def learn(tx: Tx) -> Verification:
+            if not tx.change(v.id, where={"polled_at": v.polled_at}, polled_at=now):
+                return _found(tx.get(v.id))  # another request asked meanwhile
+            v.polled_at = now
+            if error is not None and not error.retryable:
+                self._fail(tx, v, error.message, detail=error.detail or type(error).__name__)
+            elif report is not None:
+                self._apply(tx, v, report, now)
+            return _found(tx.get(v.id))
+
+        return self.store.write(learn)
+
+    def _expire(self, tx: Tx, vid: str) -> Verification:
+        v = _found(tx.get(vid))
+        if v.is_open and tx.change(
+            v.id, status=Status.EXPIRED.value, reason=MESSAGES[Status.EXPIRED]
+        ):
+            self._audit(tx, EventKind.EXPIRED, v)
+            v.status, v.reason = Status.EXPIRED.value, MESSAGES[Status.EXPIRED]
+        return v
 
     # -- confirming ---------------------------------------------------------------------
     def confirm(self, vid: str, pin: str | None, *, user_id: str, session: str) -> Verification:
@@ -276,11 +378,9 @@ class Flow:
 
         Returns the verification once it is verified and taken into this session
         (which happens once); raises otherwise."""
-        v = self.refresh(self.owned(vid, user_id=user_id, session=session))
-        if v.status == "verified":
-            if self.store.claim(v.id, self.clock()):
-                return self._load(v.id)
-            raise NotOpen("This verification has already been used.")
+        v = self.current(vid, user_id=user_id, session=session)
+        if v.status == Status.VERIFIED:
+            return self.store.write(lambda tx: self._claim(tx, v))
         self._require_open(v)
         if Style(v.style) is Style.KEYPAD:
             raise NotOpen(
@@ -302,122 +402,172 @@ class Flow:
             )
             right = remote is not False
         if not right:
-            return self._wrong_pin(v)
-        now = self.clock()
-        if not self.store.change(
-            v.id,
-            where={"pin_hash": v.pin_hash},
-            status="verified",
-            verified_at=now,
-            claimed_at=now,
-            reason=None,
-        ):
-            v = self._load(v.id)
-            raise NotOpen(self.message(v) if not v.is_open else "Please try again.")
-        v = self._load(v.id)
-        self._audit("confirmed", v)
+            raise self.store.write(lambda tx: self._wrong_pin(tx, v))
+
+        def verify(tx: Tx) -> Verification:
+            now = self.clock()
+            if not tx.change(
+                v.id,
+                where={"pin_hash": v.pin_hash},
+                status=Status.VERIFIED.value,
+                verified_at=now,
+                claimed_at=now,
+                reason=None,
+            ):
+                latest = _found(tx.get(v.id))
+                raise NotOpen(self.message(latest) if not latest.is_open else "Please try again.")
+            self._audit(tx, EventKind.CONFIRMED, v)
+            v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
+            return v
+
+        v = self.store.write(verify)
         log.info("phoneverify: verification %s confirmed for %s", v.id[:8], mask(v.phone))
         return v
 
-    def _wrong_pin(self, v: Verification) -> Verification:
-        counted = self.store.add_attempt(v.id, self.max_attempts)
+    def _claim(self, tx: Tx, v: Verification) -> Verification:
+        now = self.clock()
+        if not tx.claim(v.id, now):
+            raise NotOpen("This verification has already been used.")
+        v.claimed_at = now
+        return v
+
+    def _wrong_pin(self, tx: Tx, v: Verification) -> FlowError:
+        """Count one wrong PIN, with its audit event; returns the error to raise once the
+        count is committed."""
+        counted = tx.add_attempt(v.id, self.max_attempts)
         if counted is None:
-            raise NotOpen(self.message(self._load(v.id)))
+            raise NotOpen(self.message(_found(tx.get(v.id))))
         attempts, status = counted
-        self._audit("wrong_pin", v)
-        if status == "locked":  # this attempt locked it: audited and logged once
-            self._audit("locked", v)
+        now = self.clock()
+        self._audit(tx, EventKind.WRONG_PIN, v)
+        self.limits.count_failure(tx, v.user_id, now)
+        if status == Status.LOCKED:  # this attempt locked it: audited and logged once
+            self._audit(tx, EventKind.LOCKED, v)
             log.warning(
                 "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
-            raise Locked(MESSAGES["locked"], attempts_left=0)
+            return Locked(MESSAGES[Status.LOCKED], attempts_left=0)
         left = self.max_attempts - attempts
-        raise WrongPin(
-            f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left.",
-            attempts_left=left,
-        )
+        return WrongPin(wrong_pin_message(left), attempts_left=left)
 
     def cancel(self, vid: str, *, user_id: str, session: str) -> Verification:
-        v = self.owned(vid, user_id=user_id, session=session)
-        self._require_open(v)
-        if not self.store.change(v.id, status="canceled", reason=MESSAGES["canceled"]):
-            self._require_open(self._load(v.id))
-        self._audit("canceled", v)
-        return self._load(v.id)
+        def step(tx: Tx) -> Verification:
+            v = self._owned(tx.get(vid), user_id, session)
+            self._require_open(v)
+            if not tx.change(v.id, status=Status.CANCELED.value, reason=MESSAGES[Status.CANCELED]):
+                self._require_open(_found(tx.get(v.id)))
+            self._audit(tx, EventKind.CANCELED, v)
+            v.status, v.reason = Status.CANCELED.value, MESSAGES[Status.CANCELED]
+            return v
+
+        return self.store.write(step)
 
     def bridge(self, vid: str, *, user_id: str, session: str, ip: str | None) -> str:
         """Connect a user whose verification failed or locked to the support line.
         It costs a call like any other, so the same limits apply; it verifies nothing."""
-        v = self.owned(vid, user_id=user_id, session=session)
-        if v.status not in ("failed", "locked"):
-            raise BadInput(
-                "Talking to support is offered once a verification has failed or locked."
-            )
         now = self.clock()
-        self.limits.reserve_call(
-            self.store, user_id=user_id, phone=v.phone, ip=ip, now=now, verification_id=v.id
-        )
+
+        def admit(tx: Tx) -> Verification:
+            v = self._owned(tx.get(vid), user_id, session)
+            if v.status not in (Status.FAILED, Status.LOCKED):
+                raise BadInput(
+                    "Talking to support is offered once a verification has failed or locked."
+                )
+            self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
+            return v
+
+        v = self.store.write(admit)
         reference = self.provider.bridge(v.phone)
-        self._audit("bridge", v, ip=ip, detail=f"reference {reference[:12]}")
+        detail = f"reference {reference[:12]}"
+        self.store.write(lambda tx: self._audit(tx, EventKind.BRIDGE, v, ip=ip, detail=detail))
         return reference
 
     # -- provider reports --------------------------------------------------------------
-    def apply_event(self, event: CallEvent) -> bool:
+    def apply_event(self, event: CallEvent) -> Applied:
         """A callback event: counts only for a live verification of this provider whose
-        current call id (and number, when the event carries one) it names."""
-        v = self.store.by_call_id(self.provider.name, event.call_id)
-        if v is None or not v.is_open:
-            return False
-        if event.number is not None and event.number != v.phone:
-            log.warning(
-                "phoneverify: event for call of verification %s names another number", v.id[:8]
-            )
-            return False
-        v = self._expire(v)  # never a status request to the vendor from its own callback
-        if not v.is_open:
-            return False
-        self.store.change(v.id, where={"call_id": event.call_id}, event_at=self.clock())
-        self._apply(v, event.report)
-        return True
-
-    def _apply(self, v: Verification, report: CallReport) -> None:
-        guard = {"call_id": v.call_id}
-        if report.reference and report.reference != v.provider_ref:
-            self.store.change(v.id, where=guard, provider_ref=report.reference)
-        if report.call is not None and _CALL_ORDER[report.call] > _CALL_ORDER[CallState(v.call)]:
-            self.store.change(v.id, where=guard, call=report.call.value)
-        if report.digits is not None:
-            if self.hasher.check(v.id, report.digits, v.pin_hash):
-                self._verify(v, via="keypad")
-            else:
-                try:
-                    self._wrong_pin(v)
-                except (WrongPin, Locked, NotOpen):
-                    pass
-            return
-        if report.outcome is Outcome.CONFIRMED:
-            if Style(v.style) is Style.SPOKEN:
-                self.store.change(v.id, where=guard, call=CallState.DELIVERED.value)
-            else:
-                self._verify(v, via=v.style)
-        elif report.outcome is Outcome.FAILED:
-            self._fail(
-                v, report.reason or MESSAGES["failed"], detail=report.detail, kind="call_failed"
-            )
-
-    def _verify(self, v: Verification, *, via: str) -> None:
+        current call id (and number, when the event carries one) it names. Never a
+        status request to the vendor from its own callback."""
         now = self.clock()
+
+        def step(tx: Tx) -> Applied:
+            v = tx.by_call_id(self.provider.name, event.call_id)
+            if v is None or not v.is_open:
+                return Applied(False, v)
+            if event.number is not None and event.number != v.phone:
+                log.warning(
+                    "phoneverify: event for call of verification %s names another number",
+                    v.id[:8],
+                )
+                return Applied(False, v)
+            if now >= v.expires_at:
+                return Applied(False, self._expire(tx, v.id))
+            tx.change(v.id, where={"call_id": event.call_id}, event_at=now)
+            try:
+                self._apply(tx, v, event.report, now)
+            except NotOpen:
+                pass  # it closed meanwhile: the event changes nothing
+            return Applied(True, _found(tx.get(v.id)))
+
+        return self.store.write(step)
+
+    def _apply(self, tx: Tx, v: Verification, report: CallReport, now: float) -> None:
+        """What a provider said, inside the step's transaction."""
+        guard = {"call_id": v.call_id}
+        values: dict[str, str] = {}
+        if report.reference and report.reference != v.provider_ref:
+            values["provider_ref"] = report.reference
+        if report.call is not None and _earlier(CallState(v.call), report.call):
+            values["call"] = report.call.value
+        progress = CallState(values.get("call", v.call))
+        spoken = Style(v.style) is Style.SPOKEN
+        if (
+            report.outcome is Outcome.CONFIRMED
+            and spoken
+            and _earlier(progress, CallState.DELIVERED)
+        ):
+            values["call"] = CallState.DELIVERED.value
+        if values:
+            tx.change(v.id, where=guard, **values)
+        if report.digits is not None:
+            if getattr(report, "once", False) and not tx.first_relay(
+                v.call_id, report.digits, now, self.relay_key
+            ):
+                return  # the same entry, reported again (an event, then the summary)
+            if self.hasher.check(v.id, report.digits, v.pin_hash):
+                self._verify(tx, v, via="keypad", now=now)
+            else:
+                self._wrong_pin(tx, v)  # counted; the phone's caller hears the outcome
+            return
+        if report.outcome is Outcome.CONFIRMED and Style(v.style) is not Style.SPOKEN:
+            self._verify(tx, v, via=v.style, now=now)
+        elif report.outcome is Outcome.FAILED:
+            reason = report.reason or MESSAGES[Status.FAILED]
+            self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
+
+    def _verify(self, tx: Tx, v: Verification, *, via: str, now: float) -> None:
         if now >= v.expires_at:
             return
-        if self.store.change(
-            v.id, where={"call_id": v.call_id}, status="verified", verified_at=now, reason=None
+        if tx.change(
+            v.id,
+            where={"call_id": v.call_id},
+            status=Status.VERIFIED.value,
+            verified_at=now,
+            reason=None,
         ):
-            self._audit("confirmed", v, detail=f"by the provider ({via})")
+            self._audit(tx, EventKind.CONFIRMED, v, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 
-    def _fail(self, v: Verification, reason: str, *, detail: str | None, kind: str) -> None:
-        if self.store.change(v.id, status="failed", reason=reason):
-            self._audit(kind, v, detail=detail)
+    def _fail(
+        self,
+        tx: Tx,
+        v: Verification,
+        reason: str,
+        *,
+        detail: str | None,
+        kind: EventKind = EventKind.PROVIDER_ERROR,
+    ) -> None:
+        if tx.change(v.id, status=Status.FAILED.value, reason=reason):
+            self._audit(tx, kind, v, detail=detail)
             log.warning(
                 "phoneverify: verification %s to %s failed: %s",
                 v.id[:8],
@@ -426,32 +576,34 @@ class Flow:
             )
 
     # -- helpers ------------------------------------------------------------------------
-    def _load(self, vid: str) -> Verification:
-        v = self.store.get(vid)
-        assert v is not None
-        return v
-
     def _require_open(self, v: Verification) -> None:
         if v.is_open:
             return
-        if v.status == "locked":
-            raise Locked(MESSAGES["locked"], attempts_left=0)
+        if v.status == Status.LOCKED:
+            raise Locked(MESSAGES[Status.LOCKED], attempts_left=0)
         raise NotOpen(self.message(v))
 
     def message(self, v: Verification) -> str:
-        if v.status == OPEN:
-            return CALL_MESSAGES.get(v.call, "")
-        if v.status == "failed" and v.reason:
+        """What the page says about ``v`` now."""
+        if v.status == Status.CALLING:
+            return CALL_MESSAGES.get(CallState(v.call), "")
+        if v.status == Status.FAILED and v.reason:
             return v.reason
-        return MESSAGES.get(v.status, "")
+        return MESSAGES.get(Status(v.status), "")
 
     def attempts_left(self, v: Verification) -> int:
         return max(self.max_attempts - v.attempts, 0)
 
     def _audit(
-        self, kind: str, v: Verification, *, ip: str | None = None, detail: str | None = None
+        self,
+        tx: Tx,
+        kind: EventKind,
+        v: Verification,
+        *,
+        ip: str | None = None,
+        detail: str | None = None,
     ) -> None:
-        self.store.record(
+        tx.record(
             kind,
             self.clock(),
             verification_id=v.id,
@@ -460,6 +612,12 @@ class Flow:
             ip=ip,
             detail=detail,
         )
+
+
+def _found(v: Verification | None) -> Verification:
+    if v is None:  # rows are never deleted while a request follows them
+        raise BadInput("This verification does not exist. Please start again.")
+    return v
 
 
 def _settled(v: Verification) -> bool:
@@ -477,3 +635,7 @@ _CALL_ORDER = {state: rank for rank, state in enumerate(CallState)}
 def _call_id() -> str:
     """Random per call and unrelated to the verification id (which tokens reveal)."""
     return secrets.token_hex(16)
+
+
+def _earlier(state: CallState, than: CallState) -> bool:
+    return _CALL_ORDER[state] < _CALL_ORDER[than]

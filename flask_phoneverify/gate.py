@@ -17,8 +17,8 @@ from typing import Any, TypeVar, overload
 from flask import Flask, abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
-from .extension import AppState, state
 from .redirects import safe_next
+from .state import AppState, state
 
 __all__ = [
     "phone_verified_required",
@@ -45,7 +45,7 @@ class Identity:
 def current_identity(st: AppState | None = None) -> Identity | None:
     """The logged-in user: the app's ``user_loader``, else Flask-Login's current_user."""
     st = st or state()
-    loader = st.extension._user_loader
+    loader = st.hooks.user_loader
     if loader is not None:
         user = loader()
     else:
@@ -90,7 +90,7 @@ def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool
     at = marker.get("t")
     if not isinstance(at, int | float):
         return False
-    age = st.extension.clock() - at
+    age = st.clock() - at
     limit = st.settings.verified_ttl if max_age is None else min(max_age, st.settings.verified_ttl)
     return bool(0 <= age < limit)
 
@@ -136,7 +136,7 @@ def phone_verified_required(
             st = state()  # one lookup of the app state and one of the user per request
             identity = current_identity(st)
             if identity is None:
-                return _anonymous()
+                return anonymous()
             if not _marker_fresh(st, identity, max_age):
                 return _no_store(current_app.make_response(_unverified(st)))
             response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
@@ -155,7 +155,7 @@ def _no_store(response: Response) -> Response:
     return response
 
 
-def _anonymous() -> Any:
+def anonymous() -> Any:
     manager = getattr(current_app, "login_manager", None)
     if manager is not None:
         return manager.unauthorized()
@@ -163,7 +163,7 @@ def _anonymous() -> Any:
 
 
 def _unverified(st: AppState) -> Any:
-    handler = st.extension._unverified_handler
+    handler = st.hooks.unverified_handler
     if handler is not None:
         return handler()
     next_path = safe_next(request.full_path.rstrip("?")) if request.method == "GET" else None

@@ -1,13 +1,18 @@
-"""Send and failure limits, counted in the database so they hold across workers.
+"""Send and failure limits, decided inside the flow's transactions.
 
-Every call costs money and rings someone's phone. Before a call is placed:
-the user's wrong PINs in the last hour, the number's cool-down, and the hourly
-calls per number, per user, per client IP and for the whole app are checked.
+Every call costs money and rings someone's phone. Before a call is placed the
+user's wrong PINs in the last hour, the number's cool-down, and the hourly calls
+per number, per user, per client IP and for the whole app are checked.
 
-A call is counted by *reserving* it: its event is written first, then the
-events up to and including it are counted; over a limit, the reservation is
-withdrawn and the call refused. Two workers racing for the last slot cannot
-both see room for themselves, so the limits are not overshot.
+Each limit keeps one counter row per key and minute (``phoneverify_counters``), so
+a check reads at most the sixty rows of its hour, whatever the traffic. A call is
+counted by adding itself first and then reading the sum: over a limit, the step
+raises and its transaction rolls the count back. Two workers racing for the last
+slot cannot both see room for themselves: on PostgreSQL the first one's row lock
+holds the second until it commits; on SQLite a write step holds the write lock.
+The cool-down row of a number is taken first, so simultaneous starts to one number
+are serialised there. The window slides by whole minutes: an event stops counting
+up to a minute before its hour is out.
 """
 
 from __future__ import annotations
@@ -16,11 +21,21 @@ import math
 from dataclasses import dataclass
 
 from .errors import RateLimited
-from .store import Store
+from .store import Tx
 
 __all__ = ["Limits", "HOUR"]
 
 HOUR = 3600.0
+MINUTE = 60
+WINDOW = int(HOUR) // MINUTE  # minute rows in one hour
+
+LAST_CALL = "last_call"
+WRONG_PIN = "wrong_pin"
+APP_KEY = "*"
+
+
+def minute_of(at: float) -> int:
+    return int(at // MINUTE)
 
 
 @dataclass(frozen=True)
@@ -32,62 +47,73 @@ class Limits:
     global_per_hour: int
     number_cooldown: int
 
-    def check_failures(self, store: Store, user_id: str, now: float) -> None:
+    def check_failures(self, tx: Tx, user_id: str, now: float) -> None:
         """Refuse new calls once a user has too many wrong PINs in the last hour."""
-        count, oldest = store.window("wrong_pin", now - HOUR, user_id=user_id)
-        if count >= self.max_failures_per_hour:
-            wait = _until(oldest, now)
+        wait = _over(tx, WRONG_PIN, user_id, self.max_failures_per_hour, now, counted=0)
+        if wait is not None:
             raise RateLimited(
                 f"Too many wrong PINs. Please wait {_words(wait)} before asking for a new call.",
                 retry_after=wait,
             )
 
-    def reserve_call(
-        self,
-        store: Store,
-        *,
-        user_id: str,
-        phone: str,
-        ip: str | None,
-        now: float,
-        verification_id: str | None = None,
-    ) -> int:
-        """Count one call against every limit; returns the reservation's event id."""
-        last = store.last_event_at("call", phone=phone)
+    def count_failure(self, tx: Tx, user_id: str, now: float) -> None:
+        tx.bump(WRONG_PIN, user_id, minute_of(now))
+
+    def reserve_call(self, tx: Tx, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
+        """Count one call against every limit, or raise RateLimited (the caller's
+        transaction then rolls the count back)."""
+        last = tx.swap_last(LAST_CALL, phone, now)
         if last is not None and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
                 f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",
                 retry_after=wait,
             )
-        event_id = store.record(
-            "call", now, user_id=user_id, phone=phone, ip=ip, verification_id=verification_id
-        )
-        since = now - HOUR
-        checks: list[tuple[dict[str, str], int, str]] = [
-            ({"phone": phone}, self.per_number, "to this number"),
-            ({"user_id": user_id}, self.per_user, "for your account"),
-            ({}, self.global_per_hour, "from this site"),
+        for scope, key, limit, what in self._budgets(user_id, phone, ip):
+            tx.bump(scope, key, minute_of(now))
+            over = _over(tx, scope, key, limit, now, counted=1)
+            if over is not None:
+                raise RateLimited(
+                    f"Too many calls {what} in the last hour. Please try again in {_words(over)}.",
+                    retry_after=over,
+                )
+
+    def release_call(self, tx: Tx, *, user_id: str, phone: str, ip: str | None, at: float) -> None:
+        """Give back what :meth:`reserve_call` counted at ``at`` for a call never placed."""
+        tx.restore_last(LAST_CALL, phone, at)
+        for scope, key, _, _ in self._budgets(user_id, phone, ip):
+            tx.bump(scope, key, minute_of(at), by=-1)
+
+    def _budgets(self, user_id: str, phone: str, ip: str | None) -> list[tuple[str, str, int, str]]:
+        """The hourly budgets a call counts against, always in this order (row locks are
+        taken in one order by every worker, so they cannot deadlock)."""
+        budgets = [
+            ("number", phone, self.per_number, "to this number"),
+            ("user", user_id, self.per_user, "for your account"),
         ]
         if ip:
-            checks.insert(2, ({"ip": ip}, self.per_ip, "from your network"))
-        for match, limit, what in checks:
-            count, oldest = store.window("call", since, upto_id=event_id, **match)
-            if count > limit:
-                store.forget_event(event_id)
-                wait = _until(oldest, now)
-                raise RateLimited(
-                    f"Too many calls {what} in the last hour. Please try again in {_words(wait)}.",
-                    retry_after=wait,
-                )
-        return event_id
+            budgets.append(("ip", ip, self.per_ip, "from your network"))
+        budgets.append(("app", APP_KEY, self.global_per_hour, "from this site"))
+        return budgets
 
 
-def _until(oldest: float | None, now: float) -> int:
-    """Seconds until the oldest event in the window leaves it."""
-    if oldest is None:
-        return 60
-    return max(1, math.ceil(oldest + HOUR - now))
+def _over(tx: Tx, scope: str, key: str, limit: int, now: float, *, counted: int) -> int | None:
+    """Seconds until ``key`` is back under ``limit``, or None when it is within it.
+
+    ``counted``: how many of the rows' events are the caller's own (already added), so
+    ``limit`` of them are allowed; with none, reaching ``limit`` is already over."""
+    current = minute_of(now)
+    rows = tx.counts(scope, key, current - WINDOW + 1)
+    total = sum(n for _, n in rows)
+    allowed = limit if counted else limit - 1
+    if total <= allowed:
+        return None
+    to_drop = total - allowed  # events that must leave the window before the next call
+    for minute, n in rows:
+        to_drop -= n
+        if to_drop <= 0:
+            return max(1, math.ceil((minute + WINDOW) * MINUTE - now))
+    return max(1, math.ceil((current + WINDOW) * MINUTE - now))
 
 
 def _words(seconds: int) -> str:

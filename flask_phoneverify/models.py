@@ -1,4 +1,12 @@
-"""The store: two tables, ``phoneverify_verifications`` and ``phoneverify_events``.
+"""The store's tables, and the statuses and event kinds kept in them.
+
+- ``phoneverify_verifications``: one row per verification.
+- ``phoneverify_events``: the audit trail (started, call_placed, confirmed...).
+- ``phoneverify_counters``: what the limits count, per key and per minute, so a limit
+  check reads at most one hour's worth of minute rows whatever the traffic.
+- ``phoneverify_relayed``: digits a provider may report twice for one entry, kept as
+  keyed hashes so every worker counts them once.
+- ``phoneverify_dev_calls``: the simulated phone's calls, so every worker sees them.
 
 They are declared on the extension's own metadata. When the app passes its
 Flask-SQLAlchemy ``db``, the tables are also added to ``db.metadata``, so
@@ -6,23 +14,59 @@ Flask-SQLAlchemy ``db``, the tables are also added to ``db.metadata``, so
 ``db.engine``; otherwise the store opens its own SQLite file in the instance
 folder (or PHONEVERIFY_DATABASE_URI) and creates the tables on first use.
 
-The store writes through its own connections and commits each step at once, so
-it never commits (or rolls back) the app's own session, and a provider failure
-never leaves a half-written verification.
-
 Times are UNIX seconds (float) from the extension's clock, so tests can move
 time without sleeping.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, Index, Integer, MetaData, String, Text
+import enum
+
+from sqlalchemy import Boolean, Float, Index, Integer, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Verification", "Event", "OPEN", "STATUSES"]
+__all__ = [
+    "Base",
+    "Verification",
+    "Event",
+    "Counter",
+    "Relayed",
+    "DevCallRow",
+    "Status",
+    "EventKind",
+]
 
-OPEN = "calling"
-STATUSES = ("calling", "verified", "failed", "expired", "locked", "canceled")
+
+class Status(enum.StrEnum):
+    """A verification's status; it only moves forward from CALLING."""
+
+    CALLING = "calling"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    LOCKED = "locked"
+    CANCELED = "canceled"
+
+
+class EventKind(enum.StrEnum):
+    """What an audit event records."""
+
+    STARTED = "started"
+    RESENT = "resent"
+    CALL_PLACED = "call_placed"
+    CALL_FAILED = "call_failed"
+    PROVIDER_ERROR = "provider_error"
+    CONFIRMED = "confirmed"
+    WRONG_PIN = "wrong_pin"
+    LOCKED = "locked"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+    REFUSED = "refused"
+    BRIDGE = "bridge"
+    #: a call the limits counted
+    CALL = "call"
+    #: a counted call that was never placed (the provider refused it): no longer counted
+    CALL_RELEASED = "call_released"
 
 
 class Base(DeclarativeBase):
@@ -40,7 +84,7 @@ class Verification(Base):
     enrol: Mapped[bool] = mapped_column(Boolean, default=False)  # a number typed by the user
     provider: Mapped[str] = mapped_column(String(32))
     style: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default=OPEN)
+    status: Mapped[str] = mapped_column(String(16), default=Status.CALLING.value)
     call: Mapped[str] = mapped_column(String(16), default="queued")
     call_id: Mapped[str] = mapped_column(String(50), unique=True)  # random per call, ours
     provider_ref: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -48,8 +92,10 @@ class Verification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sends: Mapped[int] = mapped_column(Integer, default=1)
     session_ref: Mapped[str] = mapped_column(String(64))  # hash of the asking session's nonce
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who asked, for release
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # readable, for the user
     created_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float] = mapped_column(Float, default=0.0)  # when the current call was counted
     expires_at: Mapped[float] = mapped_column(Float)
     polled_at: Mapped[float] = mapped_column(Float, default=0.0)
     event_at: Mapped[float] = mapped_column(Float, default=0.0)  # last callback event
@@ -58,18 +104,18 @@ class Verification(Base):
 
     @property
     def is_open(self) -> bool:
-        return self.status == OPEN
+        return self.status == Status.CALLING
 
 
 class Event(Base):
-    """The audit trail, and what the limits count (calls, wrong PINs)."""
+    """The audit trail: every decision, with its time, user, number and IP; never a PIN."""
 
     __tablename__ = "phoneverify_events"
     __table_args__ = (
         Index("ix_phoneverify_events_kind_at", "kind", "at"),
         Index("ix_phoneverify_events_user", "user_id", "kind", "at"),
         Index("ix_phoneverify_events_phone", "phone", "kind", "at"),
-        Index("ix_phoneverify_events_ip", "ip", "kind", "at"),
+        Index("ix_phoneverify_events_verification", "verification_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -80,3 +126,47 @@ class Event(Base):
     phone: Mapped[str | None] = mapped_column(String(20), nullable=True)
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)  # never a PIN or a secret
+
+
+class Counter(Base):
+    """How many times ``scope``/``key`` was counted in one minute (``minute`` = at // 60).
+
+    A limit sums at most the last sixty rows of its key, so its cost does not grow with
+    traffic. Minute 0 of the ``last_call`` scope holds the time of the last call to a
+    number (the cool-down), one row per number, updated in place: every start to that
+    number locks it first, which is what serialises simultaneous starts to one number.
+    """
+
+    __tablename__ = "phoneverify_counters"
+
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    minute: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer, default=0)
+    last_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prev_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Relayed(Base):
+    """Digits already counted for one call (a keyed hash of call id and digits)."""
+
+    __tablename__ = "phoneverify_relayed"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class DevCallRow(Base):
+    """One call on the simulated phone. A spoken call's PIN is kept only encrypted;
+    a keypad call's PIN is not kept at all."""
+
+    __tablename__ = "phoneverify_dev_calls"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(50), index=True)
+    number: Mapped[str] = mapped_column(String(20), index=True)
+    style: Mapped[str] = mapped_column(String(16))
+    app_name: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16))
+    sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, index=True)

@@ -1,27 +1,238 @@
-"""Database access for the flow: short transactions, conditional updates.
+"""Database access for the flow: one short transaction per step.
 
-Every state change is one ``UPDATE ... WHERE id = ? AND status = 'calling'``
-(or a similar guard), so two requests racing for the same verification cannot
-both win: the caller learns from the row count whether its change happened.
+A flow step hands :meth:`Store.write` (or :meth:`Store.read`) a function of a
+:class:`Tx`; the function does the step's reads, writes and audit event, and they
+commit together or not at all. A step never keeps a transaction open across a
+provider call. A step that meets a connection dropped by a database restart is
+run once more on a fresh connection.
+
+Every state change is one ``UPDATE ... WHERE id = ? AND status = 'calling'`` (or a
+similar guard), so two requests racing for the same verification cannot both win:
+the caller learns from the row count whether its change happened.
+
+Write steps take the database's write lock first on SQLite (``BEGIN IMMEDIATE`` on
+the store's own engine), so a step's reads and writes see no other writer; on
+PostgreSQL the limit counters' row locks serialise what must be serialised.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from .models import OPEN, Base, Event, Verification
+from .models import Base, Counter, DevCallRow, Event, Relayed, Status, Verification
 
-__all__ = ["Store"]
+__all__ = ["Store", "Tx"]
+
+log = logging.getLogger("flask_phoneverify")
+
+T = TypeVar("T")
+
+V: Table = Verification.__table__  # type: ignore[assignment]
+E: Table = Event.__table__  # type: ignore[assignment]
+C: Table = Counter.__table__  # type: ignore[assignment]
+R: Table = Relayed.__table__  # type: ignore[assignment]
+D: Table = DevCallRow.__table__  # type: ignore[assignment]
+_COLUMNS = tuple(col.name for col in V.columns)
+
+
+class Tx:
+    """The operations of one step, on the connection of its transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- verifications -------------------------------------------------------------
+    def get(self, verification_id: str) -> Verification | None:
+        row = self.conn.execute(select(V).where(V.c.id == verification_id)).first()
+        return None if row is None else _verification(row._mapping)
+
+    def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        row = self.conn.execute(
+            select(V).where(V.c.call_id == call_id, V.c.provider == provider)
+        ).first()
+        return None if row is None else _verification(row._mapping)
+
+    def add(self, v: Verification) -> None:
+        self.conn.execute(insert(V).values({name: getattr(v, name) for name in _COLUMNS}))
+
+    def change(
+        self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
+    ) -> bool:
+        """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
+        conditions = [V.c.id == verification_id, V.c.status == Status.CALLING.value]
+        for name, expected in (where or {}).items():
+            column = V.c[name]
+            conditions.append(column.is_(None) if expected is None else column == expected)
+        result = self.conn.execute(update(V).where(*conditions).values(**values))
+        return bool(result.rowcount)
+
+    def claim(self, verification_id: str, now: float) -> bool:
+        """Mark a verified verification as taken into a session, once."""
+        result = self.conn.execute(
+            update(V)
+            .where(
+                V.c.id == verification_id,
+                V.c.status == Status.VERIFIED.value,
+                V.c.claimed_at.is_(None),
+            )
+            .values(claimed_at=now)
+        )
+        return bool(result.rowcount)
+
+    def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
+        """Count one wrong PIN, locking at ``max_attempts``, in one statement.
+
+        Returns (attempts, status) as this very update left them, or None when it did
+        not count (no longer open). Only the update that locked sees status 'locked'."""
+        row = self.conn.execute(
+            update(V)
+            .where(V.c.id == verification_id, V.c.status == Status.CALLING.value)
+            .values(
+                attempts=V.c.attempts + 1,
+                status=case(
+                    (V.c.attempts + 1 >= max_attempts, literal(Status.LOCKED.value)),
+                    else_=V.c.status,
+                ),
+            )
+            .returning(V.c.attempts, V.c.status)
+        ).first()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    # -- events -------------------------------------------------------------------
+    def record(self, kind: str, at: float, **fields: Any) -> None:
+        self.conn.execute(insert(E).values(kind=str(kind), at=at, **fields))
+
+    def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
+        self.conn.execute(
+            update(E)
+            .where(E.c.verification_id == verification_id, E.c.kind == kind, E.c.at == at)
+            .values(kind=to)
+        )
+
+    # -- counters -----------------------------------------------------------------
+    def bump(self, scope: str, key: str, minute: int, by: int = 1) -> None:
+        """Add ``by`` to one minute's count (creating the row)."""
+        self._upsert(
+            {"scope": scope, "key": key, "minute": minute, "n": max(by, 0)},
+            {"n": C.c.n + by},
+        )
+
+    def counts(self, scope: str, key: str, first_minute: int) -> list[tuple[int, int]]:
+        """(minute, count) of ``key`` from ``first_minute`` on, oldest first: at most the
+        rows of one window, whatever the traffic."""
+        rows = self.conn.execute(
+            select(C.c.minute, C.c.n)
+            .where(C.c.scope == scope, C.c.key == key, C.c.minute >= first_minute)
+            .order_by(C.c.minute)
+        )
+        return [(int(m), int(n)) for m, n in rows]
+
+    def swap_last(self, scope: str, key: str, at: float | None) -> float | None:
+        """Set the time kept for ``key`` to ``at``; return the time it held before. The
+        row stays locked until the transaction ends, serialising writers of ``key``."""
+        if self.conn.dialect.name in ("sqlite", "postgresql"):
+            row = self._upsert(
+                {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at},
+                {"last_at": at, "prev_at": C.c.last_at},
+                returning=True,
+            )
+            return row  # type: ignore[no-any-return]
+        where = and_(C.c.scope == scope, C.c.key == key, C.c.minute == 0)
+        prev = self.conn.execute(select(C.c.last_at).where(where).with_for_update()).first()
+        if prev is None:
+            self.conn.execute(insert(C).values(scope=scope, key=key, minute=0, n=0, last_at=at))
+            return None
+        self.conn.execute(update(C).where(where).values(last_at=at))
+        return prev[0]  # type: ignore[no-any-return]
+
+    def restore_last(self, scope: str, key: str, at: float) -> None:
+        """Undo :meth:`swap_last` of ``at`` when nothing has replaced it since."""
+        self.conn.execute(
+            update(C)
+            .where(C.c.scope == scope, C.c.key == key, C.c.minute == 0, C.c.last_at == at)
+            .values(last_at=C.c.prev_at)
+        )
+
+    def _upsert(
+        self, values: dict[str, Any], on_conflict: dict[str, Any], *, returning: bool = False
+    ) -> Any:
+        name = self.conn.dialect.name
+        keys = ["scope", "key", "minute"]
+        if name in ("sqlite", "postgresql"):
+            dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
+            stmt: Any = dialect_insert(C).values(values)
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=on_conflict)
+            if returning:
+                return self.conn.execute(stmt.returning(C.c.prev_at)).scalar()
+            self.conn.execute(stmt)
+            return None
+        where = and_(*(C.c[k] == values[k] for k in keys))
+        if not self.conn.execute(update(C).where(where).values(on_conflict)).rowcount:
+            self.conn.execute(insert(C).values(values))
+        return None
+
+    # -- digits relayed once --------------------------------------------------------
+    def first_relay(self, call_id: str, digits: str, at: float, key: bytes) -> bool:
+        """True the first time these digits are relayed for this call, in any worker."""
+        mark = hashlib.blake2b(f"{call_id}:{digits}".encode(), key=key[:64]).hexdigest()[:64]
+        exists = self.conn.execute(select(R.c.key).where(R.c.key == mark)).first()
+        if exists is not None:
+            return False
+        self.conn.execute(insert(R).values(key=mark, at=at))
+        return True
+
+    # -- the simulated phone ----------------------------------------------------------
+    def dev_ring(self, row: dict[str, Any], keep: int) -> None:
+        """A new call on the simulated phone; it ends the call ringing on that number."""
+        self.conn.execute(
+            update(D).where(D.c.number == row["number"], D.c.state != "ended").values(state="ended")
+        )
+        self.conn.execute(insert(D).values(row))
+        old = select(D.c.id).order_by(D.c.created_at.desc(), D.c.id).offset(keep).subquery()
+        self.conn.execute(delete(D).where(D.c.id.in_(select(old.c.id))))
+
+    def dev_calls(self) -> list[dict[str, Any]]:
+        rows = self.conn.execute(select(D).order_by(D.c.created_at, D.c.id))
+        return [dict(row._mapping) for row in rows]
+
+    def dev_call(self, call_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(select(D).where(D.c.id == call_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def dev_set_state(self, call_id: str, state: str, *, unless: str | None = None) -> bool:
+        conditions = [D.c.id == call_id]
+        if unless is not None:
+            conditions.append(D.c.state != unless)
+        return bool(self.conn.execute(update(D).where(*conditions).values(state=state)).rowcount)
 
 
 class Store:
+    """The extension's database: the app's engine, or an engine of its own."""
+
     def __init__(
         self, *, shared: Callable[[], Engine] | None = None, uri: str | None = None
     ) -> None:
@@ -56,108 +267,55 @@ class Store:
                 self._own = None
 
     def session(self) -> Session:
+        """An ORM session on the store's engine, for reports and tests."""
         return Session(self.engine, expire_on_commit=False)
 
-    # -- verifications -------------------------------------------------------------
-    def add(self, v: Verification) -> None:
-        with self.session() as s, s.begin():
-            s.add(v)
-
     def get(self, verification_id: str) -> Verification | None:
-        with self.session() as s:
-            return s.get(Verification, verification_id)
+        """One verification as stored now (reports, the CLI and tests)."""
+        return self.read(lambda tx: tx.get(verification_id))
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
-        with self.session() as s:
-            return s.scalars(
-                select(Verification).where(
-                    Verification.call_id == call_id, Verification.provider == provider
-                )
-            ).first()
+        return self.read(lambda tx: tx.by_call_id(provider, call_id))
 
-    def change(
-        self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
-    ) -> bool:
-        """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
-        conditions = [Verification.id == verification_id, Verification.status == OPEN]
-        for name, expected in (where or {}).items():
-            column = getattr(Verification, name)
-            conditions.append(column.is_(None) if expected is None else column == expected)
-        with self.session() as s, s.begin():
-            result = s.execute(update(Verification).where(*conditions).values(**values))
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+    def write(self, step: Callable[[Tx], T]) -> T:
+        """Run ``step`` in one write transaction; it commits when ``step`` returns."""
+        return self._run(step, write=True)
 
-    def claim(self, verification_id: str, now: float) -> bool:
-        """Mark a verified verification as taken into a session, once."""
-        with self.session() as s, s.begin():
-            result = s.execute(
-                update(Verification)
-                .where(
-                    Verification.id == verification_id,
-                    Verification.status == "verified",
-                    Verification.claimed_at.is_(None),
-                )
-                .values(claimed_at=now)
-            )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
+    def read(self, step: Callable[[Tx], T]) -> T:
+        """Run ``step`` in one read-only transaction."""
+        return self._run(step, write=False)
 
-    def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
-        """Count one wrong PIN, locking at ``max_attempts``, in one statement.
+    def _run(self, step: Callable[[Tx], T], *, write: bool) -> T:
+        for attempt in (1, 2):
+            try:
+                with self._transaction(write) as conn:
+                    return step(Tx(conn))
+            except DBAPIError as e:
+                if attempt == 2 or not e.connection_invalidated:
+                    raise
+                log.warning("phoneverify: database connection lost; trying once more")
+        raise AssertionError("unreachable")  # pragma: no cover
 
-        Returns (attempts, status) as this very update left them, or None when it did
-        not count (no longer open). Only the update that locked sees status 'locked'."""
-        with self.session() as s, s.begin():
-            row = s.execute(
-                update(Verification)
-                .where(Verification.id == verification_id, Verification.status == OPEN)
-                .values(
-                    attempts=Verification.attempts + 1,
-                    status=func.coalesce(
-                        _lock_when(Verification.attempts + 1 >= max_attempts), Verification.status
-                    ),
-                )
-                .returning(Verification.attempts, Verification.status)
-            ).first()
-            return None if row is None else (int(row[0]), str(row[1]))
+    @contextmanager
+    def _transaction(self, write: bool) -> Iterator[Connection]:
+        engine = self.engine
+        with engine.connect() as conn:
+            if not write:
+                yield conn  # begins on first use, rolled back on close
+                return
+            sqlite_db = engine.dialect.name == "sqlite"
+            if sqlite_db and self._own is not None:
+                conn.info["phoneverify_immediate"] = True
+            with conn.begin():
+                if sqlite_db and self._own is None:
+                    # The app's SQLite engine: a first write takes the write lock, so the
+                    # step's reads see no other writer (what BEGIN IMMEDIATE does).
+                    conn.execute(update(C).where(literal(False)).values(n=C.c.n))
+                yield conn
 
-    # -- events -------------------------------------------------------------------
-    def record(self, kind: str, at: float, **fields: Any) -> int:
-        with self.session() as s, s.begin():
-            row = Event(kind=kind, at=at, **fields)
-            s.add(row)
-            s.flush()
-            return row.id
 
-    def forget_event(self, event_id: int) -> None:
-        with self.session() as s, s.begin():
-            s.execute(delete(Event).where(Event.id == event_id))
-
-    def window(
-        self, kind: str, since: float, *, upto_id: int | None = None, **match: Any
-    ) -> tuple[int, float | None]:
-        """(how many ``kind`` events since ``since`` match, the oldest one's time)."""
-        conditions = [Event.kind == kind, Event.at >= since]
-        conditions += [getattr(Event, k) == v for k, v in match.items()]
-        if upto_id is not None:
-            conditions.append(Event.id <= upto_id)
-        with self.session() as s:
-            count, oldest = s.execute(
-                select(func.count(Event.id), func.min(Event.at)).where(*conditions)
-            ).one()
-            return int(count), oldest
-
-    def last_event_at(self, kind: str, **match: Any) -> float | None:
-        conditions = [Event.kind == kind] + [getattr(Event, k) == v for k, v in match.items()]
-        with self.session() as s:
-            return s.scalar(select(func.max(Event.at)).where(*conditions))
-
-    def events(self, verification_id: str) -> list[Event]:
-        with self.session() as s:
-            return list(
-                s.scalars(
-                    select(Event).where(Event.verification_id == verification_id).order_by(Event.id)
-                )
-            )
+def _verification(row: Any) -> Verification:
+    return Verification(**{name: row[name] for name in _COLUMNS})
 
 
 def _create_tables(engine: Engine, tries: int = 10) -> None:
@@ -172,12 +330,6 @@ def _create_tables(engine: Engine, tries: int = 10) -> None:
                 raise
 
 
-def _lock_when(condition: Any) -> Any:
-    from sqlalchemy import case, literal
-
-    return case((condition, literal("locked")), else_=None)
-
-
 def _make_engine(uri: str) -> Engine:
     if uri.startswith("sqlite:///") and uri != "sqlite:///:memory:":
         folder = os.path.dirname(uri[len("sqlite:///") :])
@@ -188,10 +340,17 @@ def _make_engine(uri: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # the store says when transactions begin
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            immediate = conn.info.pop("phoneverify_immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(uri, pool_pre_ping=True)

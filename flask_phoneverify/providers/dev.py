@@ -4,7 +4,14 @@ the example app. It works offline.
 Calls it "places" ring on a page at ``<prefix>/dev/phone`` (and its JSON form),
 where a developer answers, hears the spoken PIN or keys digits in. Key presses
 come back to the flow as call events, the way a keypad-relaying provider
-reports them. It keeps its calls in memory, per app and process.
+reports them, so the flow never needs to poll it.
+
+Its calls live in the extension's database (``phoneverify_dev_calls``), so every
+worker process lists, answers and keys the same calls. A keypad call's PIN is not
+kept at all; a spoken call's PIN is kept only sealed under a key derived from
+SECRET_KEY (see :mod:`flask_phoneverify.sealing`), to show it on the phone's page.
+Unlike the vendor providers it therefore knows the store: the database is the
+simulated phone network.
 
 It is refused outside debug or testing mode unless PHONEVERIFY_DEV_PHONE is set,
 so it cannot end up in production by accident.
@@ -14,13 +21,14 @@ from __future__ import annotations
 
 import secrets
 import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
 from ..phone import mask
+from ..sealing import Sealer
+from ..store import Store
 from .base import (
     CallEvent,
     CallReport,
@@ -28,25 +36,26 @@ from .base import (
     CallState,
     CallTicket,
     Outcome,
-    PlacedCall,
     Provider,
     Style,
 )
 
-__all__ = ["DevPhone", "DevCall"]
+__all__ = ["DevPhone", "DevCall", "call_text"]
 
 MAX_CALLS = 50
 
 
-@dataclass
+@dataclass(frozen=True)
 class DevCall:
+    """One call as the simulated phone shows it."""
+
     id: str
     call_id: str
     number: str
     style: Style
     text: str
-    pin: str  # spoken style only shows it; keypad-style calls never say it
-    state: CallState = CallState.RINGING
+    state: CallState
+    pin: str | None  # spoken calls only; a keypad call never says it
 
     def public(self) -> dict[str, Any]:
         return {
@@ -55,13 +64,13 @@ class DevCall:
             "style": self.style.value,
             "text": self.text,
             "state": self.state.value,
-            "pin": self.pin if self.style is Style.SPOKEN else None,
+            "pin": self.pin,
         }
 
 
-def call_text(style: Style, app_name: str, pin: str) -> str:
+def call_text(style: Style, app_name: str, pin: str | None) -> str:
     if style is Style.SPOKEN:
-        spoken = " ".join(pin)
+        spoken = " ".join(pin or "?")
         return f"This is {app_name}. Your PIN is {spoken}. Again: {spoken}. Goodbye."
     return f"This is {app_name}. To confirm it is you, key in the PIN shown on your screen."
 
@@ -71,59 +80,73 @@ class DevPhone(Provider):
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
     simulated = True
+    polled = False  # every change reaches the flow as an event from the phone's page
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
     ) -> None:
         super().__init__(options, style=style, pin_length=pin_length, app_name=app_name)
-        self.calls: list[DevCall] = []
-        self._lock = threading.Lock()
+        self._store: Store | None = None
+        self._sealer: Sealer | None = None
         #: where a developer answers; the extension sets it once the blueprint is known
         self.phone_url = "/phoneverify/dev/phone"
 
+    def attach(self, store: Store, sealer: Sealer, clock: Any) -> None:
+        """Give the phone its network: the extension's database, a sealer and a clock."""
+        self._store, self._sealer, self._clock = store, sealer, clock
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise RuntimeError("the simulated phone is used before init_app attached it")
+        return self._store
+
+    @property
+    def sealer(self) -> Sealer:
+        assert self._sealer is not None
+        return self._sealer
+
     def place_call(self, request: CallRequest) -> CallTicket:
-        call = DevCall(
-            id=secrets.token_hex(6),
-            call_id=request.call_id,
-            number=request.number,
-            style=request.style,
-            text=call_text(request.style, request.app_name, request.pin),
-            pin=request.pin,
-        )
-        with self._lock:
-            for earlier in self.calls:  # a new call to a number replaces the one ringing there
-                if earlier.number == call.number and earlier.state is not CallState.ENDED:
-                    earlier.state = CallState.ENDED
-            self.calls.append(call)
-            del self.calls[:-MAX_CALLS]
+        ref = secrets.token_hex(6)
+        row: dict[str, Any] = {
+            "id": ref,
+            "call_id": request.call_id,
+            "number": request.number,
+            "style": request.style.value,
+            "app_name": request.app_name,
+            "state": CallState.RINGING.value,
+            "sealed_pin": (
+                self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
+            ),
+            "created_at": float(self._clock()),
+        }
+        self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
         print(
             f" * flask-phoneverify: simulated call to {mask(request.number)}; "
             f"answer it at {self.phone_url}",
             file=sys.stderr,
             flush=True,
         )
-        return CallTicket(reference=call.id, call=CallState.RINGING)
+        return CallTicket(reference=ref, call=CallState.RINGING)
 
-    def call_status(self, call: PlacedCall) -> CallReport:
-        found = self._find(call.reference or "")
-        if found is None:
-            return CallReport(outcome=Outcome.FAILED, reason="The call was lost. Please try again.")
-        return CallReport(call=found.state)
+    @property
+    def calls(self) -> list[DevCall]:
+        """Every call on the phone, oldest first."""
+        return [self._call(row) for row in self.store.read(lambda tx: tx.dev_calls())]
 
     def listing(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return [c.public() for c in self.calls]
+        return [c.public() for c in self.calls]
 
     def answer(self, call_id: str) -> CallEvent:
         call = self._ringing(call_id)
-        call.state = CallState.ANSWERED
+        self._set(call_id, CallState.ANSWERED)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
-        return CallEvent(call.call_id, CallReport(call=call.state, outcome=outcome))
+        return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
     def hang_up(self, call_id: str) -> CallEvent:
         call = self._ringing(call_id)
+        self._set(call_id, CallState.ENDED)
         was = call.state
-        call.state = CallState.ENDED
         if was is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
                 "The call was declined."
@@ -131,9 +154,10 @@ class DevPhone(Provider):
                 else "The call ended before the PIN was entered."
             )
             return CallEvent(
-                call.call_id, CallReport(call=call.state, outcome=Outcome.FAILED, reason=reason)
+                call.call_id,
+                CallReport(call=CallState.ENDED, outcome=Outcome.FAILED, reason=reason),
             )
-        return CallEvent(call.call_id, CallReport(call=call.state))
+        return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
     def press(self, call_id: str, digits: str) -> CallEvent:
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
@@ -143,21 +167,37 @@ class DevPhone(Provider):
         digits = (digits or "").strip().rstrip("#")
         if not digits or not digits.isdigit() or len(digits) > 32:
             raise BadInput("Key in digits only.")
-        call.state = CallState.ANSWERED
-        return CallEvent(call.call_id, CallReport(call=call.state, digits=digits))
+        self._set(call_id, CallState.ANSWERED)
+        return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
 
     def state_of(self, call_id: str) -> str | None:
         call = self._find(call_id)
         return call.state.value if call else None
 
     def ended(self, call_id: str) -> None:
-        call = self._find(call_id)
-        if call is not None:
-            call.state = CallState.ENDED
+        self._set(call_id, CallState.ENDED)
+
+    def _set(self, call_id: str, state: CallState) -> None:
+        self.store.write(
+            lambda tx: tx.dev_set_state(call_id, state.value, unless=CallState.ENDED.value)
+        )
+
+    def _call(self, row: dict[str, Any]) -> DevCall:
+        style = Style(row["style"])
+        pin = self.sealer.open(row["sealed_pin"]) if row["sealed_pin"] is not None else None
+        return DevCall(
+            id=row["id"],
+            call_id=row["call_id"],
+            number=row["number"],
+            style=style,
+            text=call_text(style, row["app_name"], pin),
+            state=CallState(row["state"]),
+            pin=pin if style is Style.SPOKEN else None,
+        )
 
     def _find(self, call_id: str) -> DevCall | None:
-        with self._lock:
-            return next((c for c in self.calls if c.id == call_id), None)
+        row = self.store.read(lambda tx: tx.dev_call(call_id))
+        return None if row is None else self._call(row)
 
     def _ringing(self, call_id: str) -> DevCall:
         call = self._find(call_id)

@@ -1,0 +1,42 @@
+"""Sealing: what must be read back later but never stored in clear.
+
+The simulated phone shows a spoken call's PIN on its page, from any worker, so the
+PIN is kept in the database, encrypted (Fernet: AES-CBC with an HMAC) under a key
+derived from SECRET_KEY; SECRET_KEY_FALLBACKS still open what older keys sealed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+__all__ = ["Sealer"]
+
+_LABEL = b"flask-phoneverify seal v1"
+
+
+class Sealer:
+    """Encrypts short texts under keys derived from the app's secret keys."""
+
+    def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
+        """``secret_keys``: the current key first, then the fallbacks."""
+        self._fernet = MultiFernet([Fernet(_derive(k)) for k in secret_keys])
+
+    def seal(self, text: str) -> bytes:
+        return self._fernet.encrypt(text.encode())
+
+    def open(self, sealed: bytes) -> str | None:
+        """The text, or None when no current key opens it (the key was rotated away)."""
+        try:
+            return self._fernet.decrypt(sealed).decode()
+        except InvalidToken:
+            return None
+
+
+def _derive(key: str | bytes) -> bytes:
+    raw = key if isinstance(key, bytes) else key.encode()
+    return base64.urlsafe_b64encode(hmac.new(raw, _LABEL, hashlib.sha256).digest())

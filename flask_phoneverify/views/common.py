@@ -1,0 +1,160 @@
+"""What every view shares: the user, the request body, the pending verification in
+the session, and turning the flow's errors into pages or JSON.
+
+Views translate between HTTP and the flow; none of them touches the store or a
+provider's internals. Nothing here answers 500 for bad input, a provider failure
+or a database failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Response, abort, current_app, jsonify, render_template, request, session
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..csrf import generate_csrf
+from ..errors import BadInput, FlowError, Forbidden, ProviderError
+from ..flow import session_ref
+from ..gate import Identity, anonymous, current_identity, wants_json
+from ..redirects import safe_next
+from ..state import AppState, state
+
+log = logging.getLogger("flask_phoneverify")
+
+PENDING = "_phoneverify_pending"
+NONCE = "_phoneverify_sid"
+
+
+def template_context() -> dict[str, Any]:
+    st = state()
+    return {
+        "phoneverify_base": st.settings.base_template or "phoneverify/_layout.html",
+        "phoneverify_csrf": generate_csrf,
+        "phoneverify_app_name": st.provider.app_name,
+        "phoneverify_dev": st.provider.simulated,
+    }
+
+
+def sender() -> Any:
+    """The real app object, the sender of signals."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def no_store(response: Response) -> Response:
+    response.headers["Cache-Control"] = "no-store"
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def body() -> dict[str, Any]:
+    """The request's fields: a JSON object, or the form."""
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise BadInput("The request body is not a JSON object.")
+        return data
+    return request.form.to_dict()
+
+
+def identity() -> Identity:
+    """The logged-in user, or the login system's answer for an anonymous one."""
+    found = current_identity()
+    if found is None:
+        # Flask-Login's unauthorized() answers (redirect or 401); else a plain 401.
+        response = anonymous()
+        abort(response if response is not None else 401)
+    return found
+
+
+def this_session() -> str:
+    """The reference of this browser session that a verification is bound to."""
+    nonce = session.get(NONCE)
+    if not isinstance(nonce, str):
+        nonce = secrets.token_urlsafe(16)
+        session[NONCE] = nonce
+    return session_ref(nonce)
+
+
+def pending() -> dict[str, Any]:
+    data = session.get(PENDING)
+    return data if isinstance(data, dict) else {}
+
+
+def token_of(data: dict[str, Any] | None = None) -> str:
+    """The pending token: in the body, the query, or the session."""
+    token = (data or {}).get("token") or request.args.get("token") or pending().get("t")
+    if not token:
+        raise BadInput("No verification is in progress. Please start again.")
+    return str(token)
+
+
+def verification_id(st: AppState, who: Identity, token: str) -> str:
+    """The verification a pending token names, when it is this user's."""
+    vid, uid = st.tokens.read_pending(token, max_age=st.settings.ttl)
+    if uid != who.id:
+        raise Forbidden("This verification belongs to someone else.")
+    return vid
+
+
+def next_path(value: Any = None) -> str:
+    default: str = state().settings.default_next
+    return safe_next(value) or safe_next(pending().get("n")) or default
+
+
+def client_ip() -> str | None:
+    return request.remote_addr
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def flow_error(e: FlowError) -> Any:
+    payload: dict[str, Any] = {"error": e.code, "message": e.message}
+    payload.update({k: v for k, v in e.extra.items() if k != "pending"})
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
+    if wants_json():
+        return jsonify(payload), e.status, headers
+    return (
+        render_template(
+            "phoneverify/message.html",
+            title="Phone confirmation",
+            error=e.message,
+            retry=e.status in (409, 429) or e.code == "bad_request",
+        ),
+        e.status,
+        headers,
+    )
+
+
+def provider_error(e: ProviderError) -> Any:
+    status = 503 if e.retryable else 502
+    if wants_json():
+        return jsonify(error="provider_error", message=e.message, retryable=e.retryable), status
+    return (
+        render_template(
+            "phoneverify/message.html",
+            title="The call did not go through",
+            error=e.message,
+            retry=True,
+        ),
+        status,
+    )
+
+
+def store_error(e: SQLAlchemyError) -> Any:
+    log.error("phoneverify: database error: %s", type(e).__name__, exc_info=current_app.debug)
+    message = "Phone confirmation is unavailable for a moment. Please try again shortly."
+    if wants_json():
+        return jsonify(error="unavailable", message=message, retryable=True), 503
+    return render_template(
+        "phoneverify/message.html", title="Unavailable", error=message, retry=True
+    ), 503

@@ -1,0 +1,79 @@
+"""The simulated phone's page: list calls, answer, hang up, key in digits.
+
+Its actions reach the flow as call events, the way a keypad-relaying provider's
+callbacks do; the calls live in the database, so any worker serves any call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, jsonify, redirect, render_template, session, url_for
+
+from ..csrf import validate_csrf
+from ..flow import wrong_pin_message
+from ..gate import wants_json
+from ..models import Status
+from ..providers.dev import DevPhone
+from ..state import state
+from .common import body
+
+__all__ = ["dev_phone", "dev_phone_action"]
+
+NOTICE = "_phoneverify_dev_notice"
+
+
+def _phone() -> DevPhone:
+    provider = state().provider
+    if not isinstance(provider, DevPhone):
+        abort(404)
+    return provider
+
+
+def dev_phone() -> Any:
+    phone = _phone()
+    calls = phone.listing()
+    if wants_json():
+        return jsonify(calls=calls)
+    notice = session.pop(NOTICE, None)
+    return render_template("phoneverify/dev_phone.html", calls=list(reversed(calls)), notice=notice)
+
+
+def dev_phone_action(call_id: str, action: str) -> Any:
+    """Answer, hang up or press keys on the simulated phone; reported to the flow as
+    call events, the way a provider that relays keypresses would."""
+    st = state()
+    phone = _phone()
+    validate_csrf()
+    data = body()
+    if action == "keys":
+        event = phone.press(call_id, str(data.get("digits", "")))
+    elif action == "answer":
+        event = phone.answer(call_id)
+    elif action == "hangup":
+        event = phone.hang_up(call_id)
+    else:
+        abort(404)
+    applied = st.flow.apply_event(event)
+    v = applied.verification
+    answer: dict[str, Any] = {}
+    if action == "keys":
+        accepted = applied.current and v is not None and v.status == Status.VERIFIED
+        if accepted:
+            phone.ended(call_id)
+            message = "Thank you. You are confirmed."
+        elif v is None or not applied.current:
+            message = "This call is no longer current: answer the newest call."
+        elif v.is_open:
+            message = wrong_pin_message(st.flow.attempts_left(v))
+        else:
+            message = "That PIN is not right. " + st.flow.message(v)
+        answer.update(accepted=accepted, message=message)
+        if v is not None:
+            answer["attempts_left"] = st.flow.attempts_left(v)
+    answer["state"] = phone.state_of(call_id)
+    if wants_json():
+        return jsonify(answer)
+    if answer.get("message"):
+        session[NOTICE] = answer["message"]
+    return redirect(url_for("phoneverify.dev_phone"))

@@ -1,0 +1,302 @@
+"""The pages and the JSON API, from the same views: verify, start, wait, status,
+confirm, resend, cancel and talk. Each translates between HTTP and the flow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import abort, jsonify, redirect, render_template, request, session, url_for
+
+from .. import phone as phones
+from .. import signals
+from ..csrf import generate_csrf, validate_csrf
+from ..errors import BadInput, FlowError, ProviderError
+from ..gate import Identity, mark_verified, wants_json
+from ..models import Status, Verification
+from ..providers.base import Style
+from ..redirects import safe_next
+from ..state import AppState, state
+from .callbacks import callback_address
+from .common import (
+    PENDING,
+    body,
+    client_ip,
+    identity,
+    iso,
+    next_path,
+    pending,
+    sender,
+    this_session,
+    token_of,
+    verification_id,
+)
+
+__all__ = ["verify", "start", "wait", "status", "confirm", "resend", "cancel", "talk"]
+
+WAIT_TITLES = {
+    Status.VERIFIED: "Confirmed",
+    Status.FAILED: "The call did not go through",
+    Status.EXPIRED: "This verification has expired",
+    Status.LOCKED: "Too many wrong PINs",
+    Status.CANCELED: "Verification canceled",
+}
+
+
+def _started_json(token: str, v: Verification, pin: str) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "token": token,
+        "status": v.status,
+        "call": v.call,
+        "style": v.style,
+        "expires_at": iso(v.expires_at),
+    }
+    if v.style == Style.KEYPAD:
+        answer["pin"] = pin
+    return answer
+
+
+def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> None:
+    data: dict[str, Any] = {"t": token, "n": next_to}
+    if v.style == Style.KEYPAD:
+        data["p"] = pin  # shown again after a reload; keypad PINs are meant to be seen here
+    session[PENDING] = data
+
+
+def verify() -> Any:
+    st = state()
+    who = identity()
+    next_to = next_path(request.args.get("next"))
+    masked = phones.mask(who.phone) if who.phone else None
+    if wants_json():
+        return jsonify(
+            csrf_token=generate_csrf(),
+            phone=masked,
+            style=st.style.value,
+            enrolment=st.settings.allow_enrolment and not who.phone,
+        )
+    if not who.phone and not st.settings.allow_enrolment:
+        return render_template(
+            "phoneverify/message.html",
+            title="No phone number on file",
+            error="Your account has no phone number on file, so it cannot be confirmed by phone. "
+            "Please contact the site's support to add one.",
+            retry=False,
+        ), 409
+    return render_template(
+        "phoneverify/verify.html",
+        masked=masked,
+        enrol=not who.phone,
+        style=st.style.value,
+        next_path=next_to,
+        error=None,
+    )
+
+
+def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, bool]:
+    """The number to call: the one on file, or (enrolment) the one typed."""
+    region = st.settings.default_region
+    if who.phone:
+        try:
+            return phones.parse(who.phone, region), False
+        except BadInput:
+            raise BadInput(
+                "The phone number on your account is not valid. Please contact the site's support."
+            ) from None
+    if not st.settings.allow_enrolment:
+        raise BadInput("Your account has no phone number on file.")
+    typed = data.get("phone")
+    if not isinstance(typed, str):
+        raise BadInput("Please enter a phone number.")
+    return phones.parse(typed, region), True
+
+
+def start() -> Any:
+    st = state()
+    who = identity()
+    validate_csrf()
+    data = body()
+    next_to = safe_next(data.get("next")) or safe_next(pending().get("n"))
+    try:
+        number, enrol = _phone_for(st, who, data)
+        started = st.flow.start(
+            user_id=who.id,
+            phone=number,
+            enrol=enrol,
+            session=this_session(),
+            ip=client_ip(),
+            callback_url=callback_address(st, st.provider.name),
+        )
+    except FlowError as e:
+        if wants_json() or e.status not in (400, 429):
+            raise
+        return _verify_again(st, who, next_to, e)
+    except ProviderError as e:
+        signals.verification_failed.send(sender(), reason=e.message)
+        raise
+    v = started.verification
+    token = st.tokens.make_pending(v.id, who.id)
+    _remember(token, v, started.pin, next_to)
+    signals.verification_started.send(sender(), verification=v)
+    if wants_json():
+        return jsonify(_started_json(token, v, started.pin))
+    return redirect(url_for("phoneverify.wait"))
+
+
+def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError) -> Any:
+    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
+    return (
+        render_template(
+            "phoneverify/verify.html",
+            masked=phones.mask(who.phone) if who.phone else None,
+            enrol=not who.phone,
+            style=st.style.value,
+            next_path=next_to or st.settings.default_next,
+            error=e.message,
+            typed=request.form.get("phone", ""),
+        ),
+        e.status,
+        headers,
+    )
+
+
+def wait() -> Any:
+    st = state()
+    who = identity()
+    held = pending()
+    if not held.get("t"):
+        return redirect(url_for("phoneverify.verify"))
+    try:
+        vid = verification_id(st, who, held["t"])
+        v = st.flow.current(vid, user_id=who.id)
+    except FlowError:
+        session.pop(PENDING, None)
+        return redirect(url_for("phoneverify.verify", next=held.get("n")))
+    return _render_wait(st, v, held["t"])
+
+
+def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | None = None) -> Any:
+    """The wait page for ``v``, with ``error`` (wrong PIN, locked...) when there is one."""
+    held = pending()
+    page = render_template(
+        "phoneverify/wait.html",
+        v=v,
+        masked=phones.mask(v.phone),
+        pin=held.get("p") if v.style == Style.KEYPAD.value else None,
+        message=st.flow.message(v),
+        attempts_left=st.flow.attempts_left(v),
+        token=token,
+        next_path=held.get("n") or "",
+        can_bridge=st.provider.can_bridge,
+        error=error.message if error else None,
+        title=WAIT_TITLES.get(Status(v.status), "Answer your phone"),
+    )
+    if error is None:
+        return page
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
+    return page, error.status, headers
+
+
+def status() -> Any:
+    st = state()
+    who = identity()
+    if not wants_json() and not request.args.get("token"):
+        return redirect(url_for("phoneverify.wait"))
+    vid = verification_id(st, who, token_of())
+    v = st.flow.current(vid, user_id=who.id)
+    return jsonify(
+        status=v.status,
+        call=v.call,
+        attempts_left=st.flow.attempts_left(v),
+        expires_at=iso(v.expires_at),
+        message=st.flow.message(v),
+        can_bridge=st.provider.can_bridge and v.status in (Status.FAILED, Status.LOCKED),
+    )
+
+
+def confirm() -> Any:
+    st = state()
+    who = identity()
+    validate_csrf()
+    data = body()
+    token = token_of(data)
+    pin = data.get("pin")
+    if pin is not None and not isinstance(pin, str | int):
+        raise BadInput("The PIN must be digits.")
+    try:
+        vid = verification_id(st, who, token)
+        v = st.flow.confirm(
+            vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
+        )
+    except FlowError as e:
+        if wants_json() or e.status not in (400, 409, 429) or e.code == "csrf":
+            raise
+        v = st.flow.owned(verification_id(st, who, token), user_id=who.id)
+        return _render_wait(st, v, token, e)
+    next_to = next_path(data.get("next"))
+    mark_verified(who.id, st.clock())
+    session.pop(PENDING, None)
+    app = sender()
+    if v.enrol:
+        saver = st.hooks.phone_saver
+        if saver is not None:
+            saver(who.user, v.phone)
+        signals.phone_enrolled.send(app, user=who.user, phone=v.phone)
+    signals.phone_verified.send(app, user=who.user, phone=v.phone)
+    if wants_json():
+        return jsonify(status="verified", next=next_to)
+    return redirect(next_to)
+
+
+def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
+    """What every POST on a pending verification starts with: the user, a CSRF check,
+    the body, the token and the verification id it names."""
+    st = state()
+    who = identity()
+    validate_csrf()
+    data = body()
+    token = token_of(data)
+    return st, who, data, token, verification_id(st, who, token)
+
+
+def resend() -> Any:
+    st, who, _, token, vid = _action()
+    started = st.flow.resend(
+        vid,
+        user_id=who.id,
+        session=this_session(),
+        ip=client_ip(),
+        callback_url=callback_address(st, st.provider.name),
+    )
+    v = started.verification
+    if pending().get("t") == token:
+        _remember(token, v, started.pin, pending().get("n"))
+    if wants_json():
+        return jsonify(_started_json(token, v, started.pin))
+    return redirect(url_for("phoneverify.wait"))
+
+
+def cancel() -> Any:
+    st, who, _, token, vid = _action()
+    next_to = pending().get("n")
+    st.flow.cancel(vid, user_id=who.id, session=this_session())
+    if pending().get("t") == token:
+        session.pop(PENDING, None)
+    if wants_json():
+        return jsonify(status="canceled")
+    return redirect(
+        url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
+    )
+
+
+def talk() -> Any:
+    """Bridge the user's phone to the support line (providers that can); verifies nothing."""
+    st, who, _, _, vid = _action()
+    if not st.provider.can_bridge:
+        abort(404)
+    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
+    message = "We are calling your phone to connect you with our support team."
+    if wants_json():
+        return jsonify(status="bridging", message=message)
+    return render_template(
+        "phoneverify/message.html", title="Calling you", error=None, info=message, retry=False
+    )
