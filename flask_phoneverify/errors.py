@@ -20,7 +20,7 @@ from __future__ import annotations
 
 
 class PhoneVerifyError(Exception):
-    """Base of every error raised by flask-phoneverify."""
+    """Base of every error raised by flask-phoneverify, so an app can catch them all at once."""
 
 
 class ConfigError(PhoneVerifyError, ValueError):

@@ -23,7 +23,8 @@ REGISTRY: dict[str, str] = {
 
 
 def load(name: str) -> type[Provider]:
-    """The provider class registered under ``name`` (KeyError when unknown)."""
+    """The provider class registered under ``name`` (KeyError when unknown), imported only now
+    so an app never loads the client libraries of providers it does not use."""
     module_name, _, class_name = REGISTRY[name].partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
     return cls
