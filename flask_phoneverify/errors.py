@@ -20,7 +20,7 @@ from __future__ import annotations
 
 
 class PhoneVerifyError(Exception):
-    """Base of every error raised by flask-phoneverify."""
+    """Base of every error raised by flask-phoneverify, so an app can catch them all at once."""
 
 
 class ConfigError(PhoneVerifyError, ValueError):
@@ -48,21 +48,30 @@ class ProviderError(PhoneVerifyError):
 
 
 class ProviderUnavailable(ProviderError):
+    """The provider could not be reached or failed on its side; trying again may work."""
+
     retryable = True
     default_message = "The phone service is not answering right now. Please try again in a moment."
 
 
 class ProviderRejected(ProviderError):
+    """The provider refused this call; the same call will be refused again."""
+
     default_message = "The phone service could not call this number."
 
 
 class ProviderConfigError(ProviderError):
+    """The provider refused our account or settings: only the operators can fix it."""
+
     default_message = (
         "The phone service refused this site's account settings. Please tell the site's operators."
     )
 
 
 class ProviderProtocolError(ProviderError):
+    """The provider's answer did not match its documented format; we never guess what it
+    meant, and a fresh try may get a readable one."""
+
     retryable = True
     default_message = "The phone service gave an answer we could not read. Please try again."
 
@@ -81,24 +90,38 @@ class FlowError(PhoneVerifyError):
 
 
 class BadInput(FlowError):
+    """The request is malformed or names something we will not act on."""
+
     status, code = 400, "bad_request"
 
 
 class WrongPin(FlowError):
+    """The PIN did not match; the user may try again until the attempts run out."""
+
     status, code = 400, "wrong_pin"
 
 
 class Forbidden(FlowError):
+    """The request belongs to another user or browser session, or reached a callback
+    address we did not sign."""
+
     status, code = 403, "forbidden"
 
 
 class NotOpen(FlowError):
+    """The verification is finished, expired or in another state, so this step no longer
+    applies."""
+
     status, code = 409, "not_open"
 
 
 class Locked(FlowError):
+    """Too many wrong PINs: the verification no longer accepts any."""
+
     status, code = 429, "locked"
 
 
 class RateLimited(FlowError):
+    """A call limit is reached; ``retry_after`` says when a new call may be asked."""
+
     status, code = 429, "rate_limited"

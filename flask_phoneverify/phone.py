@@ -11,8 +11,19 @@ from phonenumbers import NumberParseException, PhoneNumberType
 
 from .errors import BadInput, ConfigError
 
-__all__ = ["parse", "check_policy", "mask", "region_of", "number_type_names", "split"]
+__all__ = [
+    "parse",
+    "split",
+    "mask",
+    "check_policy",
+    "check_calling_code",
+    "check_type_names",
+    "check_regions",
+    "check_regions_reachable",
+    "supported_regions",
+]
 
+#: longest typed number accepted: phonenumbers' parser need not see pasted junk
 MAX_INPUT = 40
 
 _TYPE_NAMES = {
@@ -22,23 +33,23 @@ _TYPE_NAMES = {
 }
 
 
-def number_type_names() -> list[str]:
-    return sorted(_TYPE_NAMES)
-
-
 def check_type_names(key: str, names: Iterable[str]) -> frozenset[int]:
-    """The phonenumbers type constants for ``names``, or ConfigError naming ``key``."""
+    """The phonenumbers type constants for ``names``, checked once in ``init_app`` so a
+    misspelt refused type fails at start (naming ``key``) instead of letting such numbers
+    through."""
     out = set()
     for name in names:
         if name.upper() not in _TYPE_NAMES:
             raise ConfigError(
-                key, f"has {name!r}", f"use names from: {', '.join(number_type_names())}"
+                key, f"has {name!r}", f"use names from: {', '.join(sorted(_TYPE_NAMES))}"
             )
         out.add(_TYPE_NAMES[name.upper()])
     return frozenset(out)
 
 
 def check_regions(key: str, regions: Iterable[str]) -> frozenset[str]:
+    """``regions`` upper-cased, checked once in ``init_app`` so a misspelt allowed country
+    fails at start (naming ``key``) instead of silently refusing every call there."""
     known = phonenumbers.SUPPORTED_REGIONS
     out = set()
     for region in regions:
@@ -53,7 +64,8 @@ def check_regions(key: str, regions: Iterable[str]) -> frozenset[str]:
 def check_regions_reachable(
     key: str, regions: frozenset[str], codes: frozenset[int] | None
 ) -> None:
-    """ConfigError when an allowed region is one the provider cannot call."""
+    """ConfigError when an allowed region is one the provider cannot call, so the operator
+    learns it at start rather than from users whose calls are refused."""
     if codes is None:
         return
     unreachable = sorted(r for r in regions if phonenumbers.country_code_for_region(r) not in codes)
@@ -67,7 +79,8 @@ def check_regions_reachable(
 
 
 def parse(text: str, default_region: str | None) -> str:
-    """Parse a typed number to E.164; BadInput with a readable message when it is not one."""
+    """A typed number as E.164, the one form stored, limited and sent to providers; BadInput
+    with a message a user can act on when it is not a valid number."""
     if not isinstance(text, str) or not text.strip():
         raise BadInput("Please enter a phone number.")
     if len(text) > MAX_INPUT:
@@ -87,12 +100,9 @@ def parse(text: str, default_region: str | None) -> str:
     return e164
 
 
-def region_of(e164: str) -> str | None:
-    return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
-
-
 def split(e164: str) -> tuple[str, str]:
-    """(calling code digits, national number digits) of an E.164 number."""
+    """(calling code digits, national number digits) of an E.164 number, for vendor APIs
+    that take the two apart."""
     number = phonenumbers.parse(e164, None)
     return str(number.country_code), phonenumbers.national_significant_number(number)
 
@@ -111,7 +121,8 @@ def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: froz
 
 
 def check_calling_code(e164: str, codes: frozenset[int] | None) -> None:
-    """Refuse numbers outside the calling codes a provider can reach (None: any)."""
+    """Refuse numbers outside the calling codes a provider can reach (None: any), so the user
+    is told where calls can go instead of waiting for a call that cannot come."""
     if codes is None:
         return
     if phonenumbers.parse(e164, None).country_code not in codes:
@@ -134,4 +145,6 @@ def mask(e164: str | None) -> str:
 
 
 def supported_regions() -> frozenset[str]:
+    """Regions phonenumbers knows, so callers can check a region setting without importing
+    phonenumbers themselves."""
     return frozenset(phonenumbers.SUPPORTED_REGIONS)

@@ -18,10 +18,14 @@ _KEY_LABEL = b"flask-phoneverify pin hash v1"
 
 
 def new_pin(length: int) -> str:
+    """A PIN from ``secrets``, so it cannot be predicted from earlier ones."""
     return "".join(secrets.choice("0123456789") for _ in range(length))
 
 
 class PinHasher:
+    """Keyed PIN hashes, so a copy of the database does not reveal open PINs (a six-digit PIN
+    falls to a plain hash at once) and a hash is worthless without the app's key."""
+
     def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
         """``secret_keys``: the current key first, then the fallbacks."""
         self._keys = [
@@ -29,10 +33,12 @@ class PinHasher:
         ]
 
     def hash(self, verification_id: str, pin: str) -> str:
+        """What is stored instead of the PIN; always under the current key."""
         return self._digest(self._keys[0], verification_id, pin)
 
     def check(self, verification_id: str, pin: str, stored: str) -> bool:
-        """Constant-time comparison against every key; True when one matches."""
+        """True when ``pin`` matches under any key, so a key rotation does not break open
+        verifications; compared in constant time, so timing reveals nothing."""
         ok = False
         for key in self._keys:
             ok |= hmac.compare_digest(self._digest(key, verification_id, pin), stored)

@@ -15,7 +15,8 @@ MAX_LENGTH = 2048
 
 
 def safe_next(target: object) -> str | None:
-    """``target`` when it is a same-site path, else None."""
+    """``target`` when it is a same-site path, else None, so a crafted ``next`` cannot send a
+    freshly verified user to another site."""
     if not isinstance(target, str) or not target or len(target) > MAX_LENGTH:
         return None
     decoded = target

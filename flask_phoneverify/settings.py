@@ -3,16 +3,18 @@
 Every setting is declared once, here (the core) or in its provider's module
 (``Provider.settings``), as a :class:`Setting` row: name, default, kind and a
 one-line doc. ``init_app`` reads them through :func:`read_settings`, which turns
-a wrong value into a :class:`ConfigError` that names the key and the fix. The
-configuration reference in ``docs/config.md`` is generated from these rows
-(``flask phoneverify settings --markdown``).
+a wrong value into a :class:`ConfigError` that names the key and the fix, and
+keeps them as :class:`Settings`, whose typed attributes let mypy check every use
+of a core setting. The configuration reference in ``docs/config.md`` is
+generated from these rows (``flask phoneverify settings --markdown``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
@@ -24,7 +26,8 @@ _KINDS = ("str", "int", "float", "bool", "list")
 
 @dataclass(frozen=True)
 class Setting:
-    """One configuration key: its name, default, kind and a one-line doc."""
+    """One configuration key: its name, default, kind, bounds and a one-line doc, declared once
+    so the checks, the error messages and the docs cannot disagree."""
 
     name: str
     default: Any
@@ -41,7 +44,11 @@ class Setting:
             raise ValueError(f"unknown setting kind {self.kind!r}")
 
     def parse(self, raw: Any) -> Any:
-        """Coerce ``raw`` (from ``app.config``) to this setting's kind, or raise."""
+        """Coerce ``raw`` (from ``app.config``) to this setting's kind, or raise, so nothing
+        past ``init_app`` meets a value of the wrong kind. None counts as unset (the default),
+        so a setting with a default is never None."""
+        if raw is None:
+            raw = self.default
         if raw is None:
             if self.required:
                 raise ConfigError(self.name, "is required", self._fix())
@@ -68,7 +75,8 @@ class Setting:
         return value
 
     def show(self, raw: Any) -> str:
-        """``raw`` as an error message may quote it: never for a secret."""
+        """``raw`` as an error message may quote it: never for a secret, since messages reach
+        logs."""
         return "a hidden value" if self.secret else repr(raw)
 
     def _fix(self) -> str:
@@ -312,31 +320,77 @@ CORE_SETTINGS: tuple[Setting, ...] = (
 )
 
 
+@dataclass(frozen=True, init=False)
 class Settings:
-    """The checked values, read once in ``init_app``; attribute names are lower-case keys
-    without the ``PHONEVERIFY_`` prefix (``settings.pin_length``)."""
+    """The checked core settings as typed attributes, so mypy catches a misspelt or misused
+    setting; one field per :data:`CORE_SETTINGS` row, named by its key in lower case without
+    ``PHONEVERIFY_`` (``settings.pin_length``). Provider options stay a mapping, read with
+    :meth:`prefixed`, because each provider declares its own.
+
+    Build it with ``Settings(values)``: ``values`` maps setting names to values as
+    :func:`read_settings` returns them; a core key that is missing takes its default, and every
+    key that is not a core setting is kept as a provider option.
+    """
+
+    provider: str
+    style: str | None
+    pin_length: int
+    ttl: int
+    allow_long_ttl: bool
+    max_attempts: int
+    verified_ttl: int
+    url_prefix: str
+    default_region: str | None
+    base_template: str | None
+    user_phone_attr: str
+    allow_enrolment: bool
+    dev_phone: bool
+    app_name: str | None
+    default_next: str
+    database_uri: str | None
+    poll_interval: float
+    max_failures_per_hour: int
+    calls_per_number_per_hour: int
+    calls_per_user_per_hour: int
+    calls_per_ip_per_hour: int
+    calls_per_hour: int
+    number_cooldown: int
+    allowed_countries: tuple[str, ...]
+    refused_number_types: tuple[str, ...]
+    external_url: str | None
+    callback_max_bytes: int
+    #: every value that is not a core setting, by full key; out of ``repr`` as it holds secrets
+    provider_values: Mapping[str, Any] = field(repr=False)
 
     def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = dict(values)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values["PHONEVERIFY_" + name.upper()]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._values.get(key, default)
+        core = read_settings(values, CORE_SETTINGS)
+        for setting in CORE_SETTINGS:
+            value = core[setting.name]
+            if setting.kind == "list":
+                value = tuple(value)
+            object.__setattr__(self, field_name(setting), value)
+        extra = {k: v for k, v in values.items() if k not in core}
+        object.__setattr__(self, "provider_values", MappingProxyType(extra))
 
     def prefixed(self, prefix: str) -> dict[str, Any]:
-        """Values under ``prefix`` with the prefix cut and lower-cased (a provider's options)."""
+        """A provider's options: the values under ``prefix``, with the prefix cut and the rest
+        lower-cased, as the provider's constructor takes them."""
         return {
-            k[len(prefix) :].lower(): v for k, v in self._values.items() if k.startswith(prefix)
+            k[len(prefix) :].lower(): v
+            for k, v in self.provider_values.items()
+            if k.startswith(prefix)
         }
 
 
+def field_name(setting: Setting) -> str:
+    """The :class:`Settings` attribute that holds a core setting, so code and tests agree on
+    one spelling."""
+    return setting.name.removeprefix("PHONEVERIFY_").lower()
+
+
 def read_settings(config: Mapping[str, Any], table: Iterable[Setting]) -> dict[str, Any]:
-    """Read every row of ``table`` from ``config``, falling back to its default."""
+    """Every row of ``table`` read from ``config`` (its default when unset) and checked, so a
+    wrong value fails ``init_app`` instead of a request."""
     out: dict[str, Any] = {}
     for setting in table:
         raw = config.get(setting.name, setting.default)
@@ -345,7 +399,8 @@ def read_settings(config: Mapping[str, Any], table: Iterable[Setting]) -> dict[s
 
 
 def describe(table: Sequence[Setting]) -> str:
-    """A Markdown table of the settings, for the docs."""
+    """A Markdown table of the settings, so docs/config.md is generated from the rows the code
+    reads and cannot drift from them."""
     lines = ["| Setting | Default | Kind | What it does |", "|---|---|---|---|"]
     for s in table:
         default = (

@@ -27,6 +27,9 @@ CSRF_SALT = "phoneverify.csrf"
 
 
 class Tokens:
+    """The app's signed tokens, one salt per purpose, so a token made for one purpose is
+    refused for any other."""
+
     def __init__(
         self, secret_keys: Sequence[str | bytes], clock: Callable[[], float] = time.time
     ) -> None:
@@ -44,6 +47,8 @@ class Tokens:
         self.csrf = URLSafeTimedSerializer(keys, salt=CSRF_SALT, signer=Signer)
 
     def make_pending(self, verification_id: str, user_id: str) -> str:
+        """The browser's handle on its open verification, bound to the user so another user
+        cannot take it over."""
         return self.pending.dumps({"v": verification_id, "u": user_id})
 
     def read_pending(self, token: Any, max_age: int) -> tuple[str, str]:
@@ -65,6 +70,8 @@ class Tokens:
         return data["v"], data["u"]
 
     def make_callback(self, provider: str) -> str:
+        """The token in a provider's callback address, so only posts to an address we gave
+        out are read."""
         return self.callback.dumps({"p": provider})
 
     def check_callback(self, token: str, provider: str) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import typing
 from typing import Any
 
 import pytest
 from flask import Flask
 
 from flask_phoneverify import ConfigError, PhoneVerify
-from flask_phoneverify.settings import CORE_SETTINGS
+from flask_phoneverify.settings import CORE_SETTINGS, Settings, field_name
 
 from .conftest import SECRET
 
@@ -124,7 +126,7 @@ def test_list_settings_come_from_prefixed_env_as_json(tmp_path: Any, monkeypatch
     app.config.from_prefixed_env()
     PhoneVerify(app)
     st = app.extensions["phoneverify"].state(app)
-    assert st.settings.allowed_countries == ["US", "CA"]
+    assert st.settings.allowed_countries == ("US", "CA")
     assert st.settings.pin_length == 8
 
 
@@ -152,3 +154,87 @@ def test_allowed_countries_the_provider_cannot_call_are_refused(tmp_path: Any) -
     assert info.value.key == "PHONEVERIFY_ALLOWED_COUNTRIES"
     app = build(tmp_path, PHONEVERIFY_ALLOWED_COUNTRIES=["US", "CA"], **voiceshot)
     assert app.extensions["phoneverify"].state(app).provider.name == "voiceshot"
+
+
+KIND_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "list": tuple[str, ...],
+}
+
+
+def test_every_core_setting_has_exactly_one_typed_field_and_back() -> None:
+    """The table and the typed object cannot drift: a row without a field (or a field
+    without a row) fails here, not at a misspelt attribute in production."""
+    fields = [f.name for f in dataclasses.fields(Settings) if f.name != "provider_values"]
+    rows = [field_name(s) for s in CORE_SETTINGS]
+    assert sorted(fields) == sorted(rows)
+    assert len(set(rows)) == len(rows)
+
+
+def test_typed_fields_match_the_kinds_of_their_rows() -> None:
+    """A setting that may be unset (default None, not required) is Optional; no other is."""
+    hints = typing.get_type_hints(Settings)
+    for s in CORE_SETTINGS:
+        want = KIND_TYPES[s.kind]
+        if s.default is None and not s.required:
+            want = want | None
+        assert hints[field_name(s)] == want, s.name
+
+
+def test_settings_hold_values_of_their_declared_types() -> None:
+    """Values given as text (environment variables) arrive as their kind; the defaults of
+    settings that may be unset stay None."""
+    runtime = {"str": str, "int": int, "float": float, "bool": bool, "list": tuple}
+    settings = Settings(
+        {
+            "PHONEVERIFY_TTL": "300",
+            "PHONEVERIFY_POLL_INTERVAL": "1",
+            "PHONEVERIFY_ALLOW_ENROLMENT": "yes",
+            "PHONEVERIFY_ALLOWED_COUNTRIES": "US, CA",
+        }
+    )
+    assert settings.ttl == 300
+    assert settings.poll_interval == 1.0
+    assert settings.allow_enrolment is True
+    assert settings.allowed_countries == ("US", "CA")
+    for s in CORE_SETTINGS:
+        value = getattr(settings, field_name(s))
+        if s.default is None:
+            assert value is None, s.name
+        else:
+            assert type(value) is runtime[s.kind], s.name
+
+
+def test_settings_are_frozen(tmp_path: Any) -> None:
+    app = build(tmp_path)
+    settings = app.extensions["phoneverify"].state(app).settings
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.ttl = 30
+
+
+def test_none_means_unset_so_a_setting_with_a_default_is_never_none(tmp_path: Any) -> None:
+    app = build(tmp_path, PHONEVERIFY_TTL=None, PHONEVERIFY_URL_PREFIX=None)
+    settings = app.extensions["phoneverify"].state(app).settings
+    assert settings.ttl == 600
+    assert settings.url_prefix == "/phoneverify"
+
+
+def test_provider_options_are_the_non_core_values_under_their_prefix() -> None:
+    settings = Settings(
+        {
+            "PHONEVERIFY_DEV_PHONE": True,
+            "PHONEVERIFY_VOICESHOT_MENU_ID": "1-1234",
+            "PHONEVERIFY_VOICESHOT_API_KEY": "secret-sentinel-0001",
+            "PHONEVERIFY_XVERIFY_API_KEY": "other",
+        }
+    )
+    assert settings.dev_phone is True
+    assert settings.prefixed("PHONEVERIFY_VOICESHOT_") == {
+        "menu_id": "1-1234",
+        "api_key": "secret-sentinel-0001",
+    }
+    assert settings.prefixed("PHONEVERIFY_DEV_") == {}
+    assert "secret-sentinel-0001" not in repr(settings)

@@ -7,7 +7,6 @@ on one provider never loads another's client library.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 from .base import Provider
 
@@ -24,16 +23,8 @@ REGISTRY: dict[str, str] = {
 
 
 def load(name: str) -> type[Provider]:
-    """The provider class registered under ``name`` (KeyError when unknown)."""
+    """The provider class registered under ``name`` (KeyError when unknown), imported only now
+    so an app never loads the client libraries of providers it does not use."""
     module_name, _, class_name = REGISTRY[name].partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
     return cls
-
-
-def available() -> list[str]:
-    """Names whose module is present in this installation."""
-    out = []
-    for name, target in REGISTRY.items():
-        if importlib.util.find_spec(target.partition(":")[0]) is not None:
-            out.append(name)
-    return out
