@@ -162,7 +162,8 @@ class DevCallRow(Base):
 
     __tablename__ = "phoneverify_dev_calls"
 
-    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(16), unique=True)
     call_id: Mapped[str] = mapped_column(String(50), index=True)
     number: Mapped[str] = mapped_column(String(20), index=True)
     style: Mapped[str] = mapped_column(String(16))

@@ -63,6 +63,7 @@ def state(app: Flask | None = None) -> AppState:
         found: AppState = extensions[KEY]
     except KeyError:
         raise RuntimeError(
-            "flask-phoneverify is not set up on this app: call PhoneVerify(app) or init_app(app)."
+            "flask-phoneverify is not set up on the current Flask app."
+            " Did you forget to call 'init_app', or PhoneVerify(app)?"
         ) from None
     return found

@@ -212,11 +212,14 @@ class Tx:
             update(D).where(D.c.number == row["number"], D.c.state != "ended").values(state="ended")
         )
         self.conn.execute(insert(D).values(row))
-        old = select(D.c.id).order_by(D.c.created_at.desc(), D.c.id).offset(keep).subquery()
-        self.conn.execute(delete(D).where(D.c.id.in_(select(old.c.id))))
+        newest_kept = self.conn.execute(
+            select(D.c.seq).order_by(D.c.seq.desc()).offset(keep - 1).limit(1)
+        ).scalar()
+        if newest_kept is not None:
+            self.conn.execute(delete(D).where(D.c.seq < newest_kept))
 
     def dev_calls(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(select(D).order_by(D.c.created_at, D.c.id))
+        rows = self.conn.execute(select(D).order_by(D.c.seq))
         return [dict(row._mapping) for row in rows]
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
@@ -277,6 +280,15 @@ class Store:
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
         return self.read(lambda tx: tx.by_call_id(provider, call_id))
 
+    def events(self, verification_id: str) -> list[Event]:
+        """One verification's audit events, oldest first."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Event).where(Event.verification_id == verification_id).order_by(Event.id)
+                )
+            )
+
     def write(self, step: Callable[[Tx], T]) -> T:
         """Run ``step`` in one write transaction; it commits when ``step`` returns."""
         return self._run(step, write=True)
@@ -323,7 +335,10 @@ def _create_tables(engine: Engine, tries: int = 10) -> None:
     race between checking and creating; the loser checks again."""
     for attempt in range(tries):
         try:
-            Base.metadata.create_all(engine)
+            with engine.connect() as conn:
+                conn.info["phoneverify_immediate"] = engine.dialect.name == "sqlite"
+                with conn.begin():
+                    Base.metadata.create_all(conn)
             return
         except DBAPIError:
             if attempt == tries - 1:
@@ -349,7 +364,7 @@ def _make_engine(uri: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            immediate = conn.info.pop("phoneverify_immediate", False)
+            immediate = conn.info.pop("phoneverify_immediate", False)  # a write step
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine

@@ -173,7 +173,7 @@ def test_gated_request_loads_the_user_once(harness: Harness) -> None:
     query) runs once there, not once per check."""
     c = harness.client()
     verify(c)
-    loader = harness.ext._user_loader
+    loader = harness.ext.hooks.user_loader
     assert loader is not None
     calls: list[int] = []
 
@@ -181,6 +181,6 @@ def test_gated_request_loads_the_user_once(harness: Harness) -> None:
         calls.append(1)
         return loader()
 
-    harness.ext._user_loader = counting
+    harness.ext.hooks.user_loader = counting
     assert c.get("/secret").status_code == 200
     assert len(calls) == 1
