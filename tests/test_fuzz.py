@@ -409,7 +409,7 @@ JSON_DOCS = st.one_of(
     JSON_DOCS_VALUES.map(lambda v: json.dumps(v).encode()),
     st.floats().map(lambda f: json.dumps({"error": f}).encode()),
     st.binary(max_size=200),
-    # (nesting deeper than Python's recursion limit: see test_security's rule 10 tests)
+    # (nesting deeper than Python's recursion limit: see test_security_providers' rule 10 tests)
     st.sampled_from([b"NaN", b"Infinity", b'{"error": NaN}', b"[" * 500, b'{"a":' * 300]),
 )
 
