@@ -1,82 +1,25 @@
-"""Shared fixtures: an app factory with a movable clock, logged-in clients, helpers."""
+"""Shared fixtures: an app factory with a movable clock, logged-in clients, providers
+built from config, and a loopback vendor. The plain helpers they use live in
+``tests/helpers.py`` (re-exported here for modules that still import them from conftest)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient
 
 from flask_phoneverify import PhoneVerify
 from flask_phoneverify.providers.base import Provider, Style
 from flask_phoneverify.settings import Settings, read_settings
 
+from .helpers import SECRET, DemoUser, FakeClock, Harness, Recorder, csrf, get_json, post
+from .loopback import serve
+
 P = TypeVar("P", bound=Provider)
 
-SECRET = "test-secret-key-0123456789abcdef"
-
-
-class FakeClock:
-    """UNIX seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@dataclass
-class DemoUser:
-    id: str
-    phone: str | None
-    is_authenticated: bool = True
-
-    def get_id(self) -> str:
-        return self.id
-
-
-@dataclass
-class Harness:
-    """An app wired with PhoneVerify and a user_loader driven by a test header."""
-
-    app: Flask
-    ext: PhoneVerify
-    clock: FakeClock
-    users: dict[str, DemoUser] = field(default_factory=dict)
-    saved_phones: list[tuple[str, str]] = field(default_factory=list)
-
-    def client(self, user_id: str | None = "1") -> FlaskClient:
-        client = self.app.test_client()
-        if user_id is not None:
-            client.environ_base["HTTP_X_TEST_USER"] = user_id
-        return client
-
-
-def csrf(client: FlaskClient) -> str:
-    r = client.get("/phoneverify/", headers={"Accept": "application/json"})
-    assert r.status_code == 200, r.data
-    token: str = r.json["csrf_token"]  # type: ignore[index]
-    return token
-
-
-def post(
-    client: FlaskClient, path: str, body: dict[str, Any] | None = None, *, token: str | None = None
-) -> Any:
-    headers = {"Accept": "application/json"}
-    if token:
-        headers["X-CSRFToken"] = token
-    return client.post("/phoneverify" + path, json=body or {}, headers=headers)
-
-
-def get_json(client: FlaskClient, path: str) -> Any:
-    return client.get("/phoneverify" + path, headers={"Accept": "application/json"})
+__all__ = ["SECRET", "DemoUser", "FakeClock", "Harness", "csrf", "get_json", "post"]
 
 
 @pytest.fixture
@@ -171,3 +114,17 @@ def build_provider() -> Iterator[Callable[..., Any]]:
     yield factory
     for provider in made:
         provider.close()
+
+
+@pytest.fixture(scope="session")
+def vendor_server() -> Iterator[tuple[Recorder, str]]:
+    recorder = Recorder()
+    with serve(recorder) as base:
+        yield recorder, base
+
+
+@pytest.fixture
+def vendor(vendor_server: tuple[Recorder, str]) -> tuple[Recorder, str]:
+    """(a loopback vendor that answers what the test sets, its base URL), reset for each test."""
+    vendor_server[0].reset()
+    return vendor_server

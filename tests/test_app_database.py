@@ -11,7 +11,7 @@ from flask_sqlalchemy import SQLAlchemy
 
 from flask_phoneverify import PhoneVerify
 
-from .conftest import SECRET, DemoUser, csrf, get_json, post
+from .helpers import SECRET, DemoUser, csrf, get_json, post
 
 
 def test_tables_join_the_apps_metadata_and_the_flow_uses_its_engine(tmp_path: Any) -> None:

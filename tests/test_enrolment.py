@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_phoneverify import phone_enrolled
 
-from .conftest import csrf, get_json, post
+from .helpers import csrf, get_json, post
 
 
 def test_no_phone_and_no_enrolment_gets_a_clear_page(make_app: Any) -> None:

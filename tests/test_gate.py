@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask
-from flask.testing import FlaskClient
+from flask_phoneverify import forget_phone_verification
 
-from flask_phoneverify import PhoneVerify, forget_phone_verification, phone_verified_required
-
-from .conftest import SECRET, Harness, csrf, get_json, post
-
-
-def verify(c: FlaskClient) -> None:
-    """Confirm the client's user on the simulated phone, keypad style."""
-    token = csrf(c)
-    body = post(c, "/start", token=token).json
-    call = get_json(c, "/dev/phone").json["calls"][-1]
-    post(c, f"/dev/phone/{call['id']}/keys", {"digits": body["pin"]}, token=token)
-    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
+from .helpers import Harness, csrf, login_app, post, verify_keypad
 
 
 def test_json_request_gets_401_with_verify_url(harness: Harness) -> None:
@@ -47,7 +35,7 @@ def test_head_is_gated_too(harness: Harness) -> None:
 
 def test_max_age_asks_again_after_the_window(harness: Harness) -> None:
     c = harness.client()
-    verify(c)
+    verify_keypad(c)
     assert c.get("/fresh").status_code == 200
     harness.clock.advance(61)
     assert c.get("/fresh").status_code == 302
@@ -57,7 +45,7 @@ def test_max_age_asks_again_after_the_window(harness: Harness) -> None:
 def test_verified_ttl_ends_the_confirmation(make_app: Any) -> None:
     h = make_app(PHONEVERIFY_VERIFIED_TTL=100)
     c = h.client()
-    verify(c)
+    verify_keypad(c)
     assert c.get("/secret").status_code == 200
     h.clock.advance(101)
     assert c.get("/secret").status_code == 302
@@ -65,7 +53,7 @@ def test_verified_ttl_ends_the_confirmation(make_app: Any) -> None:
 
 def test_marker_is_bound_to_the_user(harness: Harness) -> None:
     c = harness.client()
-    verify(c)
+    verify_keypad(c)
     c.environ_base["HTTP_X_TEST_USER"] = "2"
     assert c.get("/secret").status_code == 302
 
@@ -90,48 +78,9 @@ def test_forget_drops_the_marker(harness: Harness) -> None:
         return "ok"
 
     c = harness.client()
-    verify(c)
+    verify_keypad(c)
     c.get("/forget")
     assert c.get("/secret").status_code == 302
-
-
-def login_app(tmp_path: Any, **config: Any) -> Flask:
-    from flask_login import LoginManager, UserMixin, login_user, logout_user
-
-    class User(UserMixin):
-        def __init__(self, uid: str, phone: str) -> None:
-            self.id = uid
-            self.phone = phone
-
-    users = {"1": User("1", "+12015550123"), "2": User("2", "+12015550124")}
-    app = Flask("loginapp", instance_path=str(tmp_path))
-    app.config.update(TESTING=True, SECRET_KEY=SECRET, PHONEVERIFY_NUMBER_COOLDOWN=0)
-    app.config.update(config)
-    lm = LoginManager(app)
-    lm.login_view = "login"
-    lm.user_loader(users.get)
-    PhoneVerify(app)
-
-    @app.get("/login")
-    def login() -> str:
-        return "login page"
-
-    @app.get("/as/<uid>")
-    def as_user(uid: str) -> str:
-        login_user(users[uid])
-        return "in"
-
-    @app.get("/logout")
-    def logout() -> str:
-        logout_user()
-        return "out"
-
-    @app.get("/secret")
-    @phone_verified_required
-    def secret() -> str:
-        return "the secret"
-
-    return app
 
 
 def test_flask_login_anonymous_goes_to_unauthorized(tmp_path: Any) -> None:
@@ -144,12 +93,12 @@ def test_flask_login_logout_and_switch_drop_the_marker(tmp_path: Any) -> None:
     app = login_app(tmp_path)
     c = app.test_client()
     c.get("/as/1")
-    verify(c)
+    verify_keypad(c)
     assert c.get("/secret").status_code == 200
     c.get("/logout")
     c.get("/as/1")
     assert c.get("/secret").status_code == 302
-    verify(c)
+    verify_keypad(c)
     c.get("/as/2")
     assert c.get("/secret").status_code == 302
 
@@ -172,7 +121,7 @@ def test_gated_request_loads_the_user_once(harness: Harness) -> None:
     """The gate is on every protected request: an app's user_loader (often a database
     query) runs once there, not once per check."""
     c = harness.client()
-    verify(c)
+    verify_keypad(c)
     loader = harness.ext.hooks.user_loader
     assert loader is not None
     calls: list[int] = []

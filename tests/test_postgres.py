@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import csrf, get_json, post
-from .test_concurrency import race_right_confirms
+from .helpers import csrf, get_json, post, race_right_confirms
 
 SERVER = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
 if not SERVER:

@@ -13,7 +13,7 @@ from flask import Flask
 from flask_phoneverify import ConfigError, PhoneVerify
 from flask_phoneverify.settings import CORE_SETTINGS, Settings, field_name
 
-from .conftest import SECRET
+from .helpers import SECRET
 
 
 def build(tmp_path: Any, **config: Any) -> Flask:

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from flask_phoneverify import PhoneVerify, phone_verified, phone_verified_required
 from flask_phoneverify.models import Event, Verification
 
-from .conftest import SECRET, DemoUser, FakeClock
+from .helpers import SECRET, DemoUser, FakeClock, csrf
 
 PHONE = "+12015550123"
 MAX_ATTEMPTS = 3
@@ -127,8 +127,7 @@ class PhoneFlow(RuleBasedStateMachine):
         return c
 
     def _csrf(self, c: FlaskClient) -> str:
-        token: str = c.get("/phoneverify/", headers=JSON).json["csrf_token"]  # type: ignore[index]
-        return token
+        return csrf(c)
 
     # -- helpers -------------------------------------------------------------------------------
     def _post(self, path: str, body: dict[str, Any], *, thief: bool = False) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Harness, csrf, get_json, post
+from .helpers import SECRET, Harness, csrf, get_json, post
 
 
 @pytest.mark.parametrize("bad", ["", "garbage", "a" * 600, "eyJ2IjoiIn0.AAAA.BBBB"])
@@ -71,8 +71,6 @@ def test_key_rotation_keeps_pending_tokens(make_app: Any) -> None:
     c = h.client()
     token = csrf(c)
     body = post(c, "/start", token=token).json
-    from .conftest import SECRET
-
     rotated = make_app(
         SECRET_KEY="a-brand-new-secret-key-0123456789", SECRET_KEY_FALLBACKS=[SECRET]
     )
