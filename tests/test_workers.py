@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,20 +35,6 @@ STARTUP_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 POLLS = 50  # status polls while waiting for a keyed PIN to be seen, 0.1 s apart
 PG = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None
-    and shutil.which("gunicorn") is None,
-    reason="gunicorn is not installed (pip install -e '.[test]')",
-)
-
-
-def gunicorn_bin() -> str:
-    found = shutil.which("gunicorn", path=os.path.dirname(sys.executable)) or shutil.which(
-        "gunicorn"
-    )
-    assert found is not None
-    return found
 
 
 def pg_database() -> Iterator[str]:
@@ -100,7 +85,9 @@ def run_gunicorn(tmp_path: Path, style: str, database_uri: str) -> Iterator[Serv
     }
     env.pop("FLASK_SECRET_KEY", None)  # the workers must agree on the key they make
     command = [
-        gunicorn_bin(),
+        sys.executable,
+        "-m",
+        "gunicorn",
         "--workers",
         str(WORKERS),
         "--worker-class",
