@@ -4,10 +4,16 @@ Run it with ``flask --app example_app run``. It uses the built-in simulated
 phone (turned on explicitly with PHONEVERIFY_DEV_PHONE), so no calls cost money;
 settings can also come from FLASK_-prefixed environment variables, for example
 ``FLASK_PHONEVERIFY_STYLE=spoken``.
+
+The session key comes from ``FLASK_SECRET_KEY`` when it is set; otherwise one key is
+generated on first start and kept in the instance folder (``secret_key``), so every
+worker of a multi-process server (``gunicorn -w 4 'example_app:create_app()'``) signs
+sessions with the same key and a session survives landing on another worker.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -45,10 +51,42 @@ login_manager = LoginManager()
 login_manager.login_view = "login"
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
-    app = Flask(__name__)
+KEY_FILE_NAME = "secret_key"
+
+
+def shared_secret_key(instance_path: str) -> str:
+    """The key kept in ``instance_path``, made there on first use.
+
+    Workers starting together may all find no key: each writes its own candidate to a
+    temporary file and links it into place, which fails when another worker's is already
+    there; everyone then reads the one key that won, so all agree.
+    """
+    os.makedirs(instance_path, exist_ok=True)
+    path = os.path.join(instance_path, KEY_FILE_NAME)
+    if not os.path.exists(path):
+        candidate = f"{path}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+            try:
+                os.link(candidate, path)  # never replaces a key that is already there
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(candidate)
+    with open(path) as f:
+        key = f.read().strip()
+    if len(key) < 32:
+        raise RuntimeError(f"{path} holds no usable key: delete it to make a new one")
+    return key
+
+
+def create_app(config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
+    """The example app. ``instance_path``: where the key and the SQLite store are kept
+    (default: Flask's ``instance/`` folder next to the package)."""
+    app = Flask(__name__, instance_path=instance_path)
     app.config.update(
-        SECRET_KEY=secrets.token_hex(32),
         PHONEVERIFY_DEV_PHONE=True,  # the simulated phone: a demo, never production
         PHONEVERIFY_ALLOW_ENROLMENT=True,
         PHONEVERIFY_DEFAULT_REGION="US",
@@ -59,6 +97,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env()
     if config:
         app.config.update(config)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = shared_secret_key(app.instance_path)
 
     users = {
         email: User(id=str(i), email=email, password=pw, name=name, phone=phone)
