@@ -19,13 +19,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from flask_phoneverify import (
     ConfigError,
     forget_phone_verification,
     phone_verified,
 )
-from flask_phoneverify.models import Verification
+from flask_phoneverify.models import DevCallRow, Verification
 from flask_phoneverify.pins import PinHasher, new_pin
 
 from .helpers import (
@@ -250,12 +251,17 @@ def test_rule_01_keypad_pin_page_is_no_store_and_the_call_never_says_it(
     assert page.headers["Cache-Control"] == "no-store"
     r = post(c, "/start", token=token)
     assert r.json["pin"] and r.headers["Cache-Control"] == "no-store"
-    for call in state_of(harness).provider.calls:
-        assert call.style.value == "keypad"
-        assert call.pin not in call.text.replace(" ", "")
-        assert " ".join(call.pin) not in call.text
+    shown = [pin, r.json["pin"]]
+    calls = state_of(harness).provider.calls
+    assert len(calls) == 2
+    for call in calls:
+        assert call.style.value == "keypad" and call.pin is None
+        for digits in shown:
+            assert digits not in call.text.replace(" ", "")
     listing = get_json(c, "/dev/phone").json["calls"]
     assert all(entry["pin"] is None for entry in listing)
+    with state_of(harness).store.session() as s:  # the simulated phone keeps no keypad PIN
+        assert s.scalars(select(DevCallRow.sealed_pin)).all() == [None, None]
 
 
 # == Rule 2: lifetime ========================================================================
