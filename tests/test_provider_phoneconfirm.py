@@ -470,7 +470,6 @@ def test_a_live_wsdl_in_another_namespace_is_used_by_its_binding_name(
         (Style.SPOKEN, {"text": "Say @PIN then @VoiceConfirmation"}, "TEXT", "records"),
         (Style.KEYPAD, {"text": "@File= Key in the PIN."}, "TEXT", "without a file name"),
         (Style.KEYPAD, {"text": "   "}, "TEXT", "is empty"),
-        (Style.KEYPAD, {"single_digit_mode": True}, "SINGLE_DIGIT_MODE", "leave it False"),
         (Style.KEYPAD, {"extension_delay": 2}, "EXTENSION_DELAY", "without an extension"),
         (Style.KEYPAD, {"extension": "12 ext 4"}, "EXTENSION", "digits, * and #"),
         (Style.KEYPAD, {"user_guid": " "}, "USER_GUID", "is empty"),
@@ -491,11 +490,22 @@ def test_settings_that_do_not_fit_are_refused_at_init(
     assert words in str(caught.value)
 
 
-def test_single_digit_mode_is_allowed_only_with_one_digit_pins(
+@pytest.mark.parametrize("value", [True, False, "false"])
+def test_the_removed_single_digit_mode_is_refused_by_init_app(
+    make_app: Callable[..., Harness], url: str, server: PhoneConfirmServer, value: object
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        phoneconfirm_app(make_app, url, PHONEVERIFY_PHONECONFIRM_SINGLE_DIGIT_MODE=value)
+    assert caught.value.key == "PHONEVERIFY_PHONECONFIRM_SINGLE_DIGIT_MODE"
+    assert "was removed" in str(caught.value) and "delete it" in str(caught.value)
+    assert server.received == []
+
+
+def test_job_details_never_ask_for_single_digit_mode(
     make_provider: Callable[..., PhoneConfirm], server: PhoneConfirmServer
 ) -> None:
-    make_provider(pin_length=1, single_digit_mode=True).place_call(request(pin="7"))
-    assert server.last("AddJobEx").params["JobDetails"]["SingleDigitMode"] is True
+    make_provider(max_call_duration=60).place_call(request())
+    assert server.last("AddJobEx").params["JobDetails"]["SingleDigitMode"] is False
 
 
 def test_an_app_name_cannot_smuggle_a_call_variable(url: str, server: PhoneConfirmServer) -> None:

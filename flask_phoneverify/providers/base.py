@@ -127,6 +127,10 @@ class CallReport:
     reason: str | None = None  # shown to the user when the outcome is FAILED
     detail: str | None = None  # for the log and the audit trail only
     reference: str | None = None  # a renewed handle for the next status request, if any
+    once: bool = False
+    """digits this provider may report more than once for one entry (a keypress event,
+    then the call's summary): the flow counts them once per call and number, in the
+    database"""
 
 
 @dataclass(frozen=True)
