@@ -748,3 +748,14 @@ def test_the_cli_server_starts_and_serves_the_wsdl() -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_close_closes_the_session_zeep_sends_through(
+    make_provider: Callable[..., PhoneConfirm], server: PhoneConfirmServer, url: str
+) -> None:
+    provider = make_provider()
+    provider.place_call(request())
+    pools = provider.session.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]
+    assert len(pools) == 1  # the kept-alive connection to the service
+    provider.close()
+    assert len(pools) == 0

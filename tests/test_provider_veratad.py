@@ -462,3 +462,11 @@ def test_start_failures_show_a_clear_message(
     assert r.status_code == status
     assert r.json["error"] == "provider_error" and words in r.json["message"]
     assert PASSWORD not in r.get_data(as_text=True)
+
+
+def test_close_closes_the_http_client(provider: Veratad) -> None:
+    provider.place_call(call())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(call())

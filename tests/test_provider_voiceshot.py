@@ -495,3 +495,12 @@ def test_a_call_query_mid_call_keeps_the_verification_open(
     answer = get_json(c, f"/status?token={r.json['token']}").json
     assert [p["action"] for p in app.server.posts] == ["0", "3"]
     assert answer["status"] == "calling"
+
+
+def test_close_closes_the_http_client(build: Callable[..., VoiceShot]) -> None:
+    provider = build()
+    provider.place_call(request())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(request())

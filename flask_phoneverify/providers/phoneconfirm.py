@@ -226,10 +226,11 @@ class PhoneConfirm(Provider):
         if options.get("text") is not None:
             self._texts[style] = _check_text(self.option_key("text"), options["text"], style)
         self._details = self._job_details(options)
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy from the environment sees the UserGuid
+        #: the requests session zeep sends through (close() closes it)
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy from the environment sees the UserGuid
         self._transport = _JobsTransport(  # type: ignore[no-untyped-call]
-            timeout=self.timeout, operation_timeout=self.timeout, session=self._session
+            timeout=self.timeout, operation_timeout=self.timeout, session=self.session
         )
         self._transport.session.headers["User-Agent"] = USER_AGENT
         self._service: Any = None
@@ -355,7 +356,7 @@ class PhoneConfirm(Provider):
         )
 
     def close(self) -> None:
-        self._session.close()
+        self.session.close()  # zeep's transport sends through this session only
 
     # -- the SOAP client -----------------------------------------------------------------
     def service(self) -> Any:
