@@ -38,7 +38,7 @@ from flask_phoneverify import (
 from flask_phoneverify.errors import ProviderProtocolError
 from flask_phoneverify.models import Event, Verification
 from flask_phoneverify.pins import PinHasher, new_pin
-from flask_phoneverify.providers import available, load, transport
+from flask_phoneverify.providers import REGISTRY, load, transport
 from flask_phoneverify.providers.base import CallRequest, Style
 from flask_phoneverify.redirects import safe_next
 from flask_phoneverify.settings import CORE_SETTINGS, Setting
@@ -1817,7 +1817,7 @@ PLACED_OK = {
         "application/json",
     ),
 }
-PROVIDER_NAMES = [n for n in PLACED_OK if n in available()]
+PROVIDER_NAMES = [n for n in PLACED_OK if n in REGISTRY]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ on one provider never loads another's client library.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 from .base import Provider
 
@@ -28,12 +27,3 @@ def load(name: str) -> type[Provider]:
     module_name, _, class_name = REGISTRY[name].partition(":")
     cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
     return cls
-
-
-def available() -> list[str]:
-    """Names whose module is present in this installation."""
-    out = []
-    for name, target in REGISTRY.items():
-        if importlib.util.find_spec(target.partition(":")[0]) is not None:
-            out.append(name)
-    return out
