@@ -180,6 +180,17 @@ def test_wrong_credentials_are_a_configuration_error(make: Callable[..., Veratad
     assert "wrong-password-9" not in detail + str(caught.value)
 
 
+def test_a_password_echoed_at_the_length_bound_leaves_no_prefix(
+    provider: Veratad, server: VeratadServer
+) -> None:
+    server.fail["gateway"] = "echo_password"
+    with pytest.raises(ProviderConfigError) as caught:
+        provider.place_call(call())
+    detail = caught.value.detail or ""
+    assert "pass=***" in detail  # cut out before the text was bounded, not after
+    assert PASSWORD[:4] not in detail
+
+
 @pytest.mark.parametrize(
     ("behaviour", "kind", "words"),
     [
