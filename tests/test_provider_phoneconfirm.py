@@ -401,7 +401,7 @@ def test_the_packaged_wsdl_loads_without_network(
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(provider._session, "get", no_network)
+    monkeypatch.setattr(provider.session, "get", no_network)
     service = provider.service()
     assert provider.wsdl == str(PACKAGED_WSDL) and PACKAGED_WSDL.is_file()
     for operation in (

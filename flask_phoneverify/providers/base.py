@@ -208,7 +208,9 @@ class Provider:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release network clients."""
+        """Close the provider's network clients (its httpx client, its SOAP session).
+
+        Called once, when the app is torn down; the provider is not used after it."""
 
 
 def timeout_setting(name: str, vendor: str) -> Setting:
