@@ -380,3 +380,14 @@ def test_talk_is_not_offered_without_a_support_number(
     assert get_json(c, f"/status?token={body['token']}").json["can_bridge"] is False
     assert post(c, "/talk", {"token": body["token"]}, token=token).status_code == 404
     assert not any(r["action"] == "DIAL.CONNECT" for r in server[0].requests)
+
+
+def test_close_closes_the_http_client(
+    server: tuple[AnveoServer, str], build: Callable[..., Anveo]
+) -> None:
+    provider = build()
+    provider.place_call(call())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(call())

@@ -401,7 +401,7 @@ def test_the_packaged_wsdl_loads_without_network(
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(provider._session, "get", no_network)
+    monkeypatch.setattr(provider.session, "get", no_network)
     service = provider.service()
     assert provider.wsdl == str(PACKAGED_WSDL) and PACKAGED_WSDL.is_file()
     for operation in (
@@ -470,7 +470,6 @@ def test_a_live_wsdl_in_another_namespace_is_used_by_its_binding_name(
         (Style.SPOKEN, {"text": "Say @PIN then @VoiceConfirmation"}, "TEXT", "records"),
         (Style.KEYPAD, {"text": "@File= Key in the PIN."}, "TEXT", "without a file name"),
         (Style.KEYPAD, {"text": "   "}, "TEXT", "is empty"),
-        (Style.KEYPAD, {"single_digit_mode": True}, "SINGLE_DIGIT_MODE", "leave it False"),
         (Style.KEYPAD, {"extension_delay": 2}, "EXTENSION_DELAY", "without an extension"),
         (Style.KEYPAD, {"extension": "12 ext 4"}, "EXTENSION", "digits, * and #"),
         (Style.KEYPAD, {"user_guid": " "}, "USER_GUID", "is empty"),
@@ -491,11 +490,22 @@ def test_settings_that_do_not_fit_are_refused_at_init(
     assert words in str(caught.value)
 
 
-def test_single_digit_mode_is_allowed_only_with_one_digit_pins(
+@pytest.mark.parametrize("value", [True, False, "false"])
+def test_the_removed_single_digit_mode_is_refused_by_init_app(
+    make_app: Callable[..., Harness], url: str, server: PhoneConfirmServer, value: object
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        phoneconfirm_app(make_app, url, PHONEVERIFY_PHONECONFIRM_SINGLE_DIGIT_MODE=value)
+    assert caught.value.key == "PHONEVERIFY_PHONECONFIRM_SINGLE_DIGIT_MODE"
+    assert "was removed" in str(caught.value) and "delete it" in str(caught.value)
+    assert server.received == []
+
+
+def test_job_details_never_ask_for_single_digit_mode(
     make_provider: Callable[..., PhoneConfirm], server: PhoneConfirmServer
 ) -> None:
-    make_provider(pin_length=1, single_digit_mode=True).place_call(request(pin="7"))
-    assert server.last("AddJobEx").params["JobDetails"]["SingleDigitMode"] is True
+    make_provider(max_call_duration=60).place_call(request())
+    assert server.last("AddJobEx").params["JobDetails"]["SingleDigitMode"] is False
 
 
 def test_an_app_name_cannot_smuggle_a_call_variable(url: str, server: PhoneConfirmServer) -> None:
@@ -738,3 +748,14 @@ def test_the_cli_server_starts_and_serves_the_wsdl() -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_close_closes_the_session_zeep_sends_through(
+    make_provider: Callable[..., PhoneConfirm], server: PhoneConfirmServer, url: str
+) -> None:
+    provider = make_provider()
+    provider.place_call(request())
+    pools = provider.session.get_adapter(url).poolmanager.pools  # type: ignore[attr-defined]
+    assert len(pools) == 1  # the kept-alive connection to the service
+    provider.close()
+    assert len(pools) == 0

@@ -180,6 +180,17 @@ def test_wrong_credentials_are_a_configuration_error(make: Callable[..., Veratad
     assert "wrong-password-9" not in detail + str(caught.value)
 
 
+def test_a_password_echoed_at_the_length_bound_leaves_no_prefix(
+    provider: Veratad, server: VeratadServer
+) -> None:
+    server.fail["gateway"] = "echo_password"
+    with pytest.raises(ProviderConfigError) as caught:
+        provider.place_call(call())
+    detail = caught.value.detail or ""
+    assert "pass=***" in detail  # cut out before the text was bounded, not after
+    assert PASSWORD[:4] not in detail
+
+
 @pytest.mark.parametrize(
     ("behaviour", "kind", "words"),
     [
@@ -462,3 +473,11 @@ def test_start_failures_show_a_clear_message(
     assert r.status_code == status
     assert r.json["error"] == "provider_error" and words in r.json["message"]
     assert PASSWORD not in r.get_data(as_text=True)
+
+
+def test_close_closes_the_http_client(provider: Veratad) -> None:
+    provider.place_call(call())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(call())

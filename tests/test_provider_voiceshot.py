@@ -4,14 +4,10 @@ posts its call events to the app's callback address, as VoiceShot does."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from flask.testing import FlaskClient
 
 from flask_phoneverify.errors import (
     ConfigError,
@@ -21,7 +17,6 @@ from flask_phoneverify.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from flask_phoneverify.models import Verification
 from flask_phoneverify.providers.base import (
     CallReport,
     CallRequest,
@@ -32,39 +27,17 @@ from flask_phoneverify.providers.base import (
 )
 from flask_phoneverify.providers.voiceshot import ERRORS, PROXY_URL, VoiceShot
 
-from .conftest import Harness, csrf, get_json, post
+from . import providers_kit as kit
+from .conftest import Harness, get_json, post
 from .loopback import free_port, serve
+from .providers_kit import Live, config
 from .servers.voiceshot import MENU_ID, PATH, VoiceShotServer
+
+# the shared fixtures: a loopback VoiceShot, and apps served on loopback that it posts to
+voiceshot_server, vs, live = kit.voiceshot_server, kit.vs, kit.live
 
 CALL_ID = "0123456789abcdef0123456789abcdef"
 NUMBER = "+12015550123"
-
-
-def config(url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "PHONEVERIFY_PROVIDER": "voiceshot",
-        "PHONEVERIFY_VOICESHOT_URL": url,
-        "PHONEVERIFY_VOICESHOT_MENU_ID": MENU_ID,
-        "PHONEVERIFY_VOICESHOT_CALLER_ID": "2015550100",
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def voiceshot_server() -> Iterator[tuple[VoiceShotServer, str]]:
-    server = VoiceShotServer()
-    with serve(server) as base:
-        yield server, base + PATH
-        server.release.set()
-    server.close()
-
-
-@pytest.fixture
-def vs(voiceshot_server: tuple[VoiceShotServer, str]) -> Iterator[tuple[VoiceShotServer, str]]:
-    """The module's server, forgetting the last test's calls and switches."""
-    voiceshot_server[0].reset()
-    yield voiceshot_server
-    voiceshot_server[0].release.set()
 
 
 @pytest.fixture
@@ -82,50 +55,6 @@ def build(
 
 def request(style: Style = Style.KEYPAD, pin: str = "123456", number: str = NUMBER) -> CallRequest:
     return CallRequest(number, pin, style, CALL_ID, "Example Bank")
-
-
-def callback_url(h: Harness, base: str) -> str:
-    """The address `flask phoneverify callback-url voiceshot` prints, on the served app."""
-    result = h.app.test_cli_runner().invoke(args=["phoneverify", "callback-url", "voiceshot"])
-    assert result.exit_code == 0, result.output
-    return base + urlsplit(result.output.strip().splitlines()[-1]).path
-
-
-@dataclass
-class Live:
-    """An app served on loopback, its VoiceShot server posting events to it."""
-
-    h: Harness
-    server: VoiceShotServer
-    base: str
-
-    def start(self, client: FlaskClient, **body: Any) -> tuple[str, Any]:
-        token = csrf(client)
-        return token, post(client, "/start", body, token=token)
-
-    def callid(self) -> str:
-        return list(self.server.calls)[-1]
-
-    def verification(self) -> Verification:
-        v = self.h.ext.state(self.h.app).store.by_call_id("voiceshot", self.callid())
-        assert v is not None
-        return v
-
-
-@pytest.fixture
-def live(
-    make_app: Callable[..., Harness], vs: tuple[VoiceShotServer, str]
-) -> Iterator[Callable[..., Live]]:
-    with ExitStack() as stack:
-
-        def factory(**extra: Any) -> Live:
-            server, url = vs
-            h = make_app(**config(url, **extra))
-            base = stack.enter_context(serve(h.app))
-            server.events_url = callback_url(h, base)
-            return Live(h, server, base)
-
-        yield factory
 
 
 def spoken_pin(tts: str) -> str:
@@ -322,8 +251,8 @@ def test_call_query_reads_the_call_like_a_summary(
     server.press(CALL_ID, "123456#")
     server.hang_up(CALL_ID)
     report = provider.call_status(placed)
-    assert report.digits == "123456" and report.call is CallState.ENDED
-    assert provider.call_status(placed).digits is None  # the same keys are relayed once
+    assert report.digits == "123456" and report.call is CallState.ENDED and report.once
+    assert provider.call_status(placed) == report  # told again: the flow counts it once
 
 
 @pytest.mark.parametrize(
@@ -366,13 +295,18 @@ def test_call_query_errors_are_provider_errors(
 # -- events VoiceShot posts --------------------------------------------------------------------
 
 
-def test_keypress_events_relay_the_keys_of_prompt_1_once(build: Callable[..., VoiceShot]) -> None:
+def test_keypress_events_relay_the_keys_of_prompt_1_marked_once(
+    build: Callable[..., VoiceShot],
+) -> None:
     provider = build()
     event = f'<prompt menuid="{MENU_ID}" callid="{CALL_ID}" promptid="1" keypress="908172#"/>'
     [parsed] = provider.parse_callback(event.encode(), "text/xml")
     assert parsed.call_id == CALL_ID and parsed.report.digits == "908172"
     assert parsed.report.call is CallState.ANSWERED and parsed.number is None
-    assert provider.parse_callback(event.encode(), "text/xml") == []  # a replay
+    assert parsed.report.once  # the flow counts these digits once per call and number
+    # a replay (to this worker or another) is relayed again: no memory in the provider
+    assert build().parse_callback(event.encode(), "text/xml") == [parsed]
+    assert provider.parse_callback(event.encode(), "text/xml") == [parsed]
     other_prompt = event.replace('promptid="1"', 'promptid="2"').replace("908172", "5")
     other_menu = event.replace(MENU_ID, "1-9999").replace("908172", "6")
     assert provider.parse_callback(other_prompt.encode(), "text/xml") == []
@@ -391,9 +325,9 @@ def test_summary_carries_the_number_and_the_keys(
     server.calls[CALL_ID].keys = "123456"
     server.calls[CALL_ID].status, server.calls[CALL_ID].comment = "Successful", "Human Answer"
     [event] = provider.parse_callback(server.summary(server.calls[CALL_ID]), "text/xml")
-    assert event.number == NUMBER and event.report.digits == "123456"
+    assert event.number == NUMBER and event.report.digits == "123456" and event.report.once
     [again] = provider.parse_callback(server.summary(server.calls[CALL_ID]), "text/xml")
-    assert again.report.digits is None and again.report.outcome is Outcome.PENDING
+    assert again == event  # repeated for the flow to count once, in the database
 
 
 def test_summary_without_keys_fails_a_keypad_call_and_delivers_a_spoken_one(
@@ -409,6 +343,7 @@ def test_summary_without_keys_fails_a_keypad_call_and_delivers_a_spoken_one(
     assert event.report.reason == "The call ended before the PIN was keyed in."
     [spoken] = build(Style.SPOKEN).parse_callback(server.summary(call), "text/xml")
     assert spoken.report.outcome is Outcome.CONFIRMED and spoken.report.digits is None
+    assert not spoken.report.once and not event.report.once  # no digits, nothing to count
 
 
 @pytest.mark.parametrize(
@@ -560,3 +495,12 @@ def test_a_call_query_mid_call_keeps_the_verification_open(
     answer = get_json(c, f"/status?token={r.json['token']}").json
     assert [p["action"] for p in app.server.posts] == ["0", "3"]
     assert answer["status"] == "calling"
+
+
+def test_close_closes_the_http_client(build: Callable[..., VoiceShot]) -> None:
+    provider = build()
+    provider.place_call(request())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(request())

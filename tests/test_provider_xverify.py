@@ -507,3 +507,11 @@ def test_start_failure_page_in_html(app: Harness, server: XverifyServer) -> None
     assert r.status_code == 502
     page = r.get_data(as_text=True)
     assert "could not call this number" in page and KEY not in page
+
+
+def test_close_closes_the_http_client(provider: Xverify) -> None:
+    provider.place_call(call())
+    provider.close()
+    assert provider.client.is_closed
+    with pytest.raises(RuntimeError, match="closed"):
+        provider.place_call(call())

@@ -1,7 +1,7 @@
 """Anveo: a call that speaks the PIN through an Anveo call flow (spoken style only).
 
-Wire format (Anveo API, apihelp_request / apihelp_response / apihelp_dialivr /
-apihelp_getdialstatus / apihelp_dialconnect; seeds/anveo-dial-connect.txt):
+Wire format (Anveo's API help pages: "API Request", "API Response", "DIAL.IVR",
+"DIAL.GETSTATUS" and "DIAL.CONNECT - API REQUEST"):
 
 - ``POST`` raw XML to ``https://www.anveo.com/api/v3.asp`` with
   ``Content-Type: application/xml; charset=UTF-8``::
@@ -24,18 +24,18 @@ apihelp_getdialstatus / apihelp_dialconnect; seeds/anveo-dial-connect.txt):
   yet), INIT (dialling), START (answered) or END (ended). None of them decides
   anything: the person types the spoken PIN on the page, where the flow checks
   it. The flow polls at most once per PHONEVERIFY_POLL_INTERVAL.
-- ``DIAL.CONNECT`` (the seed) dials the user, then ``DESTPHONENUMBER``, and
+- ``DIAL.CONNECT`` dials the user, then ``DESTPHONENUMBER``, and
   connects them. It cannot carry a PIN, so it is only the "talk to us" bridge to
   PHONEVERIFY_ANVEO_CONNECT_TO; it verifies nobody. It is sent without CALLERID,
   so the support line sees the user's own number (Anveo's documented default).
 
-Pinned (PROVIDERS.md): PHONENUMBER, CALLERID and DESTPHONENUMBER are digits with
-the country code, no "+"; the code variable's value is the PIN's digits, as in
-Anveo's own VERIFICATIONCODE example.
+Pinned (our choice where the pages leave it open): PHONENUMBER, CALLERID and
+DESTPHONENUMBER are digits with the country code, no "+"; the code variable's
+value is the PIN's digits, as in Anveo's own VERIFICATIONCODE example.
 
 Assumptions: errors come as HTTP 200 with ``<RESULT>ERROR</RESULT><ERROR>..``;
 their text is free-form, so a few words in it (USERKEY, CALLERID, BALANCE...)
-sort them into account problems and refused numbers. MAXCALLDURATION is
+sort them into account problems and refused numbers (``vendor.ErrorWords``). MAXCALLDURATION is
 documented for DIAL.CONNECT only, so only the bridge sends it. Newer Anveo pages
 also document a SIGNATURE parameter; it is sent when PHONEVERIFY_ANVEO_SIGNATURE
 is set.
@@ -55,7 +55,6 @@ from ..errors import (
     ProviderConfigError,
     ProviderError,
     ProviderProtocolError,
-    ProviderRejected,
 )
 from ..settings import Setting
 from .base import (
@@ -70,6 +69,7 @@ from .base import (
     timeout_setting,
 )
 from .transport import make_client, parse_xml, send, to_xml_bytes
+from .vendor import ErrorWords, Redactor
 
 __all__ = ["Anveo", "DEFAULT_URL"]
 
@@ -83,25 +83,26 @@ STATUS = {
     "START": CallState.ANSWERED,
     "END": CallState.ENDED,
 }
-#: words in an ERROR text that point at the account or settings rather than the call
-_CONFIG_WORDS = (
-    "USERKEY",
-    "SIGNATURE",
-    "CALLFLOW",
-    "CALLERID",
-    "ACCOUNT",
-    "BALANCE",
-    "FUNDS",
-    "CREDIT",
-    "AUTH",
-    "PERMISSION",
-    "DISABLED",
-    "SUSPENDED",
+#: words of an ERROR text that point at the account or settings, then at the number
+ERROR_WORDS = ErrorWords(
+    account=(
+        "USERKEY",
+        "SIGNATURE",
+        "CALLFLOW",
+        "CALLERID",
+        "ACCOUNT",
+        "BALANCE",
+        "FUNDS",
+        "CREDIT",
+        "AUTH",
+        "PERMISSION",
+        "DISABLED",
+        "SUSPENDED",
+    ),
+    number=("NUMBER",),
 )
 _NUMBER = re.compile(r"\+?\d{7,15}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_LONG_DIGITS = re.compile(r"\d{7,}")
-MAX_DETAIL = 300
 
 
 def _prefix(option: str) -> str:
@@ -196,6 +197,7 @@ class Anveo(Provider):
         connect_to = self.options.get("connect_to")
         self.connect_to = _digits(_prefix("CONNECT_TO"), connect_to) if connect_to else None
         self.client: httpx.Client = make_client(self.options["timeout"])
+        self._redact = Redactor(self._user_key, self._signature, self.callflow)
 
     # -- calls ----------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
@@ -272,10 +274,7 @@ class Anveo(Provider):
             headers={"Content-Type": "application/xml; charset=UTF-8", "Accept": "application/xml"},
         )
         where = f"HTTP {response.status_code} to {action}"
-        try:
-            answer = parse_xml(response.content, vendor=VENDOR)
-        except ProviderProtocolError as e:
-            raise ProviderProtocolError(detail=f"{where}: {e.detail}") from e
+        answer = parse_xml(response.content, vendor=VENDOR, where=where)
         if answer.tag != "RESPONSE":
             raise ProviderProtocolError(
                 detail=f"{where}: <{answer.tag[:40]}> instead of <RESPONSE>"
@@ -288,23 +287,11 @@ class Anveo(Provider):
         return answer
 
     def _error(self, action: str, text: str) -> ProviderError:
-        detail = f"{VENDOR} ERROR on {action}: {self._scrub(text)}"
-        words = text.upper()
-        if any(word in words for word in _CONFIG_WORDS):
-            return ProviderConfigError(detail=detail)
-        if "NUMBER" in words:
-            return ProviderRejected(detail=detail)
-        return ProviderError(
+        detail = f"{VENDOR} ERROR on {action}: {self._redact.clean(text)}"
+        refused = ProviderError(
             "The phone service refused the call. Please try again later.", detail=detail
         )
-
-    def _scrub(self, text: str) -> str:
-        """Vendor text for the log: our credentials cut out, numbers masked, length bounded."""
-        for secret in (self._user_key, self._signature, self.callflow):
-            if secret:
-                text = text.replace(secret, "[redacted]")
-        text = _LONG_DIGITS.sub("[number]", text)
-        return " ".join(text.split())[:MAX_DETAIL]
+        return ERROR_WORDS.classify(self._redact(text, numbers=False), detail, refused)
 
 
 def _param(name: str, value: str, **attributes: str) -> ET.Element:

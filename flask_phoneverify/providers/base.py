@@ -127,6 +127,10 @@ class CallReport:
     reason: str | None = None  # shown to the user when the outcome is FAILED
     detail: str | None = None  # for the log and the audit trail only
     reference: str | None = None  # a renewed handle for the next status request, if any
+    once: bool = False
+    """digits this provider may report more than once for one entry (a keypress event,
+    then the call's summary): the flow counts them once per call and number, in the
+    database"""
 
 
 @dataclass(frozen=True)
@@ -204,7 +208,9 @@ class Provider:
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release network clients."""
+        """Close the provider's network clients (its httpx client, its SOAP session).
+
+        Called once, when the app is torn down; the provider is not used after it."""
 
 
 def timeout_setting(name: str, vendor: str) -> Setting:

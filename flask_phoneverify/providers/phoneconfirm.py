@@ -1,17 +1,21 @@
 """PhoneConfirm: verification calls through the vendor's SOAP Jobs service, with zeep.
 
-Wire format (seeds/phoneconfirm-soap-jobs.txt, pinned in PROVIDERS.md): SOAP 1.1
+Wire format (PhoneConfirm's reference of its SOAP Jobs service, ``Jobs.asmx``;
+where it is silent, the choice is marked as assumed): SOAP 1.1
 document/literal to ``Jobs.asmx`` (``Content-Type: text/xml; charset=utf-8``, quoted
 ``SOAPAction: "http://tempuri.org/<Operation>"``).
 
 - Placing a call: ``AddJob(UserGuid, Number, Text, PIN, TransactionID, JobType)``,
   or ``AddJobEx(UserGuid, Number, Text, PIN, JobType, JobDetails)`` when a JobDetails
-  option (thank-you file, extension, extension delay, longest call, single-digit mode)
-  is set. Both return at once with a job GUID. AddJob is the default because it
-  carries TransactionID itself and sends nothing we would have to make up: JobDetails'
+  option (thank-you file, extension, extension delay, longest call) is set. Both
+  return at once with a job GUID. AddJob is the default because it carries
+  TransactionID itself and sends nothing we would have to make up: JobDetails'
   value-typed fields (ExtensionDelay, MaxCallDuration, SingleDigitMode,
   NotificationType) are required in an ASP.NET contract, so AddJobEx must send them
   all; unset ones go as the values .NET gives an omitted element (0, false, Phone).
+  SingleDigitMode (the call waits for one key) is always false: our PINs have at
+  least six digits. Its old setting, PHONEVERIFY_PHONECONFIRM_SINGLE_DIGIT_MODE,
+  was removed; init_app refuses it when set.
 - Keypad style is JobType ``Confirmation`` with our PIN: the call plays the text and
   the service waits for the PIN on the keypad. Its text never contains ``@PIN``
   (a call that reads the PIN out would confirm whoever answers, not whoever holds
@@ -28,7 +32,7 @@ document/literal to ``Jobs.asmx`` (``Content-Type: text/xml; charset=utf-8``, qu
 - ``SendConfirmation``/``SendConfirmationEx`` are never called: they hold the request
   until the call ends.
 
-Assumed (PROVIDERS.md; no public copy of the vendor's WSDL exists): the contract is
+Assumed (no public copy of the vendor's WSDL exists): the contract is
 what ASP.NET generates for an .asmx service, target namespace ``http://tempuri.org/``,
 elementFormDefault qualified, ``AddJob``/``AddJobResponse``/``AddJobResult`` wrappers,
 binding ``JobsSoap``, service ``Jobs``; strings minOccurs 0, value types and enums
@@ -40,6 +44,9 @@ disk; PHONEVERIFY_PHONECONFIRM_WSDL may point at the vendor's live one instead (
 with ``soap:Client`` (the service could not read our request: not retryable) or
 ``soap:Server`` (an exception in the method: retryable), faultstrings carrying .NET
 stack traces, which stay out of user messages (``detail`` keeps a scrubbed first line).
+Transport failures, HTTP statuses and faults are mapped by the same functions as
+the HTTP providers' (``vendor.unreachable``, ``vendor.http_status_error``,
+``vendor.soap_fault``), so users read the same messages whichever client failed.
 
 zeep runs strict (an answer that does not match the WSDL is refused) with DTDs,
 entities and external references forbidden, through a requests session that ignores
@@ -69,7 +76,6 @@ from ..errors import (
     ProviderError,
     ProviderProtocolError,
     ProviderRejected,
-    ProviderUnavailable,
 )
 from ..settings import Setting
 from .base import (
@@ -85,6 +91,14 @@ from .base import (
     timeout_setting,
 )
 from .transport import MAX_RESPONSE_BYTES, USER_AGENT, parse_xml
+from .vendor import (
+    Redactor,
+    http_status_error,
+    soap_fault,
+    too_large,
+    unreachable,
+    without_query,
+)
 
 __all__ = ["PhoneConfirm", "TransactionMismatch", "PACKAGED_WSDL", "NAMESPACE", "DEFAULT_URL"]
 
@@ -102,9 +116,7 @@ FAILED_REASON = "The phone service could not complete the call. Please try again
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EXTENSION = re.compile(r"[0-9*#]{1,20}")
 _FILE_VARIABLE = re.compile(r"@File=(\S*)", re.IGNORECASE)
-_LONG_DIGITS = re.compile(r"\+?[0-9]{7,}")
 _NET_EXCEPTION = re.compile(r"\b(?:[A-Za-z_]\w*\.)+\w*Exception: ")
-_DETAIL_MAX = 300
 
 
 class TransactionMismatch(ProviderProtocolError):
@@ -184,10 +196,10 @@ class PhoneConfirm(Provider):
         ),
         _setting(
             "SINGLE_DIGIT_MODE",
-            False,
+            None,
             "bool",
-            "Wait for one key press only; refused unless PINs have one digit, which "
-            "PHONEVERIFY_PIN_LENGTH never allows.",
+            "Removed (it could never apply: PINs have at least 6 digits); init_app refuses "
+            "it when set.",
         ),
     )
 
@@ -203,7 +215,7 @@ class PhoneConfirm(Provider):
                 "set it to the UserGuid from your PhoneConfirm account",
             )
         self._user_guid = guid
-        self._guid_pattern = _guid_pattern(guid)
+        self._redact = Redactor(_guid_pattern(guid), mask="[UserGuid]")
         self.url = check_url(self.option_key("url"), options.get("url") or DEFAULT_URL, DEFAULT_URL)
         self.wsdl = _wsdl_location(self.option_key("wsdl"), options.get("wsdl"))
         self.timeout = float(options.get("timeout") or 10.0)
@@ -214,10 +226,11 @@ class PhoneConfirm(Provider):
         if options.get("text") is not None:
             self._texts[style] = _check_text(self.option_key("text"), options["text"], style)
         self._details = self._job_details(options)
-        self._session = requests.Session()
-        self._session.trust_env = False  # no proxy from the environment sees the UserGuid
+        #: the requests session zeep sends through (close() closes it)
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy from the environment sees the UserGuid
         self._transport = _JobsTransport(  # type: ignore[no-untyped-call]
-            timeout=self.timeout, operation_timeout=self.timeout, session=self._session
+            timeout=self.timeout, operation_timeout=self.timeout, session=self.session
         )
         self._transport.session.headers["User-Agent"] = USER_AGENT
         self._service: Any = None
@@ -225,11 +238,12 @@ class PhoneConfirm(Provider):
 
     def _job_details(self, options: Mapping[str, Any]) -> dict[str, Any] | None:
         """JobDetails values without TransactionID, or None when AddJob will do."""
-        if options.get("single_digit_mode") and self.pin_length != 1:
+        if options.get("single_digit_mode") is not None:
             raise ConfigError(
                 self.option_key("single_digit_mode"),
-                f"is on, but PINs have {self.pin_length} digits and the call would take one key",
-                "leave it False",
+                "was removed: a call that waits for one key could never take a PIN, which "
+                "has at least 6 digits",
+                "delete it from the app's configuration",
             )
         extension = (options.get("extension") or "").strip() or None
         if extension is not None:
@@ -251,9 +265,8 @@ class PhoneConfirm(Provider):
             "Extension": extension,
             "ExtensionDelay": options.get("extension_delay"),
             "MaxCallDuration": options.get("max_call_duration"),
-            "SingleDigitMode": bool(options.get("single_digit_mode")),
         }
-        if not any(v not in (None, False) for v in chosen.values()):
+        if all(v is None for v in chosen.values()):
             return None
         # Value types are required by the contract: unset ones go as .NET's defaults.
         return {
@@ -261,6 +274,7 @@ class PhoneConfirm(Provider):
             **chosen,
             "ExtensionDelay": chosen["ExtensionDelay"] or 0,
             "MaxCallDuration": chosen["MaxCallDuration"] or 0,
+            "SingleDigitMode": False,
             "NotificationType": "Phone",
         }
 
@@ -303,7 +317,7 @@ class PhoneConfirm(Provider):
             returned.encode(), call.call_id.encode()
         ):
             raise TransactionMismatch(
-                detail=f"GetJobStatus named TransactionID {_scrub(str(returned), None)!r}, "
+                detail=f"GetJobStatus named TransactionID {self._said(str(returned))!r}, "
                 "not this call's"
             )
         if stage == "Waiting":
@@ -330,7 +344,7 @@ class PhoneConfirm(Provider):
             )
         if stage == "Failed":
             code = getattr(status, "ErrorCode", None)
-            desc = _scrub(getattr(status, "ErrorDesc", None) or "", self._guid_pattern)
+            desc = self._said(getattr(status, "ErrorDesc", None) or "")
             return CallReport(
                 call=CallState.ENDED,
                 outcome=Outcome.FAILED,
@@ -338,11 +352,11 @@ class PhoneConfirm(Provider):
                 detail=f"Failed: ErrorCode {code}: {desc or 'no description'}",
             )
         raise ProviderProtocolError(
-            detail=f"GetJobStatus answered ProcessingStage {_scrub(str(stage), None)!r}"
+            detail=f"GetJobStatus answered ProcessingStage {self._said(str(stage))!r}"
         )
 
     def close(self) -> None:
-        self._session.close()
+        self.session.close()  # zeep's transport sends through this session only
 
     # -- the SOAP client -----------------------------------------------------------------
     def service(self) -> Any:
@@ -367,14 +381,16 @@ class PhoneConfirm(Provider):
             binding = _find_binding(client)
             return client.create_service(binding, self.url)  # type: ignore[no-untyped-call]
         except requests.RequestException as e:
-            raise ProviderUnavailable(
-                f"{VENDOR} could not be reached. Please try again in a moment.",
-                detail=f"loading the WSDL failed: {type(e).__name__}",
+            raise unreachable(
+                VENDOR,
+                f"loading the WSDL ({_wsdl_name(self.wsdl)})",
+                timed_out=isinstance(e, requests.Timeout),
+                cause=type(e).__name__,
             ) from None
         except (zeep.exceptions.Error, ValueError, KeyError, LookupError, OSError) as e:
             raise ProviderConfigError(
                 detail=f"the WSDL ({_wsdl_name(self.wsdl)}) could not be used: {type(e).__name__}: "
-                + _scrub(str(e), self._guid_pattern)
+                + self._said(str(e))
             ) from None
 
     def _call(self, operation: str, **params: Any) -> Any:
@@ -397,7 +413,7 @@ class PhoneConfirm(Provider):
         except zeep.exceptions.Error as e:
             raise ProviderProtocolError(
                 detail=f"{operation}: the answer does not match the WSDL: {type(e).__name__}: "
-                + _scrub(str(e), self._guid_pattern)
+                + self._said(str(e))
             ) from None
         except (IndexError, KeyError, AttributeError, TypeError, ValueError) as e:
             # zeep's reply processing on an empty or odd Body fails with plain exceptions
@@ -408,18 +424,12 @@ class PhoneConfirm(Provider):
     def _fault(self, operation: str, fault: zeep.exceptions.Fault) -> ProviderError:
         """.asmx faults: soap:Client (our request was refused: retrying will not help),
         soap:Server (the method failed: it may work later)."""
-        code = (fault.code or "").rpartition(":")[2]
-        text = _scrub(fault.message or "", self._guid_pattern)
-        detail = f"{operation}: {fault.code or 'no faultcode'} fault: {text}"
-        if code in ("Client", "Sender"):
-            return ProviderConfigError(
-                f"{VENDOR} refused the request this site sent. Please tell the site's operators.",
-                detail=detail,
-            )
-        return ProviderUnavailable(
-            f"{VENDOR} could not handle the call just now. Please try again in a moment.",
-            detail=detail,
-        )
+        return soap_fault(VENDOR, operation, fault.code, self._said(fault.message or ""))
+
+    def _said(self, text: str) -> str:
+        """What the service said, for a detail: its first line (.asmx appends stack
+        traces) without .NET exception names, the UserGuid or phone numbers."""
+        return self._redact.clean(_NET_EXCEPTION.sub("", text), first_line=True)
 
 
 class _JobsTransport(Transport):
@@ -431,7 +441,7 @@ class _JobsTransport(Transport):
         self, address: str, message: bytes | str, headers: dict[str, str]
     ) -> requests.Response:
         action = headers.get("SOAPAction", "").strip('"').rpartition("/")[2] or "request"
-        where = f"{action} to {_without_query(address)}"
+        where = f"{action} to {without_query(address)}"
         try:
             response = self.session.post(
                 address,
@@ -440,41 +450,22 @@ class _JobsTransport(Transport):
                 timeout=self.operation_timeout,
                 allow_redirects=False,
             )
-        except requests.Timeout:
-            raise ProviderUnavailable(
-                f"{VENDOR} did not answer in time. Please try again.",
-                detail=f"timeout on {where}",
-            ) from None
         except requests.RequestException as e:
-            raise ProviderUnavailable(
-                f"{VENDOR} could not be reached. Please try again in a moment.",
-                detail=f"{type(e).__name__} on {where}",
-            ) from None
+            timed_out = isinstance(e, requests.Timeout)
+            raise unreachable(VENDOR, where, timed_out=timed_out, cause=type(e).__name__) from None
         body = response.content
         if len(body) > MAX_RESPONSE_BYTES:
-            raise ProviderProtocolError(detail=f"{VENDOR} answered {len(body)} bytes to {where}")
+            raise too_large(VENDOR, len(body), where)
         status = response.status_code
-        xml = "xml" in response.headers.get("Content-Type", "").lower()
-        if status == 200 or (status == 500 and xml and body.strip()):
-            parse_xml(body, vendor=VENDOR)  # refuses DTDs, entities, malformed XML
+        content_type = response.headers.get("Content-Type", "")
+        if status == 200 or (status == 500 and "xml" in content_type.lower() and body.strip()):
+            parse_xml(body, vendor=VENDOR, where=where)  # refuses DTDs, entities, malformed XML
             return response
-        raise _http_error(status, where, body, response.headers.get("Content-Type", ""))
-
-
-def _http_error(status: int, where: str, body: bytes, content_type: str) -> ProviderError:
-    detail = f"HTTP {status} on {where} ({content_type or 'no content type'}, {len(body)} bytes)"
-    if status >= 500 or status in (408, 429):
-        return ProviderUnavailable(
-            f"{VENDOR} is having trouble right now. Please try again in a moment.", detail=detail
+        note = f"{content_type or 'no content type'}, {len(body)} bytes"
+        error = http_status_error(
+            status, vendor=VENDOR, where=where, errors_in_body=False, note=note
         )
-    if status in (401, 403):
-        return ProviderConfigError(detail=detail)
-    if 300 <= status < 500:
-        return ProviderConfigError(
-            f"{VENDOR} refused the request this site sent. Please tell the site's operators.",
-            detail=detail,
-        )
-    return ProviderProtocolError(detail=detail)
+        raise error or ProviderProtocolError(detail=f"HTTP {status} on {where}")
 
 
 def _find_binding(client: Any) -> str:
@@ -547,27 +538,10 @@ def _wsdl_location(key: str, raw: str | None) -> str:
 
 
 def _wsdl_name(location: str) -> str:
-    return "packaged" if location == str(PACKAGED_WSDL) else _without_query(location)
-
-
-def _without_query(url: str) -> str:
-    return url.split("?", 1)[0]
+    return "packaged" if location == str(PACKAGED_WSDL) else without_query(location)
 
 
 def _guid_pattern(guid: str) -> re.Pattern[str]:
     """Matches the UserGuid as services echo it: any case, with or without dashes/braces."""
     chars = [re.escape(ch) for ch in guid if ch.isalnum()] or [re.escape(guid)]
     return re.compile("[-{}]?".join(chars), re.IGNORECASE)
-
-
-def _scrub(text: str, guid: re.Pattern[str] | None) -> str:
-    """A vendor text fit for a log line: its first line (.asmx appends stack traces)
-    without .NET exception names, the UserGuid and long digit runs (phone numbers)
-    removed, trimmed."""
-    first = text.strip().splitlines()[0] if text.strip() else ""
-    first = _NET_EXCEPTION.sub("", first)
-    if guid is not None:
-        first = guid.sub("[UserGuid]", first)
-    first = _LONG_DIGITS.sub("[number]", first)
-    first = " ".join(first.split())
-    return first if len(first) <= _DETAIL_MAX else first[: _DETAIL_MAX - 1] + "…"

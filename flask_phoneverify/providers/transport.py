@@ -1,5 +1,6 @@
 """What the HTTP providers share: an httpx client per app, one way to send a
-request that turns every transport failure into a ProviderError, and safe XML.
+request that turns every transport failure into a ProviderError (the mapping
+itself lives in :mod:`.vendor`, which the SOAP provider uses too), and safe XML.
 
 Provider XML is hostile input: it is parsed with defusedxml (no DTDs, no
 entities, no external references) and size-limited; XML we send is built with
@@ -16,7 +17,8 @@ import defusedxml.ElementTree as SafeET
 import httpx
 from defusedxml import DefusedXmlException
 
-from ..errors import ProviderConfigError, ProviderProtocolError, ProviderUnavailable
+from ..errors import ProviderProtocolError
+from .vendor import http_status_error, too_large, unreachable, without_query
 
 __all__ = [
     "make_client",
@@ -93,33 +95,18 @@ def send(
     ``secret_query``: query parameters that must never be logged (see HiddenQueryTransport)."""
     if secret_query:
         kwargs["extensions"] = {**kwargs.get("extensions", {}), SECRET_QUERY: secret_query}
+    where = f"{method} {without_query(url)}"
     try:
         response = client.request(method, url, **kwargs)
-    except httpx.TimeoutException as e:
-        raise ProviderUnavailable(
-            f"{vendor} did not answer in time. Please try again.",
-            detail=f"{type(e).__name__} on {method} {_without_query(url)}",
-        ) from e
     except httpx.HTTPError as e:
-        raise ProviderUnavailable(
-            f"{vendor} could not be reached. Please try again in a moment.",
-            detail=f"{type(e).__name__} on {method} {_without_query(url)}",
-        ) from e
+        timed_out = isinstance(e, httpx.TimeoutException)
+        raise unreachable(vendor, where, timed_out=timed_out, cause=type(e).__name__) from e
     if len(response.content) > MAX_RESPONSE_BYTES:
-        raise ProviderProtocolError(detail=f"{vendor} answered {len(response.content)} bytes")
-    if response.status_code >= 500:
-        raise ProviderUnavailable(
-            f"{vendor} is having trouble right now. Please try again in a moment.",
-            detail=f"HTTP {response.status_code} on {method} {_without_query(url)}",
-        )
-    if response.status_code in (401, 403):
-        raise ProviderConfigError(detail=f"HTTP {response.status_code} from {vendor}")
+        raise too_large(vendor, len(response.content), where)
+    error = http_status_error(response.status_code, vendor=vendor, where=where)
+    if error is not None:
+        raise error
     return response
-
-
-def _without_query(url: str) -> str:
-    """The URL for a log line: the query may hold credentials."""
-    return url.split("?", 1)[0]
 
 
 def parse_json(response: httpx.Response, *, vendor: str) -> Any:
@@ -132,10 +119,13 @@ def parse_json(response: httpx.Response, *, vendor: str) -> Any:
         ) from e
 
 
-def parse_xml(body: bytes, *, vendor: str) -> ET.Element:
-    """Parse provider XML with defusedxml; refuse DTDs, entities and anything malformed."""
+def parse_xml(body: bytes, *, vendor: str, where: str | None = None) -> ET.Element:
+    """Parse provider XML with defusedxml; refuse DTDs, entities and anything malformed.
+
+    ``where`` (the request it answered) starts the error's detail."""
+    at = f"{where}: " if where else ""
     if len(body) > MAX_RESPONSE_BYTES:
-        raise ProviderProtocolError(detail=f"{vendor} sent {len(body)} bytes of XML")
+        raise ProviderProtocolError(detail=f"{at}{vendor} sent {len(body)} bytes of XML")
     try:
         root: ET.Element = SafeET.fromstring(
             body, forbid_dtd=True, forbid_entities=True, forbid_external=True
@@ -143,7 +133,7 @@ def parse_xml(body: bytes, *, vendor: str) -> ET.Element:
         return root
     except (DefusedXmlException, ET.ParseError, ValueError) as e:
         raise ProviderProtocolError(
-            detail=f"{vendor} sent XML we refuse to parse: {type(e).__name__}"
+            detail=f"{at}{vendor} sent XML we refuse to parse: {type(e).__name__}"
         ) from e
 
 

@@ -6,7 +6,8 @@ call proves that a line answered, not that the user holds the phone: the
 provider offers only the ``delivery`` style, which an app must choose
 explicitly (``PHONEVERIFY_STYLE = "delivery"``; init_app warns about it).
 
-Wire format (``seeds/veratad-phonematch-dialer.txt``; ``shared/PROVIDERS.md``):
+Wire format (Veratad's "Dialer" page for PhoneMatch5.0.Dialer; where it is silent,
+the choices are marked "pinned"):
 
 - start: ``POST {url}/process/comprehensive/gateway`` with the JSON body
   ``{"user", "pass", "service": "PhoneMatch5.0.Dialer", "reference",
@@ -20,19 +21,20 @@ Wire format (``seeds/veratad-phonematch-dialer.txt``; ``shared/PROVIDERS.md``):
   ``continuations.outofband.template.token`` is the call's reference.
 - status: ``POST {url}/process/continue`` with ``{"dialer": {"return":
   "status"}, "token": ...}``, asked at most once per PHONEVERIFY_POLL_INTERVAL.
-  The same token is sent each time, as Veratad's own client does
-  (veratad-apps/m2-app ``Helper/Cron.php``), unless a PENDING answer returns a
-  template with a token of its own: the seed says to "take the template returned
-  and submit again", so that one is used from then on.
+  The same token is sent each time, as Veratad's own Magento client does (its
+  status cron job), unless a PENDING answer returns a template with a token of
+  its own: the Dialer page says to "take the template returned and submit
+  again", so that one is used from then on.
 - actions: ``PASS`` (ALL CHECKS PASSED) is a delivered call; ``PENDING`` is a
   call still in progress; ``FAIL`` carries one of the documented details,
   each turned into a reason a user can act on (line type suppressed, could not
   send, invalid number, could not be delivered).
 - errors: ``{"error": {"code", "message", "detail"}}`` instead of ``result``
-  (Veratad's WooCommerce client). **Assumption**: no error codes are
-  documented, so an error whose text is about the user, password, credentials,
-  account or service is our account's (ProviderConfigError); one about the
-  phone or target is the number's; any other is a refused call.
+  (as Veratad's WooCommerce client reads them). **Assumption**: no error codes
+  are documented, so an error whose text is about the user, password,
+  credentials, account or service is our account's (ProviderConfigError); one
+  about the phone or target is the number's; any other is a refused call
+  (``vendor.ErrorWords``).
 
 The password travels only in the request body, which nothing logs; error
 details are scrubbed of it anyway.
@@ -66,6 +68,7 @@ from .base import (
     check_url,
     timeout_setting,
 )
+from .vendor import ErrorWords, Redactor
 
 __all__ = ["Veratad", "DEFAULT_URL", "GATEWAY", "CONTINUE", "SERVICE", "LINE_TYPES", "target_phone"]
 
@@ -78,25 +81,30 @@ SERVICE = "PhoneMatch5.0.Dialer"
 LINE_TYPES = ("voip", "mobile", "landline")
 _LINE_NAMES = {"voip": "internet (VoIP)", "mobile": "mobile", "landline": "landline"}
 
-_ACCOUNT_WORDS = (
-    "auth",
-    "credential",
-    "user",
-    "pass",
-    "login",
-    "account",
-    "permission",
-    "denied",
-    "forbidden",
-    "service",
-    "key",
-)
-_NUMBER_WORDS = ("phone", "target", "number")
-
 NUMBER_REFUSED = (
     "The phone service could not call this number. Please check it, or use another number."
 )
 CALL_REFUSED = "The phone service refused to place the call. Please try again later."
+
+#: words of an error's text that blame our account, then the number
+ERROR_WORDS = ErrorWords(
+    account=(
+        "auth",
+        "credential",
+        "user",
+        "pass",
+        "login",
+        "account",
+        "permission",
+        "denied",
+        "forbidden",
+        "service",
+        "key",
+    ),
+    number=("phone", "target", "number"),
+    fix="check PHONEVERIFY_VERATAD_USER and PHONEVERIFY_VERATAD_PASSWORD",
+    number_message=NUMBER_REFUSED,
+)
 
 
 def target_phone(e164: str) -> str:
@@ -168,6 +176,7 @@ class Veratad(Provider):
                 raise ConfigError(
                     self.option_key(option), "is empty", "set it from your Veratad account"
                 )
+        self._redact = Redactor(self.password, mask="***")
         self.do_not_send_to_types = self._line_types(options.get("do_not_send_to_types") or [])
         self.client = transport.make_client(float(options.get("timeout") or 10.0))
 
@@ -264,17 +273,11 @@ class Veratad(Provider):
         return answer
 
     def _raise_error(self, path: str, error: dict[str, Any], response: httpx.Response) -> None:
-        parts = [str(error.get(k))[:200] for k in ("code", "message", "detail") if error.get(k)]
-        text = " ".join(parts).replace(self.password, "***")
+        said = [str(error[k]) for k in ("code", "message", "detail") if error.get(k)]
+        text = " ".join(self._redact.clean(part, limit=200) for part in said)
         detail = f"Veratad error on {path} (HTTP {response.status_code}): {text}"
-        lowered = text.lower()
-        if any(word in lowered for word in _ACCOUNT_WORDS):
-            raise ProviderConfigError(
-                detail=f"{detail}; check PHONEVERIFY_VERATAD_USER and PHONEVERIFY_VERATAD_PASSWORD"
-            )
-        if any(word in lowered for word in _NUMBER_WORDS):
-            raise ProviderRejected(NUMBER_REFUSED, detail=detail)
-        raise ProviderRejected(CALL_REFUSED, detail=detail)
+        words = self._redact(" ".join(said), numbers=False)
+        raise ERROR_WORDS.classify(words, detail, ProviderRejected(CALL_REFUSED, detail=detail))
 
     def _reason(self, detail: str) -> str:
         """A FAIL's documented detail as something the user can act on."""

@@ -1,7 +1,7 @@
 """VoiceShot: a call through a VoiceShot IVR menu, in keypad or spoken style.
 
-Wire format (VoiceShot IVR API v4.5: outboundposts, callquery, callevents,
-callsummary, errorid; seeds/voiceshot-outbound-posts.txt):
+Wire format (VoiceShot IVR API v4.5 documentation: "Outbound Posts", the call
+query, call events and call summary pages, and the errorid table):
 
 - We ``POST`` raw XML (``Content-Type: text/xml``) to
   ``https://api.voiceshot.com/ivrapi.asp``. Sending a call (action 0)::
@@ -34,27 +34,31 @@ callsummary, errorid; seeds/voiceshot-outbound-posts.txt):
   send a call query (action 3) for our call id; its ``<phonenumber>`` result is
   read like a summary.
 
-Pinned (PROVIDERS.md): North American numbers only, sent as 10 digits (others
-are refused before any request); ``callid`` is the flow's random call id (32
-characters, under VoiceShot's 50); ``promptid="1"`` for our prompt.
+Pinned (our choices where the documents leave it open): North American numbers
+only, sent as 10 digits (others are refused before any request); ``callid`` is
+the flow's random call id (32 characters, under VoiceShot's 50); ``promptid="1"``
+for our prompt.
 
 Assumptions: a call query answers no ``<phonenumber>`` (or one without a status,
 or a status that says it is under way: pending, in progress, queued, calling...)
 for a call not finished yet; other statuses than "Successful" (matched without
 regard to case) mean the call did not reach anyone; answer and hang-up events
 (action 4/5, documented for inbound calls) carry nothing we need and are
-ignored. The same keys for the same call are relayed once: VoiceShot repeats
-them in the summary (and the call query) after the keypress event, and a replayed
-post must not count a second wrong attempt. That memory is per process.
+ignored.
+
+VoiceShot repeats keys: the summary (and the call query) carries again what a
+keypress event already relayed, and a post may be replayed. This module keeps
+no memory of what it relayed, so any worker may take any post: every report that
+carries digits is marked ``once=True``, and the flow counts those digits once per
+call and number, in the database (after checking that the event's number is the
+verification's, so a forged number cannot use up the real one's entry).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import threading
 import xml.etree.ElementTree as ET  # noqa: S405 - building only; answers go through parse_xml
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,6 +88,7 @@ from .base import (
     timeout_setting,
 )
 from .transport import make_client, parse_xml, send, to_xml_bytes
+from .vendor import Redactor
 
 __all__ = ["VoiceShot", "DEFAULT_URL", "PROXY_URL", "ERRORS"]
 
@@ -94,10 +99,12 @@ DEFAULT_URL = "https://api.voiceshot.com/ivrapi.asp"
 PROXY_URL = "https://apiproxy.voiceshot.com/ivrapi.asp"
 PROMPT_ID = "1"
 MAX_KEYS = 64
-SEEN_CALLS = 2048
 
 _MENU_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,49}")
 _CALLER_ID = re.compile(r"(?:\+?1)?(\d{10})")
+
+#: VoiceShot has no credentials (it knows us by IP address): only numbers to mask
+_REDACT = Redactor()
 
 _SETUP = "Please tell the site's operators."
 _REFUSED = "The phone service refused the call request. " + _SETUP
@@ -222,8 +229,6 @@ class VoiceShot(Provider):
             check_url(_prefix("FALLBACK_URL"), fallback, PROXY_URL) if fallback else None
         )
         self.client: httpx.Client = make_client(self.options["timeout"])
-        self._relayed: OrderedDict[tuple[str, str], set[str | None]] = OrderedDict()
-        self._lock = threading.Lock()
 
     # -- calls ----------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
@@ -260,7 +265,7 @@ class VoiceShot(Provider):
             number = result.get("number")
             if number and _e164(number) != call.number:
                 raise ProviderProtocolError(detail=f"{VENDOR} call query named another number")
-            return self._report(call.call_id, result, call.number)
+            return self._report(result)
         return CallReport()  # not called yet, or still on the line
 
     # -- callbacks ------------------------------------------------------------------
@@ -280,7 +285,7 @@ class VoiceShot(Provider):
             return []  # answer/hang-up events: the summary tells what matters
         said = root.get("phonenumber")
         number = _e164(said) if said else None
-        return [CallEvent(call_id, self._report(call_id, root, number), number=number)]
+        return [CallEvent(call_id, self._report(root), number=number)]
 
     def callback_reply(self) -> tuple[str, str]:
         return "", "text/plain"  # no call command: the menu goes on as designed
@@ -293,11 +298,11 @@ class VoiceShot(Provider):
         if self.style is not Style.KEYPAD or prompt.get("promptid") != PROMPT_ID:
             return []
         keys = _keys(prompt.get("keypress"))
-        if keys is None or not self._first_time(call_id, keys, None):
+        if keys is None:
             return []
-        return [CallEvent(call_id, CallReport(call=CallState.ANSWERED, digits=keys))]
+        return [CallEvent(call_id, CallReport(call=CallState.ANSWERED, digits=keys, once=True))]
 
-    def _report(self, call_id: str, result: ET.Element, number: str | None) -> CallReport:
+    def _report(self, result: ET.Element) -> CallReport:
         """A summary or call query result: how the call ended, and the keys at prompt 1."""
         status = (result.get("status") or "").strip()
         comment = (result.get("comment") or "").strip()
@@ -326,35 +331,15 @@ class VoiceShot(Provider):
             return CallReport(
                 call=CallState.ENDED, outcome=Outcome.FAILED, reason=reason, detail=detail
             )
-        if not self._first_time(call_id, keys, number):
-            return CallReport(call=CallState.ENDED, detail=detail)  # the keypress event told it
-        return CallReport(call=CallState.ENDED, digits=keys, detail=detail)
-
-    def _first_time(self, call_id: str, keys: str, number: str | None) -> bool:
-        """Relay the same keys for the same call once (see the module docstring).
-
-        Keys that came with a number count as relayed for that number only: an event
-        naming another number is refused by the flow, and must not silence the real one.
-        """
-        with self._lock:
-            seen = self._relayed.setdefault((call_id, keys), set())
-            if None in seen or number in seen:
-                return False
-            seen.add(number)
-            self._relayed.move_to_end((call_id, keys))
-            while len(self._relayed) > SEEN_CALLS:
-                self._relayed.popitem(last=False)
-            return True
+        # the keypress event may have relayed these keys already: the flow counts them once
+        return CallReport(call=CallState.ENDED, digits=keys, detail=detail, once=True)
 
     # -- wire -----------------------------------------------------------------------
     def _post(self, campaign: ET.Element, *, action: str, answer_required: bool) -> ET.Element:
         """Post one request; the answer's root, or a ProviderError."""
         response = self._send(to_xml_bytes(campaign, declaration=False))
         where = f"HTTP {response.status_code} to {action}"
-        try:
-            answer = parse_xml(response.content, vendor=VENDOR)
-        except ProviderProtocolError as e:
-            raise ProviderProtocolError(detail=f"{where}: {e.detail}") from e
+        answer = parse_xml(response.content, vendor=VENDOR, where=where)
         if answer.tag != "campaign":
             raise ProviderProtocolError(
                 detail=f"{where}: <{answer.tag[:40]}> instead of <campaign>"
@@ -387,7 +372,7 @@ class VoiceShot(Provider):
 
 def _error(code: int, comment: str | None) -> ProviderError:
     known = ERRORS.get(code)
-    said = re.sub(r"\d{7,}", "[number]", " ".join((comment or "").split()))[:200]
+    said = _REDACT.clean(comment or "", limit=200)
     if known is None:
         return ProviderError(detail=f"{VENDOR} errorid {code} (undocumented): {said!r}")
     cls, message, reason = known

@@ -1,6 +1,7 @@
 """Xverify Phone Confirm over REST (httpx): the call speaks our PIN (spoken style only).
 
-Wire format (``seeds/phone-confirm-rest.txt``; pinned in ``shared/PROVIDERS.md``):
+Wire format (Xverify's "Phone Confirm Requests & Response Codes"; where it is
+silent, the choice is marked as an assumption):
 
 - place the call: ``GET {url}/phoneconfirm/placecall/`` with the lowercase query
   parameters ``phone`` (the national number, ``2015106000``), ``type``
@@ -17,8 +18,8 @@ Wire format (``seeds/phone-confirm-rest.txt``; pinned in ``shared/PROVIDERS.md``
   the root element is that wrapper and the fields are its children
   (**assumption**). ``error`` is 0 on success and comes as an int or a string;
   ``status`` is ``valid`` or ``invalid``; ``message`` goes to the log only.
-- HTTP 503 means the ``domain`` is not trusted for the API key (the seed says
-  so): a configuration error naming PHONEVERIFY_XVERIFY_DOMAIN, not an outage.
+- HTTP 503 means the ``domain`` is not trusted for the API key (the document
+  says so): a configuration error naming PHONEVERIFY_XVERIFY_DOMAIN, not an outage.
 
 What is assumed, and why:
 
@@ -27,10 +28,11 @@ What is assumed, and why:
   account (ProviderConfigError); one about the phone, number or country, or an
   ``invalid`` status without an error code ("the call has failed"), blames the
   number (ProviderRejected); any other error code is a problem with our request,
-  so our settings (ProviderConfigError).
+  so our settings (ProviderConfigError). The words are in ``ERROR_WORDS``
+  (``vendor.ErrorWords``).
 - verifycode answers with the same fields and ``status`` ``valid`` when the
   code matched; ``invalid`` with ``error`` 0 is a wrong code (an attempt). A
-  non-zero ``error`` is "a problem with the request" (the seed): Xverify could
+  non-zero ``error`` is "a problem with the request" (the document): Xverify could
   not check the code, so it is a ProviderError, never a wrong attempt.
 - Xverify has no status endpoint (``polled = False``). A placed call is
   reported as ringing: Xverify dials (and redials) and nobody tells us more; the
@@ -54,7 +56,6 @@ from ..errors import (
     ConfigError,
     ProviderConfigError,
     ProviderProtocolError,
-    ProviderRejected,
     ProviderUnavailable,
 )
 from ..phone import split
@@ -70,6 +71,7 @@ from .base import (
     check_url,
     timeout_setting,
 )
+from .vendor import Blame, ErrorWords, Redactor
 
 __all__ = ["Xverify", "DEFAULT_URL", "PLACECALL", "VERIFYCODE"]
 
@@ -78,13 +80,18 @@ DEFAULT_URL = "https://www.xverify.com/services"
 PLACECALL = "/phoneconfirm/placecall/"
 VERIFYCODE = "/phoneconfirm/verifycode/"
 
-_ACCOUNT_WORDS = ("key", "domain", "account", "auth", "credit", "balance", "subscri", "permission")
-_NUMBER_WORDS = ("phone", "number", "country")
-
 NUMBER_REFUSED = (
     "The phone service could not call this number. Please check it, or use another number."
 )
 CHECK_ACCOUNT = "check PHONEVERIFY_XVERIFY_API_KEY and PHONEVERIFY_XVERIFY_DOMAIN"
+
+#: words of an answer's message that blame our account, then the number
+ERROR_WORDS = ErrorWords(
+    account=("key", "domain", "account", "auth", "credit", "balance", "subscri", "permission"),
+    number=("phone", "number", "country"),
+    fix=CHECK_ACCOUNT,
+    number_message=NUMBER_REFUSED,
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class Xverify(Provider):
             )
         self.response_type = "xml" if options.get("response_type") == "xml" else "json"
         self.verify_remote = bool(options.get("verify_remote", True))
+        self._redact = Redactor(self.api_key, mask="***")
         timeout = float(options.get("timeout") or 10.0)
         self.client = transport.make_client(
             timeout, event_hooks={"response": [self._refused_domain]}
@@ -200,12 +208,14 @@ class Xverify(Provider):
                 raise ProviderProtocolError(detail="Xverify placecall: no transaction_number")
             return CallTicket(reference=answer.transaction_number, call=CallState.RINGING)
         detail = f"Xverify placecall: {self._describe(answer, national, request.pin)}"
-        text = answer.message.lower()
-        if any(word in text for word in _ACCOUNT_WORDS):
-            raise ProviderConfigError(detail=f"{detail}; {CHECK_ACCOUNT}")
-        if any(word in text for word in _NUMBER_WORDS) or answer.error == "0":
-            raise ProviderRejected(NUMBER_REFUSED, detail=detail)
-        raise ProviderConfigError(detail=f"{detail}; Xverify refused our request")
+        # "invalid" without an error code: the call has failed, so the number is to blame
+        otherwise = (
+            ERROR_WORDS.number_error(detail)
+            if answer.error == "0"
+            else ProviderConfigError(detail=f"{detail}; Xverify refused our request")
+        )
+        words = self._redact(answer.message, national, request.pin, numbers=False)
+        raise ERROR_WORDS.classify(words, detail, otherwise)
 
     def check_code(self, call: PlacedCall, pin: str) -> bool | None:
         """Xverify's word on the typed PIN (the flow has already checked our hash)."""
@@ -228,12 +238,13 @@ class Xverify(Provider):
             return False  # invalid: the code did not match, an attempt like any wrong PIN
         # "Anything else in this tag will indicate there is a problem with the request":
         # Xverify could not check the code, which says nothing about the PIN typed.
-        described = self._describe(answer, national, pin)
-        if any(word in answer.message.lower() for word in _ACCOUNT_WORDS):
-            raise ProviderConfigError(detail=f"Xverify verifycode: {described}; {CHECK_ACCOUNT}")
+        detail = f"Xverify verifycode: {self._describe(answer, national, pin)}"
+        words = self._redact(answer.message, national, pin, numbers=False)
+        if ERROR_WORDS.blame(words) is Blame.ACCOUNT:
+            raise ERROR_WORDS.account_error(detail)
         raise ProviderUnavailable(
             "The phone service could not check the PIN just now. Please try again.",
-            detail=f"Xverify verifycode: {described}",
+            detail=detail,
         )
 
     def close(self) -> None:
@@ -281,16 +292,14 @@ class Xverify(Provider):
         return _Answer(
             error=error,
             status=status,
-            message=message.strip()[:200] if isinstance(message, str) else "",
+            message=message if isinstance(message, str) else "",
             transaction_number=str(number).strip() if isinstance(number, str | int) else None,
         )
 
     def _describe(self, answer: _Answer, *secrets: str) -> str:
-        """The answer for the log, with anything secret or personal blotted out."""
-        error, message = answer.error[:20], answer.message
-        for secret in (self.api_key, *secrets):
-            if secret:
-                error, message = error.replace(secret, "***"), message.replace(secret, "***")
+        """The answer for the log, with the key, the number and the PIN blotted out."""
+        error = self._redact.clean(answer.error, *secrets, limit=20)
+        message = self._redact.clean(answer.message, *secrets, limit=200)
         return f"error={error} status={answer.status} message={message!r}"
 
 

@@ -41,6 +41,7 @@ FAILURES = {
         "send_failed",
         "invalid",
         "auth",
+        "echo_password",
         "refused",
         "bad_phone_error",
         "server",
@@ -151,6 +152,9 @@ class VeratadServer:
             return self._error("auth")
         if behaviour in ERRORS:
             return self._error(behaviour)
+        if behaviour == "echo_password":  # a careless service quoting the request back
+            said = "Login refused for this account; the request said " + "." * 139
+            return self._error("auth", detail=said + " pass=" + body["pass"])
         reference = body["reference"]
         phone = body["target"]["phone"]
         excluded = body["options"]["outofband"]["do_not_send_to_types"]
