@@ -183,11 +183,6 @@ def test_events_for_finished_or_expired_calls_change_nothing(
     assert after.verified_at == before.verified_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="VoiceShot relays repeated keys marked CallReport.once; the flow must count them "
-    "once per call and number, in the database",
-)
 def test_replayed_events_change_nothing(live: Callable[..., Live]) -> None:
     app = live()
     client, token, body, vid = started(app)
