@@ -280,7 +280,9 @@ def throughput(tmp: str, rounds: int, per_round: int) -> bool:
 
 
 def fill_events(app: Any, n: int) -> None:
-    """``n`` call events spread over the last hour, straight into the events table."""
+    """What ``n`` calls spread over the last hour leave in the store: their call events,
+    and the limit counters they bumped (per number, user, client address and app, per
+    minute, and each number's last call), written straight with SQL."""
     from sqlalchemy import MetaData, Table
 
     engine = store_engine(app)
@@ -302,6 +304,18 @@ def fill_events(app: Any, n: int) -> None:
                 for i in range(first, min(first + batch, n))
             ]
             conn.execute(insert(table), rows)
+        minute = "CAST(at / 60 AS INTEGER)"
+        for scope, key in (("number", "phone"), ("user", "user_id"), ("ip", "ip"), ("app", "'*'")):
+            conn.exec_driver_sql(
+                "INSERT INTO phoneverify_counters (scope, key, minute, n, last_at, prev_at) "
+                f"SELECT '{scope}', {key}, {minute}, count(*), max(at), NULL "
+                f"FROM phoneverify_events WHERE kind = 'call' GROUP BY {key}, {minute}"
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO phoneverify_counters (scope, key, minute, n, last_at, prev_at) "
+            "SELECT 'last_call', phone, 0, 0, max(at), NULL "
+            "FROM phoneverify_events WHERE kind = 'call' GROUP BY phone"
+        )
 
 
 def start_latency(tmp: str, rounds: int, per_round: int, events: int) -> bool:
