@@ -184,10 +184,8 @@ class Flow:
         )
 
         def admit(tx: Tx) -> None:
-            self.limits.check_failures(tx, user_id, now)
             tx.add(v)
-            self._audit(tx, EventKind.STARTED, v, ip=ip)
-            self._audit(tx, EventKind.CALL, v, ip=ip)
+            self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip)
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now)
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
@@ -215,11 +213,9 @@ class Flow:
         }
 
         def admit(tx: Tx) -> None:
-            self.limits.check_failures(tx, user_id, now)
             if not tx.change(vid, where={"call_id": v.call_id}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
-            self._audit(tx, EventKind.RESENT, v, ip=ip)
-            self._audit(tx, EventKind.CALL, v, ip=ip)
+            self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip)
             self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
@@ -252,7 +248,14 @@ class Flow:
         log.warning("phoneverify: call to %s refused: %s", mask(phone), e.message)
         self.store.write(
             lambda tx: tx.record(
-                EventKind.REFUSED, now, user_id=user_id, phone=phone, ip=ip, detail=e.message
+                {
+                    "kind": EventKind.REFUSED,
+                    "at": now,
+                    "user_id": user_id,
+                    "phone": phone,
+                    "ip": ip,
+                    "detail": e.message,
+                }
             )
         )
 
@@ -300,14 +303,13 @@ class Flow:
             provider_ref=ticket.reference,
             call=ticket.call.value,
         )
-        self._audit(tx, EventKind.CALL_PLACED, v)
+        self._audit(tx, v, EventKind.CALL_PLACED)
 
     def _not_placed(self, tx: Tx, v: Verification, e: ProviderError) -> None:
         """The call never happened: fail the verification, give back what it counted."""
         self._fail(tx, v, e.message, detail=e.detail or type(e).__name__)
         tx.rename_events(v.id, EventKind.CALL, EventKind.CALL_RELEASED, v.sent_at)
         self.limits.release_call(tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at)
-        v.status, v.reason = Status.FAILED.value, e.message
 
     # -- reading -----------------------------------------------------------------------
     def owned(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
@@ -359,7 +361,7 @@ class Flow:
                 self._fail(tx, v, error.message, detail=error.detail or type(error).__name__)
             elif report is not None:
                 self._apply(tx, v, report, now)
-            return _found(tx.get(v.id))
+            return v
 
         return self.store.write(learn)
 
@@ -368,7 +370,7 @@ class Flow:
         if v.is_open and tx.change(
             v.id, status=Status.EXPIRED.value, reason=MESSAGES[Status.EXPIRED]
         ):
-            self._audit(tx, EventKind.EXPIRED, v)
+            self._audit(tx, v, EventKind.EXPIRED)
             v.status, v.reason = Status.EXPIRED.value, MESSAGES[Status.EXPIRED]
         return v
 
@@ -416,7 +418,7 @@ class Flow:
             ):
                 latest = _found(tx.get(v.id))
                 raise NotOpen(self.message(latest) if not latest.is_open else "Please try again.")
-            self._audit(tx, EventKind.CONFIRMED, v)
+            self._audit(tx, v, EventKind.CONFIRMED)
             v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
             return v
 
@@ -438,15 +440,15 @@ class Flow:
         if counted is None:
             raise NotOpen(self.message(_found(tx.get(v.id))))
         attempts, status = counted
-        now = self.clock()
-        self._audit(tx, EventKind.WRONG_PIN, v)
-        self.limits.count_failure(tx, v.user_id, now)
+        v.attempts, v.status = attempts, status
+        self.limits.count_failure(tx, v.user_id, self.clock())
         if status == Status.LOCKED:  # this attempt locked it: audited and logged once
-            self._audit(tx, EventKind.LOCKED, v)
+            self._audit(tx, v, EventKind.WRONG_PIN, EventKind.LOCKED)
             log.warning(
                 "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
             return Locked(MESSAGES[Status.LOCKED], attempts_left=0)
+        self._audit(tx, v, EventKind.WRONG_PIN)
         left = self.max_attempts - attempts
         return WrongPin(wrong_pin_message(left), attempts_left=left)
 
@@ -456,7 +458,7 @@ class Flow:
             self._require_open(v)
             if not tx.change(v.id, status=Status.CANCELED.value, reason=MESSAGES[Status.CANCELED]):
                 self._require_open(_found(tx.get(v.id)))
-            self._audit(tx, EventKind.CANCELED, v)
+            self._audit(tx, v, EventKind.CANCELED)
             v.status, v.reason = Status.CANCELED.value, MESSAGES[Status.CANCELED]
             return v
 
@@ -473,13 +475,15 @@ class Flow:
                 raise BadInput(
                     "Talking to support is offered once a verification has failed or locked."
                 )
-            self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
+            self.limits.reserve_call(
+                tx, user_id=user_id, phone=v.phone, ip=ip, now=now, check_failures=False
+            )
             return v
 
         v = self.store.write(admit)
         reference = self.provider.bridge(v.phone)
         detail = f"reference {reference[:12]}"
-        self.store.write(lambda tx: self._audit(tx, EventKind.BRIDGE, v, ip=ip, detail=detail))
+        self.store.write(lambda tx: self._audit(tx, v, EventKind.BRIDGE, ip=ip, detail=detail))
         return reference
 
     # -- provider reports --------------------------------------------------------------
@@ -501,24 +505,33 @@ class Flow:
                 return Applied(False, v)
             if now >= v.expires_at:
                 return Applied(False, self._expire(tx, v.id))
-            tx.change(v.id, where={"call_id": event.call_id}, event_at=now)
             try:
-                self._apply(tx, v, event.report, now)
+                self._apply(tx, v, event.report, now, event_at=now)
             except NotOpen:
                 pass  # it closed meanwhile: the event changes nothing
-            return Applied(True, _found(tx.get(v.id)))
+            return Applied(True, v)
 
         return self.store.write(step)
 
-    def _apply(self, tx: Tx, v: Verification, report: CallReport, now: float) -> None:
-        """What a provider said, inside the step's transaction."""
+    def _apply(
+        self,
+        tx: Tx,
+        v: Verification,
+        report: CallReport,
+        now: float,
+        *,
+        event_at: float | None = None,
+    ) -> None:
+        """What a provider said, inside the step's transaction; ``v`` follows it."""
         guard = {"call_id": v.call_id}
-        values: dict[str, str] = {}
+        values: dict[str, str | float] = {}
+        if event_at is not None:
+            values["event_at"] = event_at
         if report.reference and report.reference != v.provider_ref:
             values["provider_ref"] = report.reference
         if report.call is not None and _earlier(CallState(v.call), report.call):
             values["call"] = report.call.value
-        progress = CallState(values.get("call", v.call))
+        progress = CallState(str(values.get("call", v.call)))
         spoken = Style(v.style) is Style.SPOKEN
         if (
             report.outcome is Outcome.CONFIRMED
@@ -528,6 +541,8 @@ class Flow:
             values["call"] = CallState.DELIVERED.value
         if values:
             tx.change(v.id, where=guard, **values)
+            for name, value in values.items():
+                setattr(v, name, value)
         if report.digits is not None:
             if getattr(report, "once", False) and not tx.first_relay(
                 v.call_id, report.digits, now, self.relay_key
@@ -554,7 +569,8 @@ class Flow:
             verified_at=now,
             reason=None,
         ):
-            self._audit(tx, EventKind.CONFIRMED, v, detail=f"by the provider ({via})")
+            v.status, v.verified_at, v.reason = Status.VERIFIED.value, now, None
+            self._audit(tx, v, EventKind.CONFIRMED, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 
     def _fail(
@@ -567,7 +583,8 @@ class Flow:
         kind: EventKind = EventKind.PROVIDER_ERROR,
     ) -> None:
         if tx.change(v.id, status=Status.FAILED.value, reason=reason):
-            self._audit(tx, kind, v, detail=detail)
+            v.status, v.reason = Status.FAILED.value, reason
+            self._audit(tx, v, kind, detail=detail)
             log.warning(
                 "phoneverify: verification %s to %s failed: %s",
                 v.id[:8],
@@ -597,20 +614,26 @@ class Flow:
     def _audit(
         self,
         tx: Tx,
-        kind: EventKind,
         v: Verification,
-        *,
+        *kinds: EventKind,
         ip: str | None = None,
         detail: str | None = None,
     ) -> None:
+        """Record ``kinds`` for ``v`` in the step's transaction (one statement)."""
+        at = self.clock()
         tx.record(
-            kind,
-            self.clock(),
-            verification_id=v.id,
-            user_id=v.user_id,
-            phone=v.phone,
-            ip=ip,
-            detail=detail,
+            *(
+                {
+                    "kind": kind,
+                    "at": at,
+                    "verification_id": v.id,
+                    "user_id": v.user_id,
+                    "phone": v.phone,
+                    "ip": ip,
+                    "detail": detail,
+                }
+                for kind in kinds
+            )
         )
 
 

@@ -47,31 +47,47 @@ class Limits:
     global_per_hour: int
     number_cooldown: int
 
-    def check_failures(self, tx: Tx, user_id: str, now: float) -> None:
-        """Refuse new calls once a user has too many wrong PINs in the last hour."""
-        wait = _over(tx, WRONG_PIN, user_id, self.max_failures_per_hour, now, counted=0)
-        if wait is not None:
-            raise RateLimited(
-                f"Too many wrong PINs. Please wait {_words(wait)} before asking for a new call.",
-                retry_after=wait,
-            )
-
     def count_failure(self, tx: Tx, user_id: str, now: float) -> None:
-        tx.bump(WRONG_PIN, user_id, minute_of(now))
+        """Count one wrong PIN against the user's hourly failures."""
+        tx.bump([(WRONG_PIN, user_id, minute_of(now), 1)])
 
-    def reserve_call(self, tx: Tx, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
+    def reserve_call(
+        self,
+        tx: Tx,
+        *,
+        user_id: str,
+        phone: str,
+        ip: str | None,
+        now: float,
+        check_failures: bool = True,
+    ) -> None:
         """Count one call against every limit, or raise RateLimited (the caller's
-        transaction then rolls the count back)."""
+        transaction then rolls the count back). With ``check_failures``, a user with too
+        many wrong PINs in the last hour is refused first."""
         last = tx.swap_last(LAST_CALL, phone, now)
+        budgets = self._budgets(user_id, phone, ip)
+        minute = minute_of(now)
+        tx.bump([(scope, key, minute, 1) for scope, key, _, _ in budgets])
+        keys = [(scope, key) for scope, key, _, _ in budgets]
+        if check_failures:
+            keys.append((WRONG_PIN, user_id))
+        rows = tx.counts(keys, minute - WINDOW + 1)
+        if check_failures:
+            wait = _over(rows[(WRONG_PIN, user_id)], self.max_failures_per_hour, now, counted=0)
+            if wait is not None:
+                raise RateLimited(
+                    f"Too many wrong PINs. Please wait {_words(wait)} before asking for a new "
+                    "call.",
+                    retry_after=wait,
+                )
         if last is not None and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
                 f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",
                 retry_after=wait,
             )
-        for scope, key, limit, what in self._budgets(user_id, phone, ip):
-            tx.bump(scope, key, minute_of(now))
-            over = _over(tx, scope, key, limit, now, counted=1)
+        for scope, key, limit, what in budgets:
+            over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
                 raise RateLimited(
                     f"Too many calls {what} in the last hour. Please try again in {_words(over)}.",
@@ -81,8 +97,10 @@ class Limits:
     def release_call(self, tx: Tx, *, user_id: str, phone: str, ip: str | None, at: float) -> None:
         """Give back what :meth:`reserve_call` counted at ``at`` for a call never placed."""
         tx.restore_last(LAST_CALL, phone, at)
-        for scope, key, _, _ in self._budgets(user_id, phone, ip):
-            tx.bump(scope, key, minute_of(at), by=-1)
+        minute = minute_of(at)
+        tx.bump(
+            [(scope, key, minute, -1) for scope, key, _, _ in self._budgets(user_id, phone, ip)]
+        )
 
     def _budgets(self, user_id: str, phone: str, ip: str | None) -> list[tuple[str, str, int, str]]:
         """The hourly budgets a call counts against, always in this order (row locks are
@@ -97,13 +115,12 @@ class Limits:
         return budgets
 
 
-def _over(tx: Tx, scope: str, key: str, limit: int, now: float, *, counted: int) -> int | None:
-    """Seconds until ``key`` is back under ``limit``, or None when it is within it.
+def _over(rows: list[tuple[int, int]], limit: int, now: float, *, counted: int) -> int | None:
+    """Seconds until a key whose window holds ``rows`` (minute, count; oldest first) is
+    back under ``limit``, or None when it is within it.
 
     ``counted``: how many of the rows' events are the caller's own (already added), so
     ``limit`` of them are allowed; with none, reaching ``limit`` is already over."""
-    current = minute_of(now)
-    rows = tx.counts(scope, key, current - WINDOW + 1)
     total = sum(n for _, n in rows)
     allowed = limit if counted else limit - 1
     if total <= allowed:
@@ -113,7 +130,7 @@ def _over(tx: Tx, scope: str, key: str, limit: int, now: float, *, counted: int)
         to_drop -= n
         if to_drop <= 0:
             return max(1, math.ceil((minute + WINDOW) * MINUTE - now))
-    return max(1, math.ceil((current + WINDOW) * MINUTE - now))
+    return max(1, math.ceil((minute_of(now) + WINDOW) * MINUTE - now))
 
 
 def _words(seconds: int) -> str:

@@ -4,6 +4,7 @@ mask numbers for logs and pages."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 import phonenumbers
@@ -78,6 +79,12 @@ def check_regions_reachable(
         )
 
 
+@functools.lru_cache(maxsize=4096)
+def _number(e164: str) -> phonenumbers.PhoneNumber:
+    """A stored E.164 number, parsed once per process (never modified by callers)."""
+    return phonenumbers.parse(e164, None)
+
+
 def parse(text: str, default_region: str | None) -> str:
     """A typed number as E.164, the one form stored, limited and sent to providers; BadInput
     with a message a user can act on when it is not a valid number."""
@@ -85,6 +92,12 @@ def parse(text: str, default_region: str | None) -> str:
         raise BadInput("Please enter a phone number.")
     if len(text) > MAX_INPUT:
         raise BadInput("That phone number is too long.")
+    return _parse(text, default_region)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str, default_region: str | None) -> str:
+    """:func:`parse` past its cheap checks; only valid numbers are cached (errors raise)."""
     try:
         number = phonenumbers.parse(text, default_region)
     except NumberParseException as e:
@@ -109,7 +122,7 @@ def split(e164: str) -> tuple[str, str]:
 
 def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: frozenset[int]) -> None:
     """Refuse numbers we must not call (toll fraud), before any provider sees them."""
-    number = phonenumbers.parse(e164, None)
+    number = _number(e164)
     if allowed_regions:
         region = phonenumbers.region_code_for_number(number)
         if region not in allowed_regions:
@@ -125,7 +138,7 @@ def check_calling_code(e164: str, codes: frozenset[int] | None) -> None:
     is told where calls can go instead of waiting for a call that cannot come."""
     if codes is None:
         return
-    if phonenumbers.parse(e164, None).country_code not in codes:
+    if _number(e164).country_code not in codes:
         where = " or ".join(f"+{c}" for c in sorted(codes))
         raise BadInput(f"Calls can only be placed to numbers starting with {where}.")
 
@@ -134,8 +147,13 @@ def mask(e164: str | None) -> str:
     """+12015550100 -> +1******0100: enough to recognise, not enough to dial."""
     if not e164:
         return ""
+    return _mask(e164)
+
+
+@functools.lru_cache(maxsize=4096)
+def _mask(e164: str) -> str:
     try:
-        cc = str(phonenumbers.parse(e164, None).country_code)
+        cc = str(_number(e164).country_code)
     except NumberParseException:
         cc = ""
     digits = e164.lstrip("+")

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     case,
     create_engine,
     delete,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -57,27 +59,102 @@ C: Table = Counter.__table__  # type: ignore[assignment]
 R: Table = Relayed.__table__  # type: ignore[assignment]
 D: Table = DevCallRow.__table__  # type: ignore[assignment]
 _COLUMNS = tuple(col.name for col in V.columns)
+_NO_EVENT = {"verification_id": None, "user_id": None, "phone": None, "ip": None, "detail": None}
+
+_GET = select(V).where(V.c.id == bindparam("vid"))
+_BY_CALL = select(V).where(
+    V.c.call_id == bindparam("call_id"), V.c.provider == bindparam("provider")
+)
+_ADD = insert(V)
+_CLAIM = (
+    update(V)
+    .where(
+        V.c.id == bindparam("vid"),
+        V.c.status == Status.VERIFIED.value,
+        V.c.claimed_at.is_(None),
+    )
+    .values(claimed_at=bindparam("now"))
+)
+_ADD_ATTEMPT = (
+    update(V)
+    .where(V.c.id == bindparam("vid"), V.c.status == Status.CALLING.value)
+    .values(
+        attempts=V.c.attempts + 1,
+        status=case(
+            (V.c.attempts + 1 >= bindparam("max_attempts"), literal(Status.LOCKED.value)),
+            else_=V.c.status,
+        ),
+    )
+    .returning(V.c.attempts, V.c.status)
+)
+_RECORD = insert(E)
+_COUNTS = (
+    select(C.c.scope, C.c.key, C.c.minute, C.c.n)
+    .where(
+        tuple_(C.c.scope, C.c.key).in_(bindparam("pairs", expanding=True)),
+        C.c.minute >= bindparam("first"),
+    )
+    .order_by(C.c.minute)
+)
+
+
+def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The counters' upserts, for the dialects that have them."""
+    bump: dict[str, Any] = {}
+    swap: dict[str, Any] = {}
+    for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
+        stmt = dialect_insert(C)
+        bump[name] = stmt.on_conflict_do_update(
+            index_elements=["scope", "key", "minute"], set_={"n": C.c.n + stmt.excluded.n}
+        )
+        swap[name] = (
+            dialect_insert(C)
+            .values(
+                scope=bindparam("b_scope"),
+                key=bindparam("b_key"),
+                minute=0,
+                n=0,
+                last_at=bindparam("b_at"),
+            )
+            .on_conflict_do_update(
+                index_elements=["scope", "key", "minute"],
+                set_={"last_at": bindparam("b_at"), "prev_at": C.c.last_at},
+            )
+            .returning(C.c.prev_at)
+        )
+    return bump, swap
+
+
+_UPSERT, _SWAP = _upserts()
+_DEV_END_NUMBER = (
+    update(D).where(D.c.number == bindparam("b_number"), D.c.state != "ended").values(state="ended")
+)
+_DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
+_DEV_ALL = select(D).order_by(D.c.seq)
+_DEV_ONE = select(D).where(D.c.id == bindparam("id"))
+_DEV_SET = update(D).where(D.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
 
 
 class Tx:
-    """The operations of one step, on the connection of its transaction."""
+    """The operations of one step, on the connection of its transaction.
+
+    The statements used on every verification are built once (module level, with bind
+    parameters), so a step pays for executing them, not for building them."""
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
     # -- verifications -------------------------------------------------------------
     def get(self, verification_id: str) -> Verification | None:
-        row = self.conn.execute(select(V).where(V.c.id == verification_id)).first()
+        row = self.conn.execute(_GET, {"vid": verification_id}).first()
         return None if row is None else _verification(row._mapping)
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
-        row = self.conn.execute(
-            select(V).where(V.c.call_id == call_id, V.c.provider == provider)
-        ).first()
+        row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
         return None if row is None else _verification(row._mapping)
 
     def add(self, v: Verification) -> None:
-        self.conn.execute(insert(V).values({name: getattr(v, name) for name in _COLUMNS}))
+        self.conn.execute(_ADD, {name: getattr(v, name) for name in _COLUMNS})
 
     def change(
         self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
@@ -92,16 +169,7 @@ class Tx:
 
     def claim(self, verification_id: str, now: float) -> bool:
         """Mark a verified verification as taken into a session, once."""
-        result = self.conn.execute(
-            update(V)
-            .where(
-                V.c.id == verification_id,
-                V.c.status == Status.VERIFIED.value,
-                V.c.claimed_at.is_(None),
-            )
-            .values(claimed_at=now)
-        )
-        return bool(result.rowcount)
+        return bool(self.conn.execute(_CLAIM, {"vid": verification_id, "now": now}).rowcount)
 
     def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
         """Count one wrong PIN, locking at ``max_attempts``, in one statement.
@@ -109,22 +177,15 @@ class Tx:
         Returns (attempts, status) as this very update left them, or None when it did
         not count (no longer open). Only the update that locked sees status 'locked'."""
         row = self.conn.execute(
-            update(V)
-            .where(V.c.id == verification_id, V.c.status == Status.CALLING.value)
-            .values(
-                attempts=V.c.attempts + 1,
-                status=case(
-                    (V.c.attempts + 1 >= max_attempts, literal(Status.LOCKED.value)),
-                    else_=V.c.status,
-                ),
-            )
-            .returning(V.c.attempts, V.c.status)
+            _ADD_ATTEMPT, {"vid": verification_id, "max_attempts": max_attempts}
         ).first()
         return None if row is None else (int(row[0]), str(row[1]))
 
     # -- events -------------------------------------------------------------------
-    def record(self, kind: str, at: float, **fields: Any) -> None:
-        self.conn.execute(insert(E).values(kind=str(kind), at=at, **fields))
+    def record(self, *events: dict[str, Any]) -> None:
+        """Add audit events (each a dict of the events table's columns but ``id``)."""
+        rows = [{**_NO_EVENT, **e, "kind": str(e["kind"])} for e in events]
+        self.conn.execute(_RECORD, rows if len(rows) > 1 else rows[0])
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
         self.conn.execute(
@@ -134,40 +195,46 @@ class Tx:
         )
 
     # -- counters -----------------------------------------------------------------
-    def bump(self, scope: str, key: str, minute: int, by: int = 1) -> None:
-        """Add ``by`` to one minute's count (creating the row)."""
-        self._upsert(
-            {"scope": scope, "key": key, "minute": minute, "n": max(by, 0)},
-            {"n": C.c.n + by},
-        )
+    def bump(self, rows: list[tuple[str, str, int, int]]) -> None:
+        """Add to each (scope, key, minute)'s count, creating the rows, in the given
+        order (the order their row locks are taken in)."""
+        params = [{"scope": s, "key": k, "minute": m, "n": by} for s, k, m, by in rows]
+        name = self.conn.dialect.name
+        if name in _UPSERT:
+            for p in params:
+                self.conn.execute(_UPSERT[name], p)
+            return
+        for p in params:
+            where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
+            if not self.conn.execute(update(C).where(where).values(n=C.c.n + p["n"])).rowcount:
+                self.conn.execute(insert(C).values(p))
 
-    def counts(self, scope: str, key: str, first_minute: int) -> list[tuple[int, int]]:
-        """(minute, count) of ``key`` from ``first_minute`` on, oldest first: at most the
-        rows of one window, whatever the traffic."""
-        rows = self.conn.execute(
-            select(C.c.minute, C.c.n)
-            .where(C.c.scope == scope, C.c.key == key, C.c.minute >= first_minute)
-            .order_by(C.c.minute)
-        )
-        return [(int(m), int(n)) for m, n in rows]
+    def counts(
+        self, keys: list[tuple[str, str]], first_minute: int
+    ) -> dict[tuple[str, str], list[tuple[int, int]]]:
+        """(minute, count) rows of each (scope, key) from ``first_minute`` on, oldest
+        first, in one query: at most one window's rows per key, whatever the traffic."""
+        out: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
+        rows = self.conn.execute(_COUNTS, {"pairs": keys, "first": first_minute})
+        for scope, key, minute, n in rows:
+            out[(scope, key)].append((int(minute), int(n)))
+        return out
 
     def swap_last(self, scope: str, key: str, at: float | None) -> float | None:
         """Set the time kept for ``key`` to ``at``; return the time it held before. The
         row stays locked until the transaction ends, serialising writers of ``key``."""
-        if self.conn.dialect.name in ("sqlite", "postgresql"):
-            row = self._upsert(
-                {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at},
-                {"last_at": at, "prev_at": C.c.last_at},
-                returning=True,
-            )
-            return row  # type: ignore[no-any-return]
+        name = self.conn.dialect.name
+        params = {"b_scope": scope, "b_key": key, "b_at": at}
+        if name in _SWAP:
+            prev: float | None = self.conn.execute(_SWAP[name], params).scalar()
+            return prev
         where = and_(C.c.scope == scope, C.c.key == key, C.c.minute == 0)
-        prev = self.conn.execute(select(C.c.last_at).where(where).with_for_update()).first()
-        if prev is None:
+        found = self.conn.execute(select(C.c.last_at).where(where).with_for_update()).first()
+        if found is None:
             self.conn.execute(insert(C).values(scope=scope, key=key, minute=0, n=0, last_at=at))
             return None
-        self.conn.execute(update(C).where(where).values(last_at=at))
-        return prev[0]  # type: ignore[no-any-return]
+        self.conn.execute(update(C).where(where).values(last_at=at, prev_at=C.c.last_at))
+        return found[0]  # type: ignore[no-any-return]
 
     def restore_last(self, scope: str, key: str, at: float) -> None:
         """Undo :meth:`swap_last` of ``at`` when nothing has replaced it since."""
@@ -176,24 +243,6 @@ class Tx:
             .where(C.c.scope == scope, C.c.key == key, C.c.minute == 0, C.c.last_at == at)
             .values(last_at=C.c.prev_at)
         )
-
-    def _upsert(
-        self, values: dict[str, Any], on_conflict: dict[str, Any], *, returning: bool = False
-    ) -> Any:
-        name = self.conn.dialect.name
-        keys = ["scope", "key", "minute"]
-        if name in ("sqlite", "postgresql"):
-            dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
-            stmt: Any = dialect_insert(C).values(values)
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_=on_conflict)
-            if returning:
-                return self.conn.execute(stmt.returning(C.c.prev_at)).scalar()
-            self.conn.execute(stmt)
-            return None
-        where = and_(*(C.c[k] == values[k] for k in keys))
-        if not self.conn.execute(update(C).where(where).values(on_conflict)).rowcount:
-            self.conn.execute(insert(C).values(values))
-        return None
 
     # -- digits relayed once --------------------------------------------------------
     def first_relay(self, call_id: str, digits: str, at: float, key: bytes) -> bool:
@@ -207,30 +256,21 @@ class Tx:
 
     # -- the simulated phone ----------------------------------------------------------
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
-        """A new call on the simulated phone; it ends the call ringing on that number."""
-        self.conn.execute(
-            update(D).where(D.c.number == row["number"], D.c.state != "ended").values(state="ended")
-        )
-        self.conn.execute(insert(D).values(row))
-        newest_kept = self.conn.execute(
-            select(D.c.seq).order_by(D.c.seq.desc()).offset(keep - 1).limit(1)
-        ).scalar()
-        if newest_kept is not None:
-            self.conn.execute(delete(D).where(D.c.seq < newest_kept))
+        """A new call on the simulated phone; it ends the call ringing on that number, and
+        only the newest ``keep`` calls stay."""
+        self.conn.execute(_DEV_END_NUMBER, {"b_number": row["number"]})
+        seq = self.conn.execute(insert(D).values(row).returning(D.c.seq)).scalar_one()
+        self.conn.execute(_DEV_TRIM, {"b_seq": int(seq) - keep})
 
     def dev_calls(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute(select(D).order_by(D.c.seq))
-        return [dict(row._mapping) for row in rows]
+        return [dict(row._mapping) for row in self.conn.execute(_DEV_ALL)]
+
+    def dev_set(self, call_id: str, state: str) -> None:
+        self.conn.execute(_DEV_SET, {"b_id": call_id, "b_state": state})
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(select(D).where(D.c.id == call_id)).first()
+        row = self.conn.execute(_DEV_ONE, {"id": call_id}).first()
         return None if row is None else dict(row._mapping)
-
-    def dev_set_state(self, call_id: str, state: str, *, unless: str | None = None) -> bool:
-        conditions = [D.c.id == call_id]
-        if unless is not None:
-            conditions.append(D.c.state != unless)
-        return bool(self.conn.execute(update(D).where(*conditions).values(state=state)).rowcount)
 
 
 class Store:

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import BadInput
 from ..phone import mask
 from ..sealing import Sealer
-from ..store import Store
+from ..store import Store, Tx
 from .base import (
     CallEvent,
     CallReport,
@@ -138,14 +138,12 @@ class DevPhone(Provider):
         return [c.public() for c in self.calls]
 
     def answer(self, call_id: str) -> CallEvent:
-        call = self._ringing(call_id)
-        self._set(call_id, CallState.ANSWERED)
+        call = self._take(call_id, CallState.ANSWERED)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
     def hang_up(self, call_id: str) -> CallEvent:
-        call = self._ringing(call_id)
-        self._set(call_id, CallState.ENDED)
+        call = self._take(call_id, CallState.ENDED)
         was = call.state
         if was is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
@@ -161,13 +159,10 @@ class DevPhone(Provider):
 
     def press(self, call_id: str, digits: str) -> CallEvent:
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
-        call = self._ringing(call_id)
-        if call.style is not Style.KEYPAD:
-            raise BadInput("This call does not ask for keys: it speaks the PIN.")
         digits = (digits or "").strip().rstrip("#")
+        call = self._take(call_id, CallState.ANSWERED, keypad=True)
         if not digits or not digits.isdigit() or len(digits) > 32:
             raise BadInput("Key in digits only.")
-        self._set(call_id, CallState.ANSWERED)
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
 
     def state_of(self, call_id: str) -> str | None:
@@ -175,12 +170,30 @@ class DevPhone(Provider):
         return call.state.value if call else None
 
     def ended(self, call_id: str) -> None:
-        self._set(call_id, CallState.ENDED)
+        self.store.write(lambda tx: tx.dev_set(call_id, CallState.ENDED.value))
 
-    def _set(self, call_id: str, state: CallState) -> None:
-        self.store.write(
-            lambda tx: tx.dev_set_state(call_id, state.value, unless=CallState.ENDED.value)
-        )
+    def _take(self, call_id: str, state: CallState, *, keypad: bool = False) -> DevCall:
+        """Move a ringing or answered call to ``state`` (one transaction); the call as it
+        was. ``keypad``: only a keypad call takes keys."""
+
+        def step(tx: Tx) -> dict[str, Any] | None:
+            row = tx.dev_call(call_id)
+            if row is None or row["state"] == CallState.ENDED.value:
+                return row
+            if keypad and row["style"] != Style.KEYPAD.value:
+                return row
+            tx.dev_set(call_id, state.value)
+            return row
+
+        row = self.store.write(step)
+        if row is None:
+            raise BadInput("There is no such call on the simulated phone.")
+        call = self._call(row)
+        if call.state is CallState.ENDED:
+            raise BadInput("This call has ended.")
+        if keypad and call.style is not Style.KEYPAD:
+            raise BadInput("This call does not ask for keys: it speaks the PIN.")
+        return call
 
     def _call(self, row: dict[str, Any]) -> DevCall:
         style = Style(row["style"])
@@ -198,11 +211,3 @@ class DevPhone(Provider):
     def _find(self, call_id: str) -> DevCall | None:
         row = self.store.read(lambda tx: tx.dev_call(call_id))
         return None if row is None else self._call(row)
-
-    def _ringing(self, call_id: str) -> DevCall:
-        call = self._find(call_id)
-        if call is None:
-            raise BadInput("There is no such call on the simulated phone.")
-        if call.state is CallState.ENDED:
-            raise BadInput("This call has ended.")
-        return call

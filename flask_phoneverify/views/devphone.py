@@ -14,6 +14,7 @@ from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
 from ..gate import wants_json
 from ..models import Status
+from ..providers.base import CallState
 from ..providers.dev import DevPhone
 from ..state import state
 from .common import body
@@ -47,11 +48,11 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     validate_csrf()
     data = body()
     if action == "keys":
-        event = phone.press(call_id, str(data.get("digits", "")))
+        event, now = phone.press(call_id, str(data.get("digits", ""))), CallState.ANSWERED
     elif action == "answer":
-        event = phone.answer(call_id)
+        event, now = phone.answer(call_id), CallState.ANSWERED
     elif action == "hangup":
-        event = phone.hang_up(call_id)
+        event, now = phone.hang_up(call_id), CallState.ENDED
     else:
         abort(404)
     applied = st.flow.apply_event(event)
@@ -61,6 +62,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         accepted = applied.current and v is not None and v.status == Status.VERIFIED
         if accepted:
             phone.ended(call_id)
+            now = CallState.ENDED
             message = "Thank you. You are confirmed."
         elif v is None or not applied.current:
             message = "This call is no longer current: answer the newest call."
@@ -71,7 +73,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)
-    answer["state"] = phone.state_of(call_id)
+    answer["state"] = now.value
     if wants_json():
         return jsonify(answer)
     if answer.get("message"):
