@@ -17,6 +17,7 @@ PostgreSQL the limit counters' row locks serialise what must be serialised.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -37,8 +38,8 @@ from sqlalchemy import (
     event,
     insert,
     literal,
+    or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -75,6 +76,18 @@ _CLAIM = (
     )
     .values(claimed_at=bindparam("now"))
 )
+_CLAIM_OWN = (
+    update(V)
+    .where(
+        V.c.id == bindparam("vid"),
+        V.c.user_id == bindparam("uid"),
+        V.c.session_ref == bindparam("sref"),
+        V.c.status == Status.VERIFIED.value,
+        V.c.claimed_at.is_(None),
+    )
+    .values(claimed_at=bindparam("now"))
+    .returning(*V.c)
+)
 _ADD_ATTEMPT = (
     update(V)
     .where(V.c.id == bindparam("vid"), V.c.status == Status.CALLING.value)
@@ -88,14 +101,23 @@ _ADD_ATTEMPT = (
     .returning(V.c.attempts, V.c.status)
 )
 _RECORD = insert(E)
-_COUNTS = (
-    select(C.c.scope, C.c.key, C.c.minute, C.c.n)
-    .where(
-        tuple_(C.c.scope, C.c.key).in_(bindparam("pairs", expanding=True)),
-        C.c.minute >= bindparam("first"),
+
+
+@functools.cache
+def _counts(pairs: int) -> Any:
+    """The window query for ``pairs`` (scope, key) pairs, built once per pair count (an
+    expanding IN of tuples would be rendered again on every call)."""
+    either = or_(
+        *(
+            and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
+            for i in range(pairs)
+        )
     )
-    .order_by(C.c.minute)
-)
+    return (
+        select(C.c.scope, C.c.key, C.c.minute, C.c.n)
+        .where(either, C.c.minute >= bindparam("first"))
+        .order_by(C.c.minute)
+    )
 
 
 def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -171,6 +193,16 @@ class Tx:
         """Mark a verified verification as taken into a session, once."""
         return bool(self.conn.execute(_CLAIM, {"vid": verification_id, "now": now}).rowcount)
 
+    def claim_own(
+        self, verification_id: str, user_id: str, session: str, now: float
+    ) -> Verification | None:
+        """:meth:`claim` for this user and session in one statement; the verification as
+        claimed, or None when it is not verified, not theirs or already claimed."""
+        row = self.conn.execute(
+            _CLAIM_OWN, {"vid": verification_id, "uid": user_id, "sref": session, "now": now}
+        ).first()
+        return None if row is None else _verification(row._mapping)
+
     def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
         """Count one wrong PIN, locking at ``max_attempts``, in one statement.
 
@@ -201,8 +233,7 @@ class Tx:
         params = [{"scope": s, "key": k, "minute": m, "n": by} for s, k, m, by in rows]
         name = self.conn.dialect.name
         if name in _UPSERT:
-            for p in params:
-                self.conn.execute(_UPSERT[name], p)
+            self.conn.execute(_UPSERT[name], params)  # one executemany, rows in order
             return
         for p in params:
             where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
@@ -215,7 +246,10 @@ class Tx:
         """(minute, count) rows of each (scope, key) from ``first_minute`` on, oldest
         first, in one query: at most one window's rows per key, whatever the traffic."""
         out: dict[tuple[str, str], list[tuple[int, int]]] = {key: [] for key in keys}
-        rows = self.conn.execute(_COUNTS, {"pairs": keys, "first": first_minute})
+        params: dict[str, Any] = {"first": first_minute}
+        for i, (scope, key) in enumerate(keys):
+            params[f"s{i}"], params[f"k{i}"] = scope, key
+        rows = self.conn.execute(_counts(len(keys)), params)
         for scope, key, minute, n in rows:
             out[(scope, key)].append((int(minute), int(n)))
         return out
