@@ -122,7 +122,7 @@ class PhoneVerify:
         phones.check_regions_reachable(
             "PHONEVERIFY_ALLOWED_COUNTRIES", policy.allowed_regions, provider.calling_codes
         )
-        clock = self._now
+        clock = self.clock  # read once, like the settings
         flow = Flow(
             store=store,
             provider=provider,
@@ -165,9 +165,6 @@ class PhoneVerify:
     def close(self, app: Flask | None = None) -> None:
         """Close the provider's clients and the store's own engine for ``app`` now."""
         state(app).close()
-
-    def _now(self) -> float:
-        return self.clock()
 
     # -- helpers for init_app ------------------------------------------------------------
     def _read_settings(self, app: Flask) -> Settings:

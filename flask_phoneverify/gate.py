@@ -8,6 +8,7 @@ call: the gated path stays as cheap as Flask-Login's ``login_required``.
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,11 @@ from flask import Flask, abort, current_app, jsonify, redirect, request, session
 from werkzeug.wrappers import Response
 
 from .redirects import safe_next
+
+try:  # Flask-Login is optional: apps without it register a user_loader
+    from flask_login import current_user as _login_user
+except ImportError:  # pragma: no cover - depends on the installed extras
+    _login_user = None
 from .state import AppState, state
 
 __all__ = [
@@ -45,30 +51,33 @@ class Identity:
 def current_identity(st: AppState | None = None) -> Identity | None:
     """The logged-in user: the app's ``user_loader``, else Flask-Login's current_user."""
     st = st or state()
-    loader = st.hooks.user_loader
-    if loader is not None:
-        user = loader()
-    else:
-        user = _flask_login_user()
-    if user is None or getattr(user, "is_authenticated", True) is False:
-        return None
-    get_id = getattr(user, "get_id", None)
-    uid = get_id() if callable(get_id) else getattr(user, "id", None)
+    user = _user(st)
+    uid = _user_id(user)
     if uid is None:
         return None
     phone = getattr(user, st.settings.user_phone_attr, None)
-    return Identity(user=user, id=str(uid), phone=str(phone) if phone else None)
+    return Identity(user=user, id=uid, phone=str(phone) if phone else None)
 
 
-def _flask_login_user() -> Any:
-    if not hasattr(current_app, "login_manager"):
+def _user(st: AppState, app: Flask | None = None) -> Any:
+    loader = st.hooks.user_loader
+    if loader is not None:
+        return loader()
+    if _login_user is None or not hasattr(app or current_app, "login_manager"):
         raise RuntimeError(
             "flask-phoneverify needs to know the current user: set up Flask-Login, or register "
             "a function with @phoneverify.user_loader."
         )
-    from flask_login import current_user
+    return _login_user._get_current_object()
 
-    return current_user._get_current_object()
+
+def _user_id(user: Any) -> str | None:
+    """The id of a logged-in user, or None for nobody (or an anonymous user)."""
+    if user is None or getattr(user, "is_authenticated", True) is False:
+        return None
+    get_id = getattr(user, "get_id", None)
+    uid = get_id() if callable(get_id) else getattr(user, "id", None)
+    return None if uid is None else str(uid)
 
 
 def is_phone_verified(max_age: int | None = None) -> bool:
@@ -80,18 +89,23 @@ def is_phone_verified(max_age: int | None = None) -> bool:
 
 
 def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
+    return _fresh(st, identity.id, max_age)
+
+
+def _fresh(st: AppState, user_id: str, max_age: int | None) -> bool:
     """The session marker names this user and is young enough; another user's is dropped."""
     marker = session.get(MARKER)
     if not isinstance(marker, dict):
         return False
-    if marker.get("u") != identity.id:
+    if marker.get("u") != user_id:
         forget_phone_verification()  # another user: switching back must verify again
         return False
     at = marker.get("t")
     if not isinstance(at, int | float):
         return False
     age = st.clock() - at
-    limit = st.settings.verified_ttl if max_age is None else min(max_age, st.settings.verified_ttl)
+    ttl = st.settings.verified_ttl
+    limit = ttl if max_age is None else min(max_age, ttl)
     return bool(0 <= age < limit)
 
 
@@ -129,18 +143,21 @@ def phone_verified_required(
     ``max_age``: seconds since the confirmation, for step-up on sensitive views."""
 
     def decorate(view: F) -> F:
+        is_async = inspect.iscoroutinefunction(view)
+
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+            run = app.ensure_sync(view) if is_async else view
             if request.method in EXEMPT_METHODS:
-                return current_app.ensure_sync(view)(*args, **kwargs)
-            st = state()  # one lookup of the app state and one of the user per request
-            identity = current_identity(st)
-            if identity is None:
+                return run(*args, **kwargs)
+            st = state(app)  # one lookup of the app state and one of the user per request
+            uid = _user_id(_user(st, app))
+            if uid is None:
                 return anonymous()
-            if not _marker_fresh(st, identity, max_age):
-                return _no_store(current_app.make_response(_unverified(st)))
-            response = current_app.make_response(current_app.ensure_sync(view)(*args, **kwargs))
-            return _no_store(response)
+            if not _fresh(st, uid, max_age):
+                return _no_store(app.make_response(_unverified(st)))
+            return _no_store(app.make_response(run(*args, **kwargs)))
 
         return wrapper  # type: ignore[return-value]
 
@@ -150,8 +167,9 @@ def phone_verified_required(
 
 
 def _no_store(response: Response) -> Response:
+    """Gated answers are never cached. (``Vary: Cookie`` comes from Flask's session
+    interface, which adds it to every answer whose session was read, as the gate's is.)"""
     response.headers["Cache-Control"] = "no-store"
-    response.headers.setdefault("Vary", "Cookie")
     return response
 
 
