@@ -22,8 +22,9 @@ from .redirects import safe_next
 
 try:  # Flask-Login is optional: apps without it register a user_loader
     from flask_login import current_user as _login_user
+    from flask_login import user_logged_in, user_logged_out
 except ImportError:  # pragma: no cover - depends on the installed extras
-    _login_user = None
+    _login_user = user_logged_in = user_logged_out = None
 from .state import AppState, state
 
 __all__ = [
@@ -203,9 +204,7 @@ def _unverified(st: AppState) -> Any:
 
 def connect_login_signals(app: Flask) -> None:
     """Drop the verified state when Flask-Login logs a user out or in."""
-    try:
-        from flask_login import user_logged_in, user_logged_out
-    except ImportError:
+    if user_logged_in is None or user_logged_out is None:
         return
 
     def _drop(sender: Any, **extra: Any) -> None:

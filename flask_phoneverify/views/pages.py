@@ -243,7 +243,7 @@ def confirm() -> Any:
         signals.phone_enrolled.send(app, user=who.user, phone=v.phone)
     signals.phone_verified.send(app, user=who.user, phone=v.phone)
     if wants_json():
-        return jsonify(status="verified", next=next_to)
+        return jsonify(status=Status.VERIFIED, next=next_to)
     return redirect(next_to)
 
 
@@ -282,7 +282,7 @@ def cancel() -> Any:
     if pending().get("t") == token:
         session.pop(PENDING, None)
     if wants_json():
-        return jsonify(status="canceled")
+        return jsonify(status=Status.CANCELED)
     return redirect(
         url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
     )
