@@ -80,7 +80,7 @@ class Limits:
                     "call.",
                     retry_after=wait,
                 )
-        if last is not None and now - last < self.number_cooldown:
+        if last is not None and self.number_cooldown and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
                 f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",

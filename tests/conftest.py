@@ -4,10 +4,14 @@ built from config, and a loopback vendor. The plain helpers they use live in
 
 from __future__ import annotations
 
+import os
+import secrets
+
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 
 from flask_phoneverify import PhoneVerify
@@ -84,6 +88,30 @@ def make_app(tmp_path: Any, clock: FakeClock) -> Iterator[Callable[..., Harness]
         st = h.ext.state(h.app)
         st.provider.close()
         st.store.close()
+
+
+POSTGRES = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or (when PHONEVERIFY_TEST_POSTGRES names a
+    server, as in CI) a PostgreSQL database dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/fresh.sqlite3"
+        return
+    if not POSTGRES:
+        if os.environ.get("CI"):
+            raise RuntimeError("CI must set PHONEVERIFY_TEST_POSTGRES (see .ci/run)")
+        pytest.skip("PHONEVERIFY_TEST_POSTGRES is not set")
+    name = "pv_" + secrets.token_hex(6)
+    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture

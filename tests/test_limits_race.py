@@ -1,0 +1,132 @@
+"""Simultaneous starts cannot beat the limits: the per-number cool-down and the hourly
+budgets hold when several workers start calls to one number at the same instant, as
+threads of one process and as separate processes, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from flask_phoneverify import PhoneVerify
+from flask_phoneverify.errors import RateLimited
+from flask_phoneverify.models import DevCallRow, Verification
+from flask_phoneverify.state import state
+
+from .helpers import SECRET
+
+NUMBER = "+12015550123"
+STARTS = 6
+
+
+def build(uri: str, cooldown: int, per_number: int) -> Flask:
+    """One worker's app: the simulated phone, generous limits but the two under test."""
+    app = Flask("race", instance_path="/nonexistent-instance")
+    app.config.update(
+        TESTING=True,
+        SECRET_KEY=SECRET,
+        PHONEVERIFY_DATABASE_URI=uri,
+        PHONEVERIFY_NUMBER_COOLDOWN=cooldown,
+        PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=per_number,
+        PHONEVERIFY_CALLS_PER_USER_PER_HOUR=100,
+        PHONEVERIFY_CALLS_PER_IP_PER_HOUR=100,
+    )
+    PhoneVerify(app)
+    return app
+
+
+def start_once(app: Flask, user: str, wait: Any) -> str:
+    """Wait for the others, then start a verification to NUMBER."""
+    flow = state(app).flow
+    wait()
+    try:
+        flow.start(
+            user_id=user, phone=NUMBER, enrol=False, session="s" * 64, ip=None, callback_url=None
+        )
+    except RateLimited:
+        return "limited"
+    return "placed"
+
+
+def _process(uri: str, cooldown: int, per_number: int, user: str, barrier: Any, out: Any) -> None:
+    app = build(uri, cooldown, per_number)
+    try:
+        out.put(start_once(app, user, lambda: barrier.wait(60)))
+    finally:
+        state(app).close()
+
+
+def race(uri: str, mode: str, *, cooldown: int, per_number: int) -> list[str]:
+    first = build(uri, cooldown, per_number)
+    _ = state(first).store.engine  # the tables, created once before the workers start
+    state(first).close()
+    if mode == "threads":
+        apps = [build(uri, cooldown, per_number) for _ in range(STARTS)]
+        barrier = threading.Barrier(STARTS)
+        results: list[str] = []
+
+        def go(i: int) -> None:
+            results.append(start_once(apps[i], f"u{i}", lambda: barrier.wait(60)))
+
+        threads = [threading.Thread(target=go, args=(i,)) for i in range(STARTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        for app in apps:
+            state(app).close()
+        return results
+    ctx = multiprocessing.get_context("spawn")
+    pbarrier = ctx.Barrier(STARTS)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_process, args=(uri, cooldown, per_number, f"u{i}", pbarrier, out))
+        for i in range(STARTS)
+    ]
+    for p in procs:
+        p.start()
+    got = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(60)
+    return got
+
+
+def stored(uri: str) -> tuple[int, int]:
+    """(verifications stored, calls that rang on the simulated phone)."""
+    app = build(uri, 0, 100)
+    with state(app).store.session() as s:
+        counts = (
+            s.scalar(select(func.count()).select_from(Verification)) or 0,
+            s.scalar(select(func.count()).select_from(DevCallRow)) or 0,
+        )
+    state(app).close()
+    return counts
+
+
+def test_simultaneous_starts_within_the_limits_all_place_their_call(tmp_path: Any) -> None:
+    """The race itself refuses nothing that the limits allow."""
+    uri = f"sqlite:///{tmp_path}/one.sqlite3"
+    assert race(uri, "threads", cooldown=0, per_number=100).count("placed") == STARTS
+    assert stored(uri) == (STARTS, STARTS)
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_simultaneous_starts_to_one_number_place_one_call_in_the_cool_down(
+    database_uri: str, mode: str
+) -> None:
+    results = race(database_uri, mode, cooldown=30, per_number=100)
+    assert sorted(results) == ["limited"] * (STARTS - 1) + ["placed"], results
+    assert stored(database_uri) == (1, 1)
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_simultaneous_starts_never_exceed_the_numbers_hourly_budget(
+    database_uri: str, mode: str
+) -> None:
+    results = race(database_uri, mode, cooldown=0, per_number=2)
+    assert sorted(results) == ["limited"] * (STARTS - 2) + ["placed"] * 2, results
+    assert stored(database_uri) == (2, 2)
