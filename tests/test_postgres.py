@@ -69,3 +69,61 @@ def test_postgres_call_limits_hold_across_two_workers(pg_uri: str, make_app: Any
         c = workers[i % 2].client()
         codes.append(post(c, "/start", token=csrf(c)).status_code)
     assert codes == [200, 200, 200, 429, 429, 429]
+
+
+def _drop_connections(uri: str) -> int:
+    """What a database restart does to a worker's pooled connections: every other
+    connection to the database is closed by the server."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(uri, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    engine.dispose()
+    return int(killed)
+
+
+@pytest.mark.parametrize("engine", ["own", "app-without-pre-ping"])
+def test_a_step_after_a_database_restart_retries_on_a_fresh_connection(
+    pg_uri: str, make_app: Any, engine: str
+) -> None:
+    """The extension's own engine pings before use; on the app's engine (no pre-ping) the
+    step meets the dead connection and runs once more on a fresh one. Either way the
+    person sees no error."""
+    db: Any = None
+    if engine == "own":
+        c = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_DATABASE_URI=pg_uri).client()
+    else:
+        from flask import Flask
+        from flask_sqlalchemy import SQLAlchemy
+
+        from flask_phoneverify import PhoneVerify
+
+        from .helpers import SECRET, DemoUser
+
+        app = Flask("restart")
+        app.config.update(TESTING=True, SECRET_KEY=SECRET, SQLALCHEMY_DATABASE_URI=pg_uri)
+        app.config["PHONEVERIFY_STYLE"] = "spoken"
+        db = SQLAlchemy(app)
+        ext = PhoneVerify(app, db=db)
+        ext.user_loader(lambda: DemoUser("1", "+12015550123"))
+        with app.app_context():
+            db.create_all()
+        c = app.test_client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    pin = get_json(c, "/dev/phone").json["calls"][-1]["pin"]
+    assert _drop_connections(pg_uri) >= 1
+    r = get_json(c, f"/status?token={body['token']}")
+    assert r.status_code == 200 and r.json["status"] == "calling"
+    assert _drop_connections(pg_uri) >= 1
+    r = post(c, "/confirm", {"token": body["token"], "pin": pin}, token=token)
+    assert r.status_code == 200, r.json
+    if db is not None:
+        with c.application.app_context():
+            db.engine.dispose()
