@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import secrets
-
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 

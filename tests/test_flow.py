@@ -236,6 +236,9 @@ def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
     assert r.status_code == 409 and b"has not confirmed yet" in r.data
 
 
+PLACED = "UPDATE phoneverify_verifications SET call=?, provider_ref="
+
+
 def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: Any) -> None:
     """The phone rings even when the database fails right after the provider placed the
     call: the person gets the wait page (never a 500), and the call's events still reach
@@ -246,12 +249,13 @@ def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: A
 
     h = make_app()
     st = h.ext.state(h.app)
-    broken = {"on": True}
+    broken = {"on": True, "hits": 0}
 
     def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if broken["on"] and statement.startswith(
             "UPDATE phoneverify_verifications SET provider_ref"
         ):
+            broken["hits"] += 1
             raise sqlite3.OperationalError("disk I/O error")
 
     event.listen(st.store.engine, "before_cursor_execute", fail)
@@ -263,6 +267,7 @@ def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: A
     assert page.status_code == 200 and "Answer your phone" in page.get_data(as_text=True)
     body = post(c, "/start", token=token).json
     assert body["status"] == "calling" and body["pin"]
+    assert broken["hits"] == 2  # both starts met the failure
     broken["on"] = False
     call = dev_calls(c)[-1]
     keyed = post(c, f"/dev/phone/{call['id']}/keys", {"digits": body["pin"]}, token=token)
