@@ -252,9 +252,7 @@ def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: A
     broken = {"on": True, "hits": 0}
 
     def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if broken["on"] and statement.startswith(
-            "UPDATE phoneverify_verifications SET provider_ref"
-        ):
+        if broken["on"] and statement.startswith(PLACED):
             broken["hits"] += 1
             raise sqlite3.OperationalError("disk I/O error")
 
