@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session
 
 from .models import Base, Counter, DevCallRow, Event, Relayed, Status, Verification
@@ -152,7 +153,8 @@ _DEV_END_NUMBER = (
     update(D).where(D.c.number == bindparam("b_number"), D.c.state != "ended").values(state="ended")
 )
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
-_DEV_ALL = select(D).order_by(D.c.seq)
+_DEV_NEWEST = select(D).order_by(D.c.seq.desc()).limit(bindparam("b_count"))
+_DEV_TO_NUMBER = _DEV_NEWEST.where(D.c.number == bindparam("b_number"))
 _DEV_ONE = select(D).where(D.c.id == bindparam("id"))
 _DEV_SET = update(D).where(D.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
 
@@ -296,8 +298,11 @@ class Tx:
         seq = self.conn.execute(insert(D).values(row).returning(D.c.seq)).scalar_one()
         self.conn.execute(_DEV_TRIM, {"b_seq": int(seq) - keep})
 
-    def dev_calls(self) -> list[dict[str, Any]]:
-        return [dict(row._mapping) for row in self.conn.execute(_DEV_ALL)]
+    def dev_calls(self, count: int, number: str | None = None) -> list[dict[str, Any]]:
+        """The newest ``count`` calls (to ``number`` only, when given), oldest first."""
+        query = _DEV_TO_NUMBER if number else _DEV_NEWEST
+        rows = self.conn.execute(query, {"b_count": count, "b_number": number})
+        return [dict(row._mapping) for row in reversed(rows.all())]
 
     def dev_set(self, call_id: str, state: str) -> None:
         self.conn.execute(_DEV_SET, {"b_id": call_id, "b_state": state})
@@ -387,7 +392,9 @@ class Store:
         engine = self.engine
         with engine.connect() as conn:
             if not write:
-                yield conn  # begins on first use, rolled back on close
+                if engine.dialect.name == "postgresql":  # one round trip, no BEGIN/ROLLBACK
+                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield conn  # otherwise begins on first use, rolled back on close
                 return
             sqlite_db = engine.dialect.name == "sqlite"
             if sqlite_db and self._own is not None:
@@ -442,4 +449,32 @@ def _make_engine(uri: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
-    return create_engine(uri, pool_pre_ping=True)
+    engine = create_engine(uri)
+    _ping_idle_connections(engine)
+    return engine
+
+
+#: a pooled connection idle longer than this is pinged before use
+IDLE_PING = 1.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a connection before use when it has sat idle in the pool (``pool_pre_ping``
+    for connections a database restart may have dropped, without a round trip per step
+    under load); a connection dropped while in use is covered by the step's retry."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["phoneverify_idle"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("phoneverify_idle")
+        if since is None or time.monotonic() - since < IDLE_PING:
+            return
+        try:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as e:  # noqa: BLE001 - any failure means a dead connection
+            raise DisconnectionError("stale pooled connection") from e

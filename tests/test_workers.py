@@ -12,11 +12,14 @@ Runs on SQLite, and on PostgreSQL too when PHONEVERIFY_TEST_POSTGRES names a ser
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,9 +65,10 @@ class Server:
         self.base = base
         self.access_log = access_log
 
-    def worker_pids(self) -> set[str]:
-        lines = self.access_log.read_text().splitlines()
-        return {line.split(" ", 1)[0] for line in lines if line.strip()}
+    def worker_pids(self, under: str = "/") -> set[str]:
+        """The workers that answered requests for paths under ``under``."""
+        lines = [line.split(" ") for line in self.access_log.read_text().splitlines()]
+        return {parts[0] for parts in lines if len(parts) > 2 and parts[2].startswith(under)}
 
 
 def run_gunicorn(tmp_path: Path, style: str, database_uri: str) -> Iterator[Server]:
@@ -242,15 +246,46 @@ def spoken_verification(browser: Browser) -> None:
     gated_page_opens(browser)
 
 
+def together(count: int, job: Any) -> None:
+    """Run ``job`` ``count`` times over four concurrent users, as a site's visitors do (so
+    the workers share the requests); the first failure is raised."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        for future in [pool.submit(job) for _ in range(count)]:
+            future.result(timeout=STARTUP_TIMEOUT)
+
+
+@contextlib.contextmanager
+def other_visitors(base: str, count: int = 3) -> Iterator[None]:
+    """Visitors reading the login page meanwhile, as on a live site: the workers are busy
+    in turn, so one user's requests land on different workers."""
+    stop = threading.Event()
+
+    def visit() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(base + "/login", timeout=REQUEST_TIMEOUT)
+
+    threads = [threading.Thread(target=visit, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(REQUEST_TIMEOUT)
+
+
 def test_whole_verifications_under_four_workers(server: Server, style: str) -> None:
     verify = keypad_verification if style == "keypad" else spoken_verification
-    for _ in range(VERIFICATIONS):
-        browser = Browser(server.base)
-        browser.login()
-        r = browser.request("GET", "/account", headers={"Accept": "text/html"})
-        assert r.status_code == 302 and PREFIX in r.headers["location"]  # gated until verified
-        verify(browser)
-    assert len(server.worker_pids()) > 1, "every request went to one worker"
+    with other_visitors(server.base):
+        for _ in range(VERIFICATIONS):
+            browser = Browser(server.base)
+            browser.login()
+            r = browser.request("GET", "/account", headers={"Accept": "text/html"})
+            assert r.status_code == 302 and PREFIX in r.headers["location"]  # gated
+            verify(browser)
+    assert len(server.worker_pids(PREFIX)) > 1, "every verification request went to one worker"
 
 
 def test_workers_share_one_generated_session_key(server: Server, tmp_path: Path) -> None:
@@ -258,8 +293,11 @@ def test_workers_share_one_generated_session_key(server: Server, tmp_path: Path)
     the same in every worker, and kept in the instance folder."""
     browser = Browser(server.base)
     browser.login()
-    for _ in range(20):
+
+    def ask() -> None:
         r = browser.request("GET", PREFIX + "/")
         assert r.status_code == 200, r.text  # logged in, whichever worker answered
+
+    together(40, ask)
     assert len((tmp_path / "instance" / "secret_key").read_text().strip()) == 64
     assert len(server.worker_pids()) > 1, "every request went to one worker"

@@ -42,7 +42,9 @@ from .base import (
 
 __all__ = ["DevPhone", "DevCall", "call_text"]
 
-MAX_CALLS = 50
+#: calls the simulated phone keeps, and the newest it lists
+MAX_CALLS = 500
+LISTED = 50
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,16 @@ class DevPhone(Provider):
 
     @property
     def calls(self) -> list[DevCall]:
-        """Every call on the phone, oldest first."""
-        return [self._call(row) for row in self.store.read(lambda tx: tx.dev_calls())]
+        """Every call the phone keeps, oldest first."""
+        return self.newest(MAX_CALLS)
 
-    def listing(self) -> list[dict[str, Any]]:
-        return [c.public() for c in self.calls]
+    def newest(self, count: int = LISTED, number: str | None = None) -> list[DevCall]:
+        """The newest ``count`` calls (to ``number`` only, when given), oldest first."""
+        rows = self.store.read(lambda tx: tx.dev_calls(count, number))
+        return [self._call(row) for row in rows]
+
+    def listing(self, number: str | None = None) -> list[dict[str, Any]]:
+        return [c.public() for c in self.newest(LISTED, number)]
 
     def answer(self, call_id: str) -> CallEvent:
         call = self._take(call_id, CallState.ANSWERED)

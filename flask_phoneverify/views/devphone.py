@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, jsonify, redirect, render_template, session, url_for
+from flask import abort, jsonify, redirect, render_template, request, session, url_for
 
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
@@ -33,7 +33,7 @@ def _phone() -> DevPhone:
 
 def dev_phone() -> Any:
     phone = _phone()
-    calls = phone.listing()
+    calls = phone.listing(request.args.get("number") or None)
     if wants_json():
         return jsonify(calls=calls)
     notice = session.pop(NOTICE, None)
