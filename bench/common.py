@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import urllib.parse
 import statistics
 import sys
 import time
@@ -132,7 +133,8 @@ def verify(client: Any, csrf: str, style: str, uid: int) -> None:
     r = client.post(PREFIX + "/start", json={}, headers=h)
     assert r.status_code == 200, (r.status_code, body_of(r))
     started = body_of(r)
-    listing = body_of(client.get(PREFIX + f"/dev/phone?number={phone_of(uid)}", headers=JSON))
+    number = urllib.parse.quote(phone_of(uid))
+    listing = body_of(client.get(PREFIX + f"/dev/phone?number={number}", headers=JSON))
     # the newest call still open to this user's number (the listing masks all but its
     # last four digits, which differ between the users of concurrent clients)
     calls = [

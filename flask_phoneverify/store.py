@@ -476,5 +476,6 @@ def _ping_idle_connections(engine: Engine) -> None:
             cursor = dbapi_conn.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            dbapi_conn.rollback()  # the ping leaves no transaction open
         except Exception as e:  # noqa: BLE001 - any failure means a dead connection
             raise DisconnectionError("stale pooled connection") from e

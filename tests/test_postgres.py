@@ -88,15 +88,19 @@ def _drop_connections(uri: str) -> int:
     return int(killed)
 
 
-@pytest.mark.parametrize("engine", ["own", "app-without-pre-ping"])
+@pytest.mark.parametrize("engine", ["own", "own-pinged", "app-without-pre-ping"])
 def test_a_step_after_a_database_restart_retries_on_a_fresh_connection(
-    pg_uri: str, make_app: Any, engine: str
+    pg_uri: str, make_app: Any, engine: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The extension's own engine pings before use; on the app's engine (no pre-ping) the
     step meets the dead connection and runs once more on a fresh one. Either way the
     person sees no error."""
+    import flask_phoneverify.store
+
     db: Any = None
-    if engine == "own":
+    if engine == "own-pinged":  # every pooled connection counts as idle: pinged at checkout
+        monkeypatch.setattr(flask_phoneverify.store, "IDLE_PING", -1.0)
+    if engine.startswith("own"):
         c = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_DATABASE_URI=pg_uri).client()
     else:
         from flask import Flask
