@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import secrets
-import urllib.parse
 import statistics
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
