@@ -158,16 +158,18 @@ class Relayed(Base):
 
 class DevCallRow(Base):
     """One call on the simulated phone. A spoken call's PIN is kept only encrypted;
-    a keypad call's PIN is not kept at all."""
+    a keypad call's PIN is not kept at all. Its state is not kept either: it is read
+    from the verification whose current call it is (a call another one replaced, or
+    whose verification closed, has ended)."""
 
     __tablename__ = "phoneverify_dev_calls"
+    __table_args__ = (Index("ix_phoneverify_dev_calls_number", "number", "seq"),)
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(16), unique=True)
-    call_id: Mapped[str] = mapped_column(String(50), index=True)
-    number: Mapped[str] = mapped_column(String(20), index=True)
+    call_id: Mapped[str] = mapped_column(String(50))
+    number: Mapped[str] = mapped_column(String(20))
     style: Mapped[str] = mapped_column(String(16))
     app_name: Mapped[str] = mapped_column(String(255))
-    state: Mapped[str] = mapped_column(String(16))
     sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    created_at: Mapped[float] = mapped_column(Float, index=True)
+    created_at: Mapped[float] = mapped_column(Float)

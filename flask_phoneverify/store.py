@@ -37,6 +37,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    exists,
     insert,
     literal,
     or_,
@@ -149,14 +150,23 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 _UPSERT, _SWAP = _upserts()
-_DEV_END_NUMBER = (
-    update(D).where(D.c.number == bindparam("b_number"), D.c.state != "ended").values(state="ended")
+_NEWER = D.alias("newer")
+_DEV_CALLS = (
+    select(
+        D,
+        V.c.status.label("v_status"),
+        V.c.call.label("v_call"),
+        exists().where(_NEWER.c.number == D.c.number, _NEWER.c.seq > D.c.seq).label("superseded"),
+    )
+    .select_from(D.outerjoin(V, V.c.call_id == D.c.call_id))
+    .order_by(D.c.seq.desc())
 )
-_DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
-_DEV_NEWEST = select(D).order_by(D.c.seq.desc()).limit(bindparam("b_count"))
+_DEV_NEWEST = _DEV_CALLS.limit(bindparam("b_count"))
 _DEV_TO_NUMBER = _DEV_NEWEST.where(D.c.number == bindparam("b_number"))
-_DEV_ONE = select(D).where(D.c.id == bindparam("id"))
-_DEV_SET = update(D).where(D.c.id == bindparam("b_id")).values(state=bindparam("b_state"))
+_DEV_ONE = _DEV_CALLS.where(D.c.id == bindparam("b_id"))
+_DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
+#: the simulated phone trims its oldest calls once in this many new ones
+TRIM_EVERY = 50
 
 
 class Tx:
@@ -292,23 +302,21 @@ class Tx:
 
     # -- the simulated phone ----------------------------------------------------------
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
-        """A new call on the simulated phone; it ends the call ringing on that number, and
-        only the newest ``keep`` calls stay."""
-        self.conn.execute(_DEV_END_NUMBER, {"b_number": row["number"]})
-        seq = self.conn.execute(insert(D).values(row).returning(D.c.seq)).scalar_one()
-        self.conn.execute(_DEV_TRIM, {"b_seq": int(seq) - keep})
+        """A new call on the simulated phone; only about the newest ``keep`` stay."""
+        seq = int(self.conn.execute(insert(D).values(row).returning(D.c.seq)).scalar_one())
+        if seq % TRIM_EVERY == 0:
+            self.conn.execute(_DEV_TRIM, {"b_seq": seq - keep})
 
     def dev_calls(self, count: int, number: str | None = None) -> list[dict[str, Any]]:
-        """The newest ``count`` calls (to ``number`` only, when given), oldest first."""
+        """The newest ``count`` calls (to ``number`` only, when given), oldest first, each
+        with its verification's status and progress, and whether a newer call to
+        its number replaced it."""
         query = _DEV_TO_NUMBER if number else _DEV_NEWEST
         rows = self.conn.execute(query, {"b_count": count, "b_number": number})
         return [dict(row._mapping) for row in reversed(rows.all())]
 
-    def dev_set(self, call_id: str, state: str) -> None:
-        self.conn.execute(_DEV_SET, {"b_id": call_id, "b_state": state})
-
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(_DEV_ONE, {"id": call_id}).first()
+        row = self.conn.execute(_DEV_ONE, {"b_id": call_id}).first()
         return None if row is None else dict(row._mapping)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from ..errors import BadInput
 from ..phone import mask
 from ..sealing import Sealer
-from ..store import Store, Tx
+from ..store import Store
 from .base import (
     CallEvent,
     CallReport,
@@ -116,7 +116,6 @@ class DevPhone(Provider):
             "number": request.number,
             "style": request.style.value,
             "app_name": request.app_name,
-            "state": CallState.RINGING.value,
             "sealed_pin": (
                 self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
             ),
@@ -145,17 +144,16 @@ class DevPhone(Provider):
         return [c.public() for c in self.newest(LISTED, number)]
 
     def answer(self, call_id: str) -> CallEvent:
-        call = self._take(call_id, CallState.ANSWERED)
+        call = self._live(call_id)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
     def hang_up(self, call_id: str) -> CallEvent:
-        call = self._take(call_id, CallState.ENDED)
-        was = call.state
-        if was is CallState.RINGING or call.style is not Style.SPOKEN:
+        call = self._live(call_id)
+        if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
                 "The call was declined."
-                if was is CallState.RINGING
+                if call.state is CallState.RINGING
                 else "The call ended before the PIN was entered."
             )
             return CallEvent(
@@ -166,8 +164,10 @@ class DevPhone(Provider):
 
     def press(self, call_id: str, digits: str) -> CallEvent:
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
+        call = self._live(call_id)
+        if call.style is not Style.KEYPAD:
+            raise BadInput("This call does not ask for keys: it speaks the PIN.")
         digits = (digits or "").strip().rstrip("#")
-        call = self._take(call_id, CallState.ANSWERED, keypad=True)
         if not digits or not digits.isdigit() or len(digits) > 32:
             raise BadInput("Key in digits only.")
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
@@ -176,30 +176,12 @@ class DevPhone(Provider):
         call = self._find(call_id)
         return call.state.value if call else None
 
-    def ended(self, call_id: str) -> None:
-        self.store.write(lambda tx: tx.dev_set(call_id, CallState.ENDED.value))
-
-    def _take(self, call_id: str, state: CallState, *, keypad: bool = False) -> DevCall:
-        """Move a ringing or answered call to ``state`` (one transaction); the call as it
-        was. ``keypad``: only a keypad call takes keys."""
-
-        def step(tx: Tx) -> dict[str, Any] | None:
-            row = tx.dev_call(call_id)
-            if row is None or row["state"] == CallState.ENDED.value:
-                return row
-            if keypad and row["style"] != Style.KEYPAD.value:
-                return row
-            tx.dev_set(call_id, state.value)
-            return row
-
-        row = self.store.write(step)
-        if row is None:
+    def _live(self, call_id: str) -> DevCall:
+        call = self._find(call_id)
+        if call is None:
             raise BadInput("There is no such call on the simulated phone.")
-        call = self._call(row)
         if call.state is CallState.ENDED:
             raise BadInput("This call has ended.")
-        if keypad and call.style is not Style.KEYPAD:
-            raise BadInput("This call does not ask for keys: it speaks the PIN.")
         return call
 
     def _call(self, row: dict[str, Any]) -> DevCall:
@@ -211,9 +193,27 @@ class DevPhone(Provider):
             number=row["number"],
             style=style,
             text=call_text(style, row["app_name"], pin),
-            state=CallState(row["state"]),
+            state=self._state(row),
             pin=pin if style is Style.SPOKEN else None,
         )
+
+    def _state(self, row: dict[str, Any]) -> CallState:
+        """A call's state, read from the verification whose call it is: ended once a newer
+        call replaced it, the phone hung up or the PIN it took confirmed the verification;
+        otherwise how far the call got, as the flow recorded it from the phone's events.
+        (A call outlives a verification that expired or locked, as a real call would: what
+        it relays then is refused by the flow.)"""
+        progress = row["v_call"]
+        if (
+            row["superseded"]
+            or progress is None
+            or progress == CallState.ENDED
+            or row["v_status"] == "verified"
+        ):
+            return CallState.ENDED
+        if progress in (CallState.QUEUED, CallState.RINGING):
+            return CallState.RINGING
+        return CallState.ANSWERED
 
     def _find(self, call_id: str) -> DevCall | None:
         row = self.store.read(lambda tx: tx.dev_call(call_id))

@@ -13,7 +13,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
 from ..gate import wants_json
-from ..models import Status
+from ..models import Status, Verification
 from ..providers.base import CallState
 from ..providers.dev import DevPhone
 from ..state import state
@@ -29,6 +29,13 @@ def _phone() -> DevPhone:
     if not isinstance(provider, DevPhone):
         abort(404)
     return provider
+
+
+def _state_after(reported: CallState | None, v: Verification | None, current: bool) -> str:
+    """The call's state once the flow took its event (as the phone's listing shows it)."""
+    if not current or v is None or v.status == Status.VERIFIED or reported is CallState.ENDED:
+        return CallState.ENDED.value
+    return CallState.ANSWERED.value
 
 
 def dev_phone() -> Any:
@@ -48,11 +55,11 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     validate_csrf()
     data = body()
     if action == "keys":
-        event, now = phone.press(call_id, str(data.get("digits", ""))), CallState.ANSWERED
+        event = phone.press(call_id, str(data.get("digits", "")))
     elif action == "answer":
-        event, now = phone.answer(call_id), CallState.ANSWERED
+        event = phone.answer(call_id)
     elif action == "hangup":
-        event, now = phone.hang_up(call_id), CallState.ENDED
+        event = phone.hang_up(call_id)
     else:
         abort(404)
     applied = st.flow.apply_event(event)
@@ -61,8 +68,6 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     if action == "keys":
         accepted = applied.current and v is not None and v.status == Status.VERIFIED
         if accepted:
-            phone.ended(call_id)
-            now = CallState.ENDED
             message = "Thank you. You are confirmed."
         elif v is None or not applied.current:
             message = "This call is no longer current: answer the newest call."
@@ -73,7 +78,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)
-    answer["state"] = now.value
+    answer["state"] = _state_after(event.report.call, applied.verification, applied.current)
     if wants_json():
         return jsonify(answer)
     if answer.get("message"):
