@@ -402,7 +402,12 @@ class Store:
             if not write:
                 if engine.dialect.name == "postgresql":  # one round trip, no BEGIN/ROLLBACK
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                yield conn  # otherwise begins on first use, rolled back on close
+                elif self._own is not None and engine.dialect.name == "sqlite":
+                    conn.info["phoneverify_begin"] = ""  # one statement needs no BEGIN
+                try:
+                    yield conn  # otherwise begins on first use, rolled back on close
+                finally:
+                    conn.info.pop("phoneverify_begin", None)
                 return
             sqlite_db = engine.dialect.name == "sqlite"
             if sqlite_db and self._own is not None:
@@ -453,8 +458,11 @@ def _make_engine(uri: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn: Connection) -> None:
-            immediate = conn.info.pop("phoneverify_immediate", False)  # a write step
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            begin = conn.info.pop("phoneverify_begin", "BEGIN")
+            if conn.info.pop("phoneverify_immediate", False):  # a write step
+                begin = "BEGIN IMMEDIATE"
+            if begin:
+                conn.exec_driver_sql(begin)
 
         return engine
     engine = create_engine(uri)
