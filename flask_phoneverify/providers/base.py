@@ -157,6 +157,9 @@ class Provider:
     simulated: ClassVar[bool] = False
     #: the country calling codes it can call (None: any); checked before a call is placed
     calling_codes: ClassVar[frozenset[int] | None] = None
+    #: whether :meth:`place_call` reads ``CallRequest.callback_url`` (an events address
+    #: sent with each call); vendors configured once in their console do not need it
+    callback_per_call: ClassVar[bool] = False
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str

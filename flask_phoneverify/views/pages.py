@@ -55,6 +55,11 @@ def _started_json(token: str, v: Verification, pin: str) -> dict[str, Any]:
     return answer
 
 
+def _callback_url(st: AppState) -> str | None:
+    """The signed events address, for providers that send one with each call."""
+    return callback_address(st, st.provider.name) if st.provider.callback_per_call else None
+
+
 def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> None:
     data: dict[str, Any] = {"t": token, "n": next_to}
     if v.style == Style.KEYPAD:
@@ -124,7 +129,7 @@ def start() -> Any:
             enrol=enrol,
             session=this_session(),
             ip=client_ip(),
-            callback_url=callback_address(st, st.provider.name),
+            callback_url=_callback_url(st),
         )
     except FlowError as e:
         if wants_json() or e.status not in (400, 429):
@@ -265,7 +270,7 @@ def resend() -> Any:
         user_id=who.id,
         session=this_session(),
         ip=client_ip(),
-        callback_url=callback_address(st, st.provider.name),
+        callback_url=_callback_url(st),
     )
     v = started.verification
     if pending().get("t") == token:
