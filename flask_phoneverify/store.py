@@ -402,12 +402,14 @@ class Store:
             if not write:
                 if engine.dialect.name == "postgresql":  # one round trip, no BEGIN/ROLLBACK
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                elif self._own is not None and engine.dialect.name == "sqlite":
+                quiet = self._own is not None and engine.dialect.name == "sqlite"
+                if quiet:
                     conn.info["phoneverify_begin"] = ""  # one statement needs no BEGIN
                 try:
                     yield conn  # otherwise begins on first use, rolled back on close
                 finally:
-                    conn.info.pop("phoneverify_begin", None)
+                    if quiet and not conn.invalidated:
+                        conn.info.pop("phoneverify_begin", None)
                 return
             sqlite_db = engine.dialect.name == "sqlite"
             if sqlite_db and self._own is not None:
