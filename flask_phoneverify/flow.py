@@ -185,7 +185,7 @@ class Flow:
 
         def admit(tx: Tx) -> None:
             tx.add(v)
-            self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip)
+            self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip, at=now)
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now)
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
@@ -215,7 +215,7 @@ class Flow:
         def admit(tx: Tx) -> None:
             if not tx.change(vid, where={"call_id": v.call_id}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
-            self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip)
+            self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
             self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
@@ -293,16 +293,13 @@ class Flow:
             v.id[:8],
             v.style,
         )
-        v.provider_ref, v.call = ticket.reference, ticket.call.value
         return v
 
     def _placed(self, tx: Tx, v: Verification, ticket: CallTicket) -> None:
-        tx.change(
-            v.id,
-            where={"call_id": v.call_id, "call": CallState.QUEUED.value},
-            provider_ref=ticket.reference,
-            call=ticket.call.value,
-        )
+        """Keep the call's reference; its progress only if no event moved it on already."""
+        stored = tx.placed(v.id, v.call_id, ticket.reference, ticket.call.value)
+        if stored is not None:
+            v.provider_ref, v.call = ticket.reference, stored
         self._audit(tx, v, EventKind.CALL_PLACED)
 
     def _not_placed(self, tx: Tx, v: Verification, e: ProviderError) -> None:
@@ -354,7 +351,8 @@ class Flow:
                 )
 
         def learn(tx: Tx) -> Verification:
-            if not tx.change(v.id, where={"polled_at": v.polled_at}, polled_at=now):
+            guard = {"polled_at": v.polled_at, "call_id": v.call_id}
+            if not tx.change(v.id, where=guard, polled_at=now):
                 return _found(tx.get(v.id))  # another request asked meanwhile
             v.polled_at = now
             if error is not None and not error.retryable:
@@ -486,7 +484,15 @@ class Flow:
             return v
 
         v = self.store.write(admit)
-        reference = self.provider.bridge(v.phone)
+        try:
+            reference = self.provider.bridge(v.phone)
+        except ProviderError:
+            self.store.write(
+                lambda tx: self.limits.release_call(
+                    tx, user_id=user_id, phone=v.phone, ip=ip, at=now
+                )
+            )
+            raise
         detail = f"reference {reference[:12]}"
         self.store.write(lambda tx: self._audit(tx, v, EventKind.BRIDGE, ip=ip, detail=detail))
         return reference
@@ -587,7 +593,7 @@ class Flow:
         detail: str | None,
         kind: EventKind = EventKind.PROVIDER_ERROR,
     ) -> None:
-        if tx.change(v.id, status=Status.FAILED.value, reason=reason):
+        if tx.change(v.id, where={"call_id": v.call_id}, status=Status.FAILED.value, reason=reason):
             v.status, v.reason = Status.FAILED.value, reason
             self._audit(tx, v, kind, detail=detail)
             log.warning(
@@ -623,9 +629,11 @@ class Flow:
         *kinds: EventKind,
         ip: str | None = None,
         detail: str | None = None,
+        at: float | None = None,
     ) -> None:
-        """Record ``kinds`` for ``v`` in the step's transaction (one statement)."""
-        at = self.clock()
+        """Record ``kinds`` for ``v`` in the step's transaction (one statement); ``at``:
+        the step's own time where another record must match it."""
+        at = self.clock() if at is None else at
         tx.record(
             *(
                 {

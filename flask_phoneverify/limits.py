@@ -32,6 +32,8 @@ WINDOW = int(HOUR) // MINUTE  # minute rows in one hour
 LAST_CALL = "last_call"
 WRONG_PIN = "wrong_pin"
 APP_KEY = "*"
+#: the minute of a budget's anchor row: locked by every start, never counted
+ANCHOR = 0
 
 
 def minute_of(at: float) -> int:
@@ -67,7 +69,12 @@ class Limits:
         last = tx.swap_last(LAST_CALL, phone, now)
         budgets = self._budgets(user_id, phone, ip)
         minute = minute_of(now)
-        tx.bump([(scope, key, minute, 1) for scope, key, _, _ in budgets])
+        # Each budget's anchor row (minute 0, never inside a window) is locked first, in
+        # one order, so starts in different minutes serialise too; then the minute rows.
+        tx.bump(
+            [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
+            + [(scope, key, minute, 1) for scope, key, _, _ in budgets]
+        )
         keys = [(scope, key) for scope, key, _, _ in budgets]
         if check_failures:
             keys.append((WRONG_PIN, user_id))

@@ -69,6 +69,19 @@ _BY_CALL = select(V).where(
     V.c.call_id == bindparam("call_id"), V.c.provider == bindparam("provider")
 )
 _ADD = insert(V)
+_PLACED = (
+    update(V)
+    .where(
+        V.c.id == bindparam("vid"),
+        V.c.call_id == bindparam("cid"),
+        V.c.status == Status.CALLING.value,
+    )
+    .values(
+        provider_ref=bindparam("ref"),
+        call=case((V.c.call == "queued", bindparam("progress")), else_=V.c.call),
+    )
+    .returning(V.c.call)
+)
 _CLAIM = (
     update(V)
     .where(
@@ -200,6 +213,15 @@ class Tx:
             conditions.append(column.is_(None) if expected is None else column == expected)
         result = self.conn.execute(update(V).where(*conditions).values(**values))
         return bool(result.rowcount)
+
+    def placed(self, verification_id: str, call_id: str, reference: str, call: str) -> str | None:
+        """Keep a placed call's reference, and its progress unless an event already moved
+        it on; the progress now stored, or None when the call is no longer current."""
+        row = self.conn.execute(
+            _PLACED,
+            {"vid": verification_id, "cid": call_id, "ref": reference, "progress": call},
+        ).first()
+        return None if row is None else str(row[0])
 
     def claim(self, verification_id: str, now: float) -> bool:
         """Mark a verified verification as taken into a session, once."""
@@ -385,6 +407,9 @@ class Store:
         return self._run(step, write=False)
 
     def _run(self, step: Callable[[Tx], T], *, write: bool) -> T:
+        """Run ``step``; once more on a fresh connection when the database dropped the
+        first. (A drop between the server's commit and its answer would run a write step
+        twice: rare, and each step's guards make the second a refusal, not a double.)"""
         for attempt in (1, 2):
             try:
                 with self._transaction(write) as conn:

@@ -210,6 +210,39 @@ def test_provider_failure_marks_failed_and_shows_retry(make_app: Any) -> None:
     assert statuses == ["failed", "failed"]
 
 
+def test_a_call_never_placed_is_released_even_as_the_clock_moves(
+    make_app: Any, monkeypatch: Any
+) -> None:
+    """Every reading of the clock moves it on (as a real one does between statements): the
+    counted call of a start the provider refused is still found and released."""
+    from sqlalchemy import select
+
+    from flask_phoneverify.models import Event
+
+    from .helpers import FakeClock
+    from .loopback import free_port
+
+    def ticking(self: FakeClock) -> float:
+        self.now += 0.013
+        return self.now
+
+    monkeypatch.setattr(FakeClock, "__call__", ticking)
+    h = make_app(
+        PHONEVERIFY_PROVIDER="xverify",
+        PHONEVERIFY_XVERIFY_URL=f"http://127.0.0.1:{free_port()}",
+        PHONEVERIFY_XVERIFY_API_KEY="key",
+        PHONEVERIFY_XVERIFY_DOMAIN="example.com",
+        PHONEVERIFY_NUMBER_COOLDOWN=60,
+    )
+    c = h.client()
+    token = csrf(c)
+    assert post(c, "/start", token=token).status_code == 503
+    with h.ext.state(h.app).store.session() as s:
+        kinds = [e.kind for e in s.scalars(select(Event).order_by(Event.id))]
+    assert "call_released" in kinds and "call" not in kinds, kinds
+    assert post(c, "/start", token=token).status_code == 503  # no cool-down left behind
+
+
 def test_anonymous_gets_401_without_flask_login(harness: Harness) -> None:
     c = harness.client(None)
     assert c.get("/secret").status_code == 401
@@ -236,7 +269,7 @@ def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
     assert r.status_code == 409 and b"has not confirmed yet" in r.data
 
 
-PLACED = "UPDATE phoneverify_verifications SET call=?, provider_ref="
+PLACED = "UPDATE phoneverify_verifications SET call=CASE"
 
 
 def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: Any) -> None:
@@ -272,3 +305,28 @@ def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: A
     assert keyed.json["accepted"] is True
     assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
     event.remove(st.store.engine, "before_cursor_execute", fail)
+
+
+def test_the_simulated_phone_ends_a_call_whose_verification_closed(make_app: Any) -> None:
+    """Canceled or locked on the page: the phone lists the call as ended and takes no more
+    answers, keys or hang-ups, whichever worker serves it."""
+    h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=1)
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    assert dev_calls(c)[-1]["state"] == "ringing"
+    assert post(c, "/cancel", {"token": body["token"]}, token=token).status_code == 200
+    call = dev_calls(c)[-1]
+    assert call["state"] == "ended"
+    r = post(c, f"/dev/phone/{call['id']}/answer", token=token)
+    assert r.status_code == 400 and "ended" in r.json["message"]
+
+    body = post(c, "/start", token=token).json
+    call = dev_calls(c)[-1]
+    assert post(c, f"/dev/phone/{call['id']}/answer", token=token).json["state"] == "answered"
+    wrong = "000000" if call["pin"] != "000000" else "111111"
+    r = post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    assert r.status_code == 429  # locked
+    assert dev_calls(c)[-1]["state"] == "ended"
+    r = post(c, f"/dev/phone/{call['id']}/hangup", token=token)
+    assert r.status_code == 400 and "ended" in r.json["message"]

@@ -130,3 +130,61 @@ def test_simultaneous_starts_never_exceed_the_numbers_hourly_budget(
     results = race(database_uri, mode, cooldown=0, per_number=2)
     assert sorted(results) == ["limited"] * (STARTS - 2) + ["placed"] * 2, results
     assert stored(database_uri) == (2, 2)
+
+
+def test_starts_on_either_side_of_a_minute_boundary_share_one_hourly_budget(
+    database_uri: str,
+) -> None:
+    """One user, budget 1, two starts to two numbers whose transactions overlap across a
+    minute boundary (the first is held open by a slow database after it read its counts):
+    exactly one is admitted."""
+    from sqlalchemy import event
+
+    minute = 29_000_000
+    apps = []
+    for at in (minute * 60 - 0.5, minute * 60 + 0.2):
+        app = Flask("edge", instance_path="/nonexistent-instance")
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY=SECRET,
+            PHONEVERIFY_DATABASE_URI=database_uri,
+            PHONEVERIFY_NUMBER_COOLDOWN=0,
+            PHONEVERIFY_CALLS_PER_USER_PER_HOUR=1,
+        )
+        PhoneVerify(app, clock=lambda at=at: at)
+        apps.append(app)
+    _ = state(apps[0]).store.engine
+    first_read = threading.Event()
+
+    def slow(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("SELECT phoneverify_counters") and not first_read.is_set():
+            first_read.set()
+            threading.Event().wait(0.6)  # the first start keeps its transaction open
+
+    event.listen(state(apps[0]).store.engine, "after_cursor_execute", slow)
+    results: dict[int, str] = {}
+
+    def go(i: int, number: str) -> None:
+        try:
+            state(apps[i]).flow.start(
+                user_id="u",
+                phone=number,
+                enrol=False,
+                session="s" * 64,
+                ip=None,
+                callback_url=None,
+            )
+            results[i] = "placed"
+        except RateLimited:
+            results[i] = "limited"
+
+    a = threading.Thread(target=go, args=(0, "+12015550123"))
+    a.start()
+    assert first_read.wait(30)
+    b = threading.Thread(target=go, args=(1, "+12015550124"))
+    b.start()
+    a.join(60)
+    b.join(60)
+    for app in apps:
+        state(app).close()
+    assert sorted(results.values()) == ["limited", "placed"], results

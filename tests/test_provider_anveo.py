@@ -391,3 +391,32 @@ def test_close_closes_the_http_client(
     assert provider.client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         provider.place_call(call())
+
+
+def test_a_support_call_that_fails_gives_back_its_cool_down_and_budget(
+    server: tuple[AnveoServer, str], make_app: Callable[..., Harness]
+) -> None:
+    """A bridge the vendor refused never rang anyone: it costs no cool-down and no call
+    of the hour's budget."""
+    anveo, url = server
+    h = make_app(
+        **config(url, PHONEVERIFY_ANVEO_CONNECT_TO="12155550199"),
+        PHONEVERIFY_MAX_ATTEMPTS=1,
+        PHONEVERIFY_NUMBER_COOLDOWN=60,
+        PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=2,
+    )
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    pin = anveo.last("DIAL.CALLFLOW")["variables"]["VERIFICATIONCODE"]
+    wrong = "000000" if pin != "000000" else "111111"
+    assert (
+        post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token).status_code == 429
+    )
+    h.clock.advance(61)  # past the start's cool-down
+    anveo.script["DIAL.CONNECT"] = "error:Service temporarily unavailable"
+    r = post(c, "/talk", {"token": body["token"]}, token=token)
+    assert r.status_code in (502, 503) and r.json["error"] == "provider_error"
+    del anveo.script["DIAL.CONNECT"]
+    r = post(c, "/talk", {"token": body["token"]}, token=token)  # no cool-down left behind
+    assert r.status_code == 200 and r.json["status"] == "bridging"

@@ -25,7 +25,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadInput
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import BadInput, ProviderUnavailable
 from ..phone import mask
 from ..sealing import Sealer
 from ..store import Store
@@ -40,7 +42,7 @@ from .base import (
     Style,
 )
 
-__all__ = ["DevPhone", "DevCall", "call_text"]
+__all__ = ["DevPhone", "DevCall", "call_text", "call_state"]
 
 #: calls the simulated phone keeps, and the newest it lists
 MAX_CALLS = 500
@@ -75,6 +77,15 @@ def call_text(style: Style, app_name: str, pin: str | None) -> str:
         spoken = " ".join(pin or "?")
         return f"This is {app_name}. Your PIN is {spoken}. Again: {spoken}. Goodbye."
     return f"This is {app_name}. To confirm it is you, key in the PIN shown on your screen."
+
+
+def call_state(status: str | None, progress: str | None, *, superseded: bool = False) -> CallState:
+    """How the simulated phone shows a call, from its verification's status and progress."""
+    if superseded or status != "calling" or progress in (None, CallState.ENDED):
+        return CallState.ENDED
+    if progress in (CallState.QUEUED, CallState.RINGING):
+        return CallState.RINGING
+    return CallState.ANSWERED
 
 
 class DevPhone(Provider):
@@ -121,7 +132,10 @@ class DevPhone(Provider):
             ),
             "created_at": float(self._clock()),
         }
-        self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
+        try:
+            self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
+        except SQLAlchemyError as e:  # the simulated network is down: the call never rang
+            raise ProviderUnavailable(detail=f"simulated phone: {type(e).__name__}") from e
         print(
             f" * flask-phoneverify: simulated call to {mask(request.number)}; "
             f"answer it at {self.phone_url}",
@@ -199,21 +213,10 @@ class DevPhone(Provider):
 
     def _state(self, row: dict[str, Any]) -> CallState:
         """A call's state, read from the verification whose call it is: ended once a newer
-        call replaced it, the phone hung up or the PIN it took confirmed the verification;
-        otherwise how far the call got, as the flow recorded it from the phone's events.
-        (A call outlives a verification that expired or locked, as a real call would: what
-        it relays then is refused by the flow.)"""
-        progress = row["v_call"]
-        if (
-            row["superseded"]
-            or progress is None
-            or progress == CallState.ENDED
-            or row["v_status"] == "verified"
-        ):
-            return CallState.ENDED
-        if progress in (CallState.QUEUED, CallState.RINGING):
-            return CallState.RINGING
-        return CallState.ANSWERED
+        call replaced it, the phone hung up or the verification closed (confirmed, locked,
+        canceled, or found expired); otherwise how far the call got, as the flow recorded
+        it from the phone's events."""
+        return call_state(row["v_status"], row["v_call"], superseded=bool(row["superseded"]))
 
     def _find(self, call_id: str) -> DevCall | None:
         row = self.store.read(lambda tx: tx.dev_call(call_id))

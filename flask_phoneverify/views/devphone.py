@@ -15,7 +15,7 @@ from ..flow import wrong_pin_message
 from ..gate import wants_json
 from ..models import Status, Verification
 from ..providers.base import CallState
-from ..providers.dev import DevPhone
+from ..providers.dev import DevPhone, call_state
 from ..state import state
 from .common import body
 
@@ -32,10 +32,11 @@ def _phone() -> DevPhone:
 
 
 def _state_after(reported: CallState | None, v: Verification | None, current: bool) -> str:
-    """The call's state once the flow took its event (as the phone's listing shows it)."""
-    if not current or v is None or v.status == Status.VERIFIED or reported is CallState.ENDED:
+    """The call's state once the flow took its event, as the phone's listing shows it."""
+    if not current or v is None:
         return CallState.ENDED.value
-    return CallState.ANSWERED.value
+    progress = CallState.ENDED.value if reported is CallState.ENDED else v.call
+    return call_state(v.status, progress).value
 
 
 def dev_phone() -> Any:
