@@ -39,7 +39,6 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 MARKER = "_phoneverify"
-EXEMPT_METHODS = frozenset({"OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,8 @@ def phone_verified_required(
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             app = current_app._get_current_object()  # type: ignore[attr-defined]
             run = app.ensure_sync(view) if is_async else view
-            if request.method in EXEMPT_METHODS:
-                return run(*args, **kwargs)
+            # Every method is gated, OPTIONS included: a view that lists OPTIONS itself is
+            # called for it. (Flask answers automatic OPTIONS without calling the view.)
             st = state(app)  # one lookup of the app state and one of the user per request
             uid = _user_id(_user(st, app))
             if uid is None:

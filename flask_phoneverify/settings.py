@@ -279,6 +279,15 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "PHONEVERIFY_IPV6_PREFIX",
+        64,
+        "int",
+        "IPv6 clients are counted per network of this prefix length (one /64 is one "
+        "household or host, which can rotate through its addresses at will).",
+        minimum=32,
+        maximum=128,
+    ),
+    Setting(
         "PHONEVERIFY_CALLS_PER_HOUR",
         200,
         "int",
@@ -353,6 +362,7 @@ class Settings:
     calls_per_number_per_hour: int
     calls_per_user_per_hour: int
     calls_per_ip_per_hour: int
+    ipv6_prefix: int
     calls_per_hour: int
     number_cooldown: int
     allowed_countries: tuple[str, ...]

@@ -354,3 +354,31 @@ def test_rule_07_gate_redirect_refuses_offsite_targets(
     press(c, token, dev_call_id(harness, pending["t"]), pending["p"])
     r = c.post("/phoneverify/confirm", data={"csrf_token": token, "next": next_field})
     assert r.status_code == 302 and _same_site(r.location), r.location
+
+
+def test_rule_06_a_view_that_lists_options_is_gated_for_it_too(harness: Harness) -> None:
+    """An unverified OPTIONS request never runs the gated body of a view that answers
+    OPTIONS itself; Flask's automatic OPTIONS answers keep working."""
+    ran: list[str] = []
+
+    @harness.app.route("/listed", methods=["GET", "OPTIONS"])
+    @phone_verified_required
+    def listed() -> str:
+        ran.append("listed")
+        return "the listed body"
+
+    @harness.app.get("/automatic")
+    @phone_verified_required
+    def automatic() -> str:
+        ran.append("automatic")
+        return "the automatic body"
+
+    c = harness.client()
+    r = c.options("/listed")
+    assert r.status_code in (302, 401) and b"the listed body" not in r.data
+    r = c.options("/automatic")
+    assert r.status_code == 200 and "GET" in r.headers["Allow"]
+    assert ran == []
+    verify_keypad(c)
+    assert c.options("/listed").data == b"the listed body"
+    assert ran == ["listed"]

@@ -290,3 +290,68 @@ def test_rule_05_workers_starting_together_share_one_fresh_database(
     # two verifications each for two users: within every limit, so each start is placed
     assert results == [200] * len(workers), results
     assert calls_placed(*workers) == len(workers)
+
+
+def test_rule_05_ipv6_clients_are_counted_per_network(make_app: Any) -> None:
+    """Ten addresses of one IPv6 /64 share one per-IP budget; another /64 has its own, and
+    PHONEVERIFY_IPV6_PREFIX narrows the network."""
+    h = make_app(
+        PHONEVERIFY_ALLOW_ENROLMENT=True,
+        PHONEVERIFY_CALLS_PER_IP_PER_HOUR=2,
+        PHONEVERIFY_DEFAULT_REGION="US",
+    )
+    users = [f"v{i}" for i in range(10)]
+    h.add_users(*users)
+    codes = []
+    for i, uid in enumerate(users):
+        c = h.client(uid)
+        c.environ_base["REMOTE_ADDR"] = f"2001:db8:1:2:{i:x}::{i + 1:x}"
+        codes.append(post(c, "/start", {"phone": f"+1201555{i + 200:04d}"}, token=csrf(c)))
+    assert [r.status_code for r in codes] == [200, 200] + [429] * 8
+    assert "network" in codes[2].json["message"]
+    c = h.client(users[2])
+    c.environ_base["REMOTE_ADDR"] = "2001:db8:1:3::1"
+    assert post(c, "/start", {"phone": "+12015550202"}, token=csrf(c)).status_code == 200
+    assert {e.ip for e in events(h, "call")} == {"2001:db8:1:2::/64", "2001:db8:1:3::/64"}
+
+    narrow = make_app(
+        PHONEVERIFY_ALLOW_ENROLMENT=True,
+        PHONEVERIFY_CALLS_PER_IP_PER_HOUR=1,
+        PHONEVERIFY_DEFAULT_REGION="US",
+        PHONEVERIFY_IPV6_PREFIX=128,
+    )
+    narrow.add_users("w1", "w2")
+    for i, uid in enumerate(("w1", "w2")):
+        c = narrow.client(uid)
+        c.environ_base["REMOTE_ADDR"] = f"2001:db8::{i + 1}"
+        r = post(c, "/start", {"phone": f"+1201555{i + 300:04d}"}, token=csrf(c))
+        assert r.status_code == 200
+
+
+def test_rule_05_simultaneous_http_starts_to_one_number_place_one_call(make_app: Any) -> None:
+    """Three users sharing one number press "Call me" at the same instant on a threaded
+    server: the 30 s cool-down lets exactly one call through."""
+    h = make_app(PHONEVERIFY_NUMBER_COOLDOWN=30)
+    h.add_users("s1", "s2", "s3")
+    for uid in ("s1", "s2", "s3"):
+        h.users[uid].phone = "+12015550177"
+    barrier = threading.Barrier(3)
+    codes: list[int] = []
+    with serve(h.app) as base:
+
+        def go(uid: str) -> None:
+            with httpx.Client(base_url=base, headers={"X-Test-User": uid}) as c:
+                token = c.get("/phoneverify/", headers={"Accept": "application/json"}).json()[
+                    "csrf_token"
+                ]
+                barrier.wait(30)
+                r = c.post("/phoneverify/start", json={}, headers={"X-CSRFToken": token})
+                codes.append(r.status_code)
+
+        threads = [threading.Thread(target=go, args=(uid,)) for uid in ("s1", "s2", "s3")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert sorted(codes) == [200, 429, 429], codes
+    assert calls_placed(h) == 1

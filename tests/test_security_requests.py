@@ -233,3 +233,25 @@ def test_rule_09_key_rotation_through_secret_key_fallbacks(make_app: Any, tmp_pa
     # new tokens are signed with the new key
     fresh = state_of(rotated).tokens.make_callback("dev")
     assert cut.client(None).post(f"/phoneverify/callback/dev/{fresh}").status_code == 400
+
+
+def test_rule_08_pages_are_never_framed_and_send_no_referrer(make_app: Any) -> None:
+    """Every page and answer of the extension forbids framing and referrers, unless the app
+    set those headers itself."""
+    h = make_app()
+    c = h.client()
+    for r in (c.get("/phoneverify/"), get_json(c, "/"), c.get("/phoneverify/wait")):
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+
+    own = make_app()
+
+    @own.app.after_request
+    def app_policy(response: Any) -> Any:  # the app's own policy is left alone
+        response.headers["Content-Security-Policy"] = "default-src 'self'"
+        return response
+
+    r = own.client().get("/phoneverify/")
+    assert r.headers["Content-Security-Policy"] == "default-src 'self'"
+    assert r.headers["X-Frame-Options"] == "DENY"

@@ -8,6 +8,8 @@ or a database failure.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import secrets
 from datetime import UTC, datetime
@@ -44,10 +46,22 @@ def sender() -> Any:
     return current_app._get_current_object()  # type: ignore[attr-defined]
 
 
+#: headers every page and answer of the extension carries, unless the app set its own:
+#: pages hold tokens in their forms, so they are never framed and never leak a referrer
+PAGE_HEADERS = {
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+}
+
+
 def no_store(response: Response) -> Response:
-    response.headers["Cache-Control"] = "no-store"
-    response.headers.setdefault("Referrer-Policy", "same-origin")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers = response.headers
+    headers["Cache-Control"] = "no-store"
+    for name, value in PAGE_HEADERS.items():
+        if name not in headers:
+            headers[name] = value
     return response
 
 
@@ -111,7 +125,24 @@ def next_path(value: Any = None) -> str:
 
 
 def client_ip() -> str | None:
-    return request.remote_addr
+    """The client address the per-IP limit counts: IPv6 clients by their network of
+    PHONEVERIFY_IPV6_PREFIX bits, since one host can rotate through a whole /64."""
+    return client_network(request.remote_addr, state().settings.ipv6_prefix)
+
+
+@functools.lru_cache(maxsize=4096)
+def client_network(address: str | None, ipv6_prefix: int) -> str | None:
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:a.b.c.d is an IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/{ipv6_prefix}", strict=False))
+    return str(ip)
 
 
 # -- errors --------------------------------------------------------------------------------
