@@ -653,3 +653,32 @@ def test_rule_11_provider_credentials_never_logged_or_shown(
         assert secret not in text and secret.upper() not in text
     for e in events(h):
         assert secret not in (e.detail or "") and secret.upper() not in (e.detail or "")
+
+
+FORGED = "\r\nphoneverify: verification FORGED confirmed for +12015550199"
+
+
+@pytest.mark.parametrize("name", [n for n in ECHOING_ERRORS if n in PROVIDER_NAMES])
+def test_rule_11_vendor_text_cannot_forge_log_lines_or_log_numbers(
+    make_app: Any, vendor: Any, caplog: pytest.LogCaptureFixture, name: str
+) -> None:
+    """A vendor's error text with line breaks and a phone number reaches the log as one
+    line, its number masked."""
+    caplog.set_level(logging.DEBUG)
+    recorder, base = vendor
+    body, status, content_type = ECHOING_ERRORS[name]
+    text = json.dumps(FORGED)[1:-1] if content_type == "application/json" else FORGED
+    for sentinel in (SENTINELS[name], SENTINELS[name].upper()):
+        body = body.replace(sentinel, text)
+    recorder.answer(body, status=status, content_type=content_type)
+    h = make_app(**provider_config(name, base))
+    _, r = start_with(h)
+    assert 400 <= r.status_code < 600 and r.status_code != 500
+    ours = [rec for rec in caplog.records if rec.name.startswith("flask_phoneverify")]
+    assert ours
+    for rec in ours:
+        message = rec.getMessage()
+        assert "\n" not in message and "\r" not in message, message
+        assert "12015550199" not in message, message
+    for e in events(h):
+        assert "\n" not in (e.detail or "") and "12015550199" not in (e.detail or "")
