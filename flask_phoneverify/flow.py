@@ -331,7 +331,9 @@ class Flow:
     def refresh(self, v: Verification) -> Verification:
         """Expire it when its time is up; ask a polled provider for news when due."""
         now = self.clock()
-        if v.is_open and now >= v.expires_at:
+        if now >= v.expires_at and (
+            v.is_open or (v.status == Status.VERIFIED and v.claimed_at is None)
+        ):
             return self.store.write(lambda tx: self._expire(tx, v.id))
         if not (v.is_open and self.provider.polled and v.provider_ref) or _settled(v):
             return v
@@ -364,10 +366,14 @@ class Flow:
         return self.store.write(learn)
 
     def _expire(self, tx: Tx, vid: str) -> Verification:
+        """Close it at its end: open, or confirmed by the phone but never claimed (a claim
+        after the end is refused, so the confirmation expires with it)."""
         v = _found(tx.get(vid))
-        if v.is_open and tx.change(
-            v.id, status=Status.EXPIRED.value, reason=MESSAGES[Status.EXPIRED]
-        ):
+        if v.is_open:
+            changed = tx.change(v.id, status=Status.EXPIRED.value, reason=MESSAGES[Status.EXPIRED])
+        else:
+            changed = tx.expire_unclaimed(v.id, MESSAGES[Status.EXPIRED])
+        if changed:
             self._audit(tx, v, EventKind.EXPIRED)
             v.status, v.reason = Status.EXPIRED.value, MESSAGES[Status.EXPIRED]
         return v

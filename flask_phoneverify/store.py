@@ -88,6 +88,7 @@ _CLAIM = (
         V.c.id == bindparam("vid"),
         V.c.status == Status.VERIFIED.value,
         V.c.claimed_at.is_(None),
+        V.c.expires_at > bindparam("now"),
     )
     .values(claimed_at=bindparam("now"))
 )
@@ -99,6 +100,7 @@ _CLAIM_OWN = (
         V.c.session_ref == bindparam("sref"),
         V.c.status == Status.VERIFIED.value,
         V.c.claimed_at.is_(None),
+        V.c.expires_at > bindparam("now"),
     )
     .values(claimed_at=bindparam("now"))
     .returning(*V.c)
@@ -222,6 +224,20 @@ class Tx:
             {"vid": verification_id, "cid": call_id, "ref": reference, "progress": call},
         ).first()
         return None if row is None else str(row[0])
+
+    def expire_unclaimed(self, verification_id: str, reason: str) -> bool:
+        """A confirmation never taken into a session before the verification's end has
+        expired with it (the only move away from 'verified')."""
+        result = self.conn.execute(
+            update(V)
+            .where(
+                V.c.id == verification_id,
+                V.c.status == Status.VERIFIED.value,
+                V.c.claimed_at.is_(None),
+            )
+            .values(status=Status.EXPIRED.value, reason=reason)
+        )
+        return bool(result.rowcount)
 
     def claim(self, verification_id: str, now: float) -> bool:
         """Mark a verified verification as taken into a session, once."""

@@ -26,6 +26,7 @@ from .helpers import (
     begin,
     csrf,
     dev_call_id,
+    get_json,
     login_app,
     post,
     press,
@@ -382,3 +383,27 @@ def test_rule_06_a_view_that_lists_options_is_gated_for_it_too(harness: Harness)
     verify_keypad(c)
     assert c.options("/listed").data == b"the listed body"
     assert ran == ["listed"]
+
+
+def test_rule_06_step_up_is_measured_from_the_phones_confirmation(harness: Harness) -> None:
+    """Confirmed on the phone at T, claimed by the page at T+590: a max_age=60 view is
+    closed at T+640, since the marker carries T. A claim after the verification's end is
+    refused and the confirmation reads as expired."""
+    c = harness.client()
+    token, body = begin(c)
+    press(c, token, dev_call_id(harness, body["token"]), body["pin"])
+    harness.clock.advance(590)
+    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
+    assert c.get("/fresh").status_code == 302
+    assert c.get("/secret").status_code == 200
+
+    late = harness.client("2")
+    token, body = begin(late)
+    press(late, token, dev_call_id(harness, body["token"]), body["pin"])
+    harness.clock.advance(599)
+    assert get_json(late, f"/status?token={body['token']}").json["status"] == "verified"
+    harness.clock.advance(1)  # the verification's end: the token still reads, the claim not
+    r = post(late, "/confirm", {"token": body["token"]}, token=token)
+    assert (r.status_code, r.json["error"]) == (409, "not_open") and "expired" in r.json["message"]
+    assert late.get("/secret").status_code == 302
+    assert get_json(late, f"/status?token={body['token']}").json["status"] == "expired"

@@ -238,7 +238,7 @@ def confirm() -> Any:
         v = st.flow.owned(verification_id(st, who, token), user_id=who.id)
         return _render_wait(st, v, token, e)
     next_to = next_path(data.get("next"))
-    mark_verified(who.id, st.clock())
+    mark_verified(who.id, v.verified_at or st.clock())  # dated when the phone confirmed
     session.pop(PENDING, None)
     app = sender()
     if v.enrol:
