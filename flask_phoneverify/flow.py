@@ -473,6 +473,18 @@ class Flow:
 
         return self.store.write(step)
 
+    def end_session(self, session: str) -> int:
+        """Cancel every open verification of a login session that ended; returns how many."""
+
+        def step(tx: Tx) -> int:
+            ended = tx.open_of_session(session)
+            for v in ended:
+                if tx.change(v.id, status=Status.CANCELED.value, reason=MESSAGES[Status.CANCELED]):
+                    self._audit(tx, v, EventKind.CANCELED, detail="the login session ended")
+            return len(ended)
+
+        return self.store.write(step)
+
     def bridge(self, vid: str, *, user_id: str, session: str, ip: str | None) -> str:
         """Connect a user whose verification failed or locked to the support line.
         It costs a call like any other, so the same limits apply; it verifies nothing."""

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, overload
 from flask import Flask, abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
+from .flow import session_ref
 from .redirects import safe_next
 
 try:  # Flask-Login is optional: apps without it register a user_loader
@@ -39,6 +40,9 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 MARKER = "_phoneverify"
+#: the session's pending verification (token, next page, keypad PIN) and its nonce
+PENDING = "_phoneverify_pending"
+NONCE = "_phoneverify_sid"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def _fresh(st: AppState, user_id: str, max_age: int | None) -> bool:
     if not isinstance(marker, dict):
         return False
     if marker.get("u") != user_id:
-        forget_phone_verification()  # another user: switching back must verify again
+        session.pop(MARKER, None)  # another user: switching back must verify again
         return False
     at = marker.get("t")
     if not isinstance(at, int | float):
@@ -115,8 +119,14 @@ def mark_verified(user_id: str, at: float) -> None:
 
 
 def forget_phone_verification() -> None:
-    """Drop the verified state (call it where the app logs a user out or switches user)."""
+    """Drop the verified state and end this login session's verifications: the open ones
+    are canceled, and a new session nonce means none started before can be claimed (call
+    it where the app logs a user out or switches user; Flask-Login's signals do)."""
     session.pop(MARKER, None)
+    session.pop(PENDING, None)
+    nonce = session.pop(NONCE, None)
+    if isinstance(nonce, str):
+        state().flow.end_session(session_ref(nonce))
 
 
 def wants_json() -> bool:

@@ -91,7 +91,7 @@ class Verification(Base):
     pin_hash: Mapped[str] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     sends: Mapped[int] = mapped_column(Integer, default=1)
-    session_ref: Mapped[str] = mapped_column(String(64))  # hash of the asking session's nonce
+    session_ref: Mapped[str] = mapped_column(String(64), index=True)  # hash of the session nonce
     ip: Mapped[str | None] = mapped_column(String(64), nullable=True)  # who asked, for release
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # readable, for the user
     created_at: Mapped[float] = mapped_column(Float)

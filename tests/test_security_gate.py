@@ -407,3 +407,33 @@ def test_rule_06_step_up_is_measured_from_the_phones_confirmation(harness: Harne
     assert (r.status_code, r.json["error"]) == (409, "not_open") and "expired" in r.json["message"]
     assert late.get("/secret").status_code == 302
     assert get_json(late, f"/status?token={body['token']}").json["status"] == "expired"
+
+
+def test_rule_06_a_confirmation_does_not_outlive_logout(tmp_path: Any) -> None:
+    """The phone confirmed, then the user logged out before the page claimed it: whoever
+    logs in next in that browser cannot claim it, and the open verifications of the ended
+    login session are canceled."""
+    app = login_app(tmp_path)
+    c = app.test_client()
+    c.get("/as/1")
+    token, body = begin(c)
+    with app.app_context():
+        from flask_phoneverify.state import state
+
+        st = state(app)
+        vid, _ = st.tokens.read_pending(body["token"], max_age=600)
+        call = next(
+            x for x in reversed(st.provider.calls) if x.call_id == st.store.get(vid).call_id
+        )
+    press(c, token, call.id, body["pin"])
+    _, other = begin(c)  # a second verification, still open
+    c.get("/logout")
+    c.get("/as/1")
+    token = csrf(c)
+    r = post(c, "/confirm", {}, token=token)
+    assert r.status_code == 400 and c.get("/secret").status_code == 302
+    r = post(c, "/confirm", {"token": body["token"]}, token=token)
+    assert r.status_code == 403 and c.get("/secret").status_code == 302
+    with app.app_context():
+        still_open = st.store.get(st.tokens.read_pending(other["token"], max_age=600)[0])
+        assert still_open is not None and still_open.status == "canceled"

@@ -337,11 +337,14 @@ def test_rule_03_pin_works_once_and_replay_is_refused(make_app: Any, style: str)
         confirm = {"token": body["token"], "pin": pin}
     assert post(c, "/confirm", confirm, token=token).status_code == 200
     assert c.get("/secret").status_code == 200
-    c.get("/logout")
-    assert c.get("/secret").status_code == 302
-    for _ in range(2):
+    for _ in range(2):  # used once: a replay in the same session is refused
         r = post(c, "/confirm", confirm, token=token)
         assert r.status_code == 409 and r.json["error"] == "not_open"
+    c.get("/logout")
+    assert c.get("/secret").status_code == 302
+    for _ in range(2):  # and after logout it belongs to a login session that ended
+        r = post(c, "/confirm", confirm, token=token)
+        assert r.status_code == 403 and r.json["error"] == "forbidden"
     if style == "keypad":
         # the phone's call ended with the confirmation: keys on it are refused
         r = press(c, token, dev_call_id(h, body["token"]), pin)

@@ -21,14 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
 from ..flow import session_ref
-from ..gate import Identity, anonymous, current_identity, wants_json
+from ..gate import NONCE, PENDING, Identity, anonymous, current_identity, wants_json
 from ..redirects import safe_next
 from ..state import AppState, state
 
 log = logging.getLogger("flask_phoneverify")
-
-PENDING = "_phoneverify_pending"
-NONCE = "_phoneverify_sid"
 
 
 def template_context() -> dict[str, Any]:

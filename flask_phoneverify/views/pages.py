@@ -11,14 +11,13 @@ from .. import phone as phones
 from .. import signals
 from ..csrf import generate_csrf, validate_csrf
 from ..errors import BadInput, FlowError, ProviderError
-from ..gate import Identity, mark_verified, wants_json
+from ..gate import PENDING, Identity, mark_verified, wants_json
 from ..models import Status, Verification
 from ..providers.base import Style
 from ..redirects import safe_next
 from ..state import AppState, state
 from .callbacks import callback_address
 from .common import (
-    PENDING,
     body,
     client_ip,
     identity,
