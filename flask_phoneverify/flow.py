@@ -450,7 +450,9 @@ class Flow:
             raise NotOpen(self.message(_found(tx.get(v.id))))
         attempts, status = counted
         v.attempts, v.status = attempts, status
-        self.limits.count_failure(tx, v.user_id, self.clock())
+        if self.limits.count_failure(tx, v.user_id, self.clock()):
+            self._lock_all(tx, v)
+            status = v.status = Status.LOCKED.value
         if status == Status.LOCKED:  # this attempt locked it: audited and logged once
             self._audit(tx, v, EventKind.WRONG_PIN, EventKind.LOCKED)
             log.warning(
@@ -460,6 +462,14 @@ class Flow:
         self._audit(tx, v, EventKind.WRONG_PIN)
         left = self.max_attempts - attempts
         return WrongPin(wrong_pin_message(left), attempts_left=left)
+
+    def _lock_all(self, tx: Tx, v: Verification) -> None:
+        """The user reached the hourly failure cap: every open verification of theirs
+        locks, this one included (its own lock is audited by the caller)."""
+        for other in tx.open_of_user(v.user_id):
+            if tx.change(other.id, status=Status.LOCKED.value) and other.id != v.id:
+                self._audit(tx, other, EventKind.LOCKED, detail="the hourly failure cap")
+        log.warning("phoneverify: user's verifications locked at the hourly failure cap")
 
     def cancel(self, vid: str, *, user_id: str, session: str) -> Verification:
         def step(tx: Tx) -> Verification:

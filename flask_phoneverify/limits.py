@@ -49,9 +49,14 @@ class Limits:
     global_per_hour: int
     number_cooldown: int
 
-    def count_failure(self, tx: Tx, user_id: str, now: float) -> None:
-        """Count one wrong PIN against the user's hourly failures."""
-        tx.bump([(WRONG_PIN, user_id, minute_of(now), 1)])
+    def count_failure(self, tx: Tx, user_id: str, now: float) -> bool:
+        """Count one wrong PIN against the user's hourly failures; True once the user has
+        reached PHONEVERIFY_MAX_FAILURES_PER_HOUR (checked at every wrong PIN, so opening
+        several verifications first buys no extra tries)."""
+        minute = minute_of(now)
+        tx.bump([(WRONG_PIN, user_id, minute, 1)])
+        rows = tx.counts([(WRONG_PIN, user_id)], minute - WINDOW + 1)[(WRONG_PIN, user_id)]
+        return _over(rows, self.max_failures_per_hour, now, counted=0) is not None
 
     def reserve_call(
         self,

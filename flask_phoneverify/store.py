@@ -202,6 +202,12 @@ class Tx:
         row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
         return None if row is None else _verification(row._mapping)
 
+    def open_of_user(self, user_id: str) -> list[Verification]:
+        rows = self.conn.execute(
+            select(V).where(V.c.user_id == user_id, V.c.status == Status.CALLING.value)
+        )
+        return [_verification(row._mapping) for row in rows]
+
     def open_of_session(self, session: str) -> list[Verification]:
         rows = self.conn.execute(
             select(V).where(V.c.session_ref == session, V.c.status == Status.CALLING.value)

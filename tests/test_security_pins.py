@@ -547,9 +547,9 @@ def test_rule_04_resend_and_new_verification_do_not_reset_the_user_failure_count
     assert row(h, b["token"]).attempts == 0
     miss(b["token"], 4)  # 9 failures
     _, d = begin(c)
-    miss(d["token"], 1)  # 10 failures: no new call, not even a resend
+    miss(d["token"], 1)  # 10 failures: every open verification locks, no new call
     r = post(c, "/resend", {"token": d["token"]}, token=token)
-    assert r.status_code == 429 and r.json["error"] == "rate_limited"
+    assert r.status_code == 429 and r.json["error"] == "locked"
     placed = calls_placed(h)
     r = post(c, "/start", token=token)
     assert r.status_code == 429 and r.json["error"] == "rate_limited"
@@ -600,3 +600,23 @@ def test_rule_04_failure_limit_far_below_the_nist_ceiling(make_app: Any) -> None
         make_app(**roomy, PHONEVERIFY_MAX_FAILURES_PER_HOUR=101)
     assert info.value.key == "PHONEVERIFY_MAX_FAILURES_PER_HOUR"
     assert failures_before_refusal(make_app(**roomy, PHONEVERIFY_MAX_FAILURES_PER_HOUR=100)) == 100
+
+
+def test_rule_04_the_hourly_failure_cap_holds_across_open_verifications(make_app: Any) -> None:
+    """Three verifications opened first buy no extra tries: the tenth wrong PIN of the
+    hour locks every open verification of the user, the right PIN included."""
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    c = h.client()
+    opened = [begin(c) for _ in range(3)]
+    pins = [spoken_pin(h, body["token"]) for _, body in opened]
+    answers = []
+    for (token, body), pin, tries in zip(opened, pins, (4, 4, 2), strict=True):
+        for _ in range(tries):
+            r = post(c, "/confirm", {"token": body["token"], "pin": wrong(pin)}, token=token)
+            answers.append((r.status_code, r.json["error"]))
+    assert answers == [(400, "wrong_pin")] * 9 + [(429, "locked")]
+    for (token, body), pin in zip(opened, pins, strict=True):
+        r = post(c, "/confirm", {"token": body["token"], "pin": pin}, token=token)
+        assert (r.status_code, r.json["error"]) == (429, "locked")
+        assert row(h, body["token"]).status == "locked"
+    assert c.get("/secret").status_code == 302

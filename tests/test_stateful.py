@@ -357,6 +357,8 @@ class PhoneFlow(RuleBasedStateMachine):
         with self.st.store.session() as s:
             rows = list(s.scalars(select(Verification)))
         assert {v.id for v in rows} == set(self.seen)
+        with self.st.store.session() as s:
+            wrong_pins = len(list(s.scalars(select(Event).where(Event.kind == "wrong_pin"))))
         for v in rows:
             seen = self.seen[v.id]
             assert 0 <= v.attempts <= MAX_ATTEMPTS, v.attempts
@@ -365,8 +367,8 @@ class PhoneFlow(RuleBasedStateMachine):
             elif v.status != "calling":
                 event(f"{self.style}: reached {v.status}")
                 seen.final = v.status
-            if v.status == "locked":
-                assert v.attempts == MAX_ATTEMPTS
+            if v.status == "locked":  # its own tries, or the user's hourly failure cap
+                assert v.attempts == MAX_ATTEMPTS or wrong_pins >= MAX_FAILURES
             if v.status == "verified":
                 assert seen.evidence, "verified without the right PIN or the phone's word"
                 assert v.verified_at is not None and v.verified_at < v.expires_at
