@@ -108,6 +108,12 @@ class Forbidden(FlowError):
     status, code = 403, "forbidden"
 
 
+class NotFound(FlowError):
+    """Nothing of this user's by that name (another user's is not revealed as theirs)."""
+
+    status, code = 404, "not_found"
+
+
 class NotOpen(FlowError):
     """The verification is finished, expired or in another state, so this step no longer
     applies."""

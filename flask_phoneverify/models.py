@@ -168,6 +168,7 @@ class DevCallRow(Base):
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(16), unique=True)
     call_id: Mapped[str] = mapped_column(String(50))
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)  # the user called
     number: Mapped[str] = mapped_column(String(20))
     style: Mapped[str] = mapped_column(String(16))
     app_name: Mapped[str] = mapped_column(String(255))

@@ -179,6 +179,7 @@ _DEV_CALLS = (
 _DEV_NEWEST = _DEV_CALLS.limit(bindparam("b_count"))
 _DEV_TO_NUMBER = _DEV_NEWEST.where(D.c.number == bindparam("b_number"))
 _DEV_ONE = _DEV_CALLS.where(D.c.id == bindparam("b_id"))
+_OWNER = select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"))
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
 #: the simulated phone trims its oldest calls once in this many new ones
 TRIM_EVERY = 50
@@ -352,17 +353,24 @@ class Tx:
 
     # -- the simulated phone ----------------------------------------------------------
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
-        """A new call on the simulated phone; only about the newest ``keep`` stay."""
-        seq = int(self.conn.execute(insert(D).values(row).returning(D.c.seq)).scalar_one())
+        """A new call on the simulated phone, owned by the user whose verification placed
+        it; only about the newest ``keep`` stay."""
+        owner = self.conn.execute(_OWNER, {"b_call_id": row["call_id"]}).scalar()
+        values = {**row, "owner": owner}
+        seq = int(self.conn.execute(insert(D).values(values).returning(D.c.seq)).scalar_one())
         if seq % TRIM_EVERY == 0:
             self.conn.execute(_DEV_TRIM, {"b_seq": seq - keep})
 
-    def dev_calls(self, count: int, number: str | None = None) -> list[dict[str, Any]]:
+    def dev_calls(
+        self, count: int, number: str | None = None, owner: str | None = None
+    ) -> list[dict[str, Any]]:
         """The newest ``count`` calls (to ``number`` only, when given), oldest first, each
         with its verification's status and progress, and whether a newer call to
         its number replaced it."""
         query = _DEV_TO_NUMBER if number else _DEV_NEWEST
-        rows = self.conn.execute(query, {"b_count": count, "b_number": number})
+        if owner is not None:
+            query = query.where(D.c.owner == bindparam("b_owner"))
+        rows = self.conn.execute(query, {"b_count": count, "b_number": number, "b_owner": owner})
         return [dict(row._mapping) for row in reversed(rows.all())]
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ def test_spoken_pin_never_reaches_the_browser(make_app: Any) -> None:
     token = csrf(c)
     r = c.post("/phoneverify/start", data={"csrf_token": token})
     assert r.status_code == 302
-    pin = dev_calls(h.client(None))[-1]["pin"]
+    pin = dev_calls(h.client())[-1]["pin"]  # the phone: another device of the same user
     page = c.get("/phoneverify/wait")
     assert page.status_code == 200
     assert pin.encode() not in page.data

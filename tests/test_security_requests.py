@@ -255,3 +255,29 @@ def test_rule_08_pages_are_never_framed_and_send_no_referrer(make_app: Any) -> N
     r = own.client().get("/phoneverify/")
     assert r.headers["Content-Security-Policy"] == "default-src 'self'"
     assert r.headers["X-Frame-Options"] == "DENY"
+
+
+def test_rule_08_the_simulated_phone_shows_each_user_only_their_own_calls(
+    make_app: Any,
+) -> None:
+    """Anonymous visitors see no calls; a signed-in user sees and acts on the calls of
+    their own verifications only (another user's call is not found)."""
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    owner = h.client("1")
+    token, body = begin(owner)
+    assert get_json(h.client(None), "/dev/phone").json == {"calls": []}
+    anonymous_page = h.client(None).get("/phoneverify/dev/phone")
+    assert anonymous_page.status_code == 200 and b"Your PIN" not in anonymous_page.data
+    other = h.client("2")
+    assert get_json(other, "/dev/phone").json == {"calls": []}
+    calls = get_json(owner, "/dev/phone").json["calls"]
+    assert len(calls) == 1 and calls[0]["pin"]
+    call_id = calls[0]["id"]
+    other_token = csrf(other)
+    for action, data in (("keys", {"digits": "123456"}), ("answer", {}), ("hangup", {})):
+        r = post(other, f"/dev/phone/{call_id}/{action}", data, token=other_token)
+        assert r.status_code == 404, (action, r.status_code)
+    r = post(h.client(None), f"/dev/phone/{call_id}/answer", token=other_token)
+    assert r.status_code in (400, 404)
+    assert row(h, body["token"]).attempts == 0 and row(h, body["token"]).status == "calling"
+    assert post(owner, f"/dev/phone/{call_id}/answer", token=token).json["state"] == "answered"

@@ -27,7 +27,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import BadInput, ProviderUnavailable
+from ..errors import BadInput, NotFound, ProviderUnavailable
 from ..phone import mask
 from ..sealing import Sealer
 from ..store import Store
@@ -60,6 +60,7 @@ class DevCall:
     text: str
     state: CallState
     pin: str | None  # spoken calls only; a keypad call never says it
+    owner: str | None = None  # the user whose verification placed it
 
     def public(self) -> dict[str, Any]:
         return {
@@ -149,21 +150,24 @@ class DevPhone(Provider):
         """Every call the phone keeps, oldest first."""
         return self.newest(MAX_CALLS)
 
-    def newest(self, count: int = LISTED, number: str | None = None) -> list[DevCall]:
-        """The newest ``count`` calls (to ``number`` only, when given), oldest first."""
-        rows = self.store.read(lambda tx: tx.dev_calls(count, number))
+    def newest(
+        self, count: int = LISTED, number: str | None = None, owner: str | None = None
+    ) -> list[DevCall]:
+        """The newest ``count`` calls (to ``number``, of ``owner``, when given), oldest first."""
+        rows = self.store.read(lambda tx: tx.dev_calls(count, number, owner))
         return [self._call(row) for row in rows]
 
-    def listing(self, number: str | None = None) -> list[dict[str, Any]]:
-        return [c.public() for c in self.newest(LISTED, number)]
+    def listing(self, owner: str, number: str | None = None) -> list[dict[str, Any]]:
+        """The calls placed for ``owner``'s verifications: nobody else's."""
+        return [c.public() for c in self.newest(LISTED, number, owner)]
 
-    def answer(self, call_id: str) -> CallEvent:
-        call = self._live(call_id)
+    def answer(self, call_id: str, owner: str) -> CallEvent:
+        call = self._live(call_id, owner)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
-    def hang_up(self, call_id: str) -> CallEvent:
-        call = self._live(call_id)
+    def hang_up(self, call_id: str, owner: str) -> CallEvent:
+        call = self._live(call_id, owner)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
                 "The call was declined."
@@ -176,9 +180,9 @@ class DevPhone(Provider):
             )
         return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
-    def press(self, call_id: str, digits: str) -> CallEvent:
+    def press(self, call_id: str, owner: str, digits: str) -> CallEvent:
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
-        call = self._live(call_id)
+        call = self._live(call_id, owner)
         if call.style is not Style.KEYPAD:
             raise BadInput("This call does not ask for keys: it speaks the PIN.")
         digits = (digits or "").strip().rstrip("#")
@@ -190,10 +194,11 @@ class DevPhone(Provider):
         call = self._find(call_id)
         return call.state.value if call else None
 
-    def _live(self, call_id: str) -> DevCall:
+    def _live(self, call_id: str, owner: str) -> DevCall:
+        """A call of ``owner``'s that has not ended (another user's call is not found)."""
         call = self._find(call_id)
-        if call is None:
-            raise BadInput("There is no such call on the simulated phone.")
+        if call is None or call.owner != owner:
+            raise NotFound("There is no such call on the simulated phone.")
         if call.state is CallState.ENDED:
             raise BadInput("This call has ended.")
         return call
@@ -208,6 +213,7 @@ class DevPhone(Provider):
             style=style,
             text=call_text(style, row["app_name"], pin),
             state=self._state(row),
+            owner=row["owner"],
             pin=pin if style is Style.SPOKEN else None,
         )
 

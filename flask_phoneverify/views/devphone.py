@@ -12,7 +12,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
-from ..gate import wants_json
+from ..gate import current_identity, wants_json
 from ..models import Status, Verification
 from ..providers.base import CallState
 from ..providers.dev import DevPhone, call_state
@@ -41,7 +41,9 @@ def _state_after(reported: CallState | None, v: Verification | None, current: bo
 
 def dev_phone() -> Any:
     phone = _phone()
-    calls = phone.listing(request.args.get("number") or None)
+    who = current_identity()  # a visitor sees the calls of their own verifications only
+    number = request.args.get("number") or None
+    calls = phone.listing(who.id, number) if who is not None else []
     if wants_json():
         return jsonify(calls=calls)
     notice = session.pop(NOTICE, None)
@@ -55,14 +57,15 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     phone = _phone()
     validate_csrf()
     data = body()
-    if action == "keys":
-        event = phone.press(call_id, str(data.get("digits", "")))
-    elif action == "answer":
-        event = phone.answer(call_id)
-    elif action == "hangup":
-        event = phone.hang_up(call_id)
-    else:
+    who = current_identity()
+    if who is None or action not in ("keys", "answer", "hangup"):
         abort(404)
+    if action == "keys":
+        event = phone.press(call_id, who.id, str(data.get("digits", "")))
+    elif action == "answer":
+        event = phone.answer(call_id, who.id)
+    else:
+        event = phone.hang_up(call_id, who.id)
     applied = st.flow.apply_event(event)
     v = applied.verification
     answer: dict[str, Any] = {}
