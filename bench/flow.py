@@ -305,7 +305,14 @@ def fill_events(app: Any, n: int) -> None:
             ]
             conn.execute(insert(table), rows)
         minute = "CAST(at / 60 AS INTEGER)"
-        for scope, key in (("number", "phone"), ("user", "user_id"), ("ip", "ip"), ("app", "'*'")):
+        budgets = (
+            ("number", "phone"),
+            ("user", "user_id"),
+            ("ip", "ip"),
+            ("country", "'US'"),
+            ("app", "'*'"),
+        )
+        for scope, key in budgets:
             conn.exec_driver_sql(
                 "INSERT INTO phoneverify_counters (scope, key, minute, n, last_at, prev_at) "
                 f"SELECT '{scope}', {key}, {minute}, count(*), max(at), NULL "
@@ -319,7 +326,10 @@ def fill_events(app: Any, n: int) -> None:
 
 
 def start_latency(tmp: str, rounds: int, per_round: int, events: int) -> bool:
-    budget = {"PHONEVERIFY_CALLS_PER_HOUR": events * 10}
+    budget = {
+        "PHONEVERIFY_CALLS_PER_HOUR": events * 10,
+        "PHONEVERIFY_CALLS_PER_COUNTRY_PER_HOUR": events * 10,
+    }
     apps = {
         name: login_app(
             f"start-{name}",

@@ -109,6 +109,7 @@ class PhoneVerify:
             per_user=settings.calls_per_user_per_hour,
             per_ip=settings.calls_per_ip_per_hour,
             global_per_hour=settings.calls_per_hour,
+            per_country=settings.calls_per_country_per_hour,
             number_cooldown=settings.number_cooldown,
         )
         policy = Policy(
@@ -117,6 +118,9 @@ class PhoneVerify:
             ),
             refused_types=phones.check_type_names(
                 "PHONEVERIFY_REFUSED_NUMBER_TYPES", settings.refused_number_types
+            ),
+            allowed_non_geographic=phones.check_non_geographic(
+                "PHONEVERIFY_ALLOWED_NON_GEOGRAPHIC_CODES", settings.allowed_non_geographic_codes
             ),
         )
         phones.check_regions_reachable(

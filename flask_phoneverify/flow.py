@@ -89,6 +89,7 @@ def wrong_pin_message(left: int) -> str:
 class Policy:
     allowed_regions: frozenset[str]
     refused_types: frozenset[int]
+    allowed_non_geographic: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -226,7 +227,12 @@ class Flow:
     def _check_number(self, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
         """May this number be called at all? Checked before anything is counted."""
         try:
-            check_policy(phone, self.policy.allowed_regions, self.policy.refused_types)
+            check_policy(
+                phone,
+                self.policy.allowed_regions,
+                self.policy.refused_types,
+                self.policy.allowed_non_geographic,
+            )
             check_calling_code(phone, self.provider.calling_codes)
         except BadInput as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)

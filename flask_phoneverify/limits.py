@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import RateLimited
+from .phone import country_of
 from .store import Tx
 
 __all__ = ["Limits", "HOUR"]
@@ -48,6 +49,7 @@ class Limits:
     per_ip: int
     global_per_hour: int
     number_cooldown: int
+    per_country: int = 50
 
     def count_failure(self, tx: Tx, user_id: str, now: float) -> bool:
         """Count one wrong PIN against the user's hourly failures; True once the user has
@@ -123,6 +125,7 @@ class Limits:
         ]
         if ip:
             budgets.append(("ip", ip, self.per_ip, "from your network"))
+        budgets.append(("country", country_of(phone), self.per_country, "to this country"))
         budgets.append(("app", APP_KEY, self.global_per_hour, "from this site"))
         return budgets
 

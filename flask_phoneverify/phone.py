@@ -17,6 +17,8 @@ __all__ = [
     "split",
     "mask",
     "check_policy",
+    "check_non_geographic",
+    "country_of",
     "check_calling_code",
     "check_type_names",
     "check_regions",
@@ -120,9 +122,43 @@ def split(e164: str) -> tuple[str, str]:
     return str(number.country_code), phonenumbers.national_significant_number(number)
 
 
-def check_policy(e164: str, allowed_regions: frozenset[str], refused_types: frozenset[int]) -> None:
+NON_GEOGRAPHIC_CODES = frozenset(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)
+
+
+def check_non_geographic(key: str, codes: Iterable[str]) -> frozenset[int]:
+    """The calling codes named in ``key``, checked once in ``init_app`` so a code that is
+    not a non-geographic one fails at start instead of being silently ignored."""
+    out = set()
+    for code in codes:
+        digits = str(code).strip().lstrip("+")
+        if not digits.isdigit() or int(digits) not in NON_GEOGRAPHIC_CODES:
+            known = ", ".join(str(c) for c in sorted(NON_GEOGRAPHIC_CODES))
+            raise ConfigError(key, f"has {code!r}", f"use non-geographic calling codes: {known}")
+        out.add(int(digits))
+    return frozenset(out)
+
+
+def country_of(e164: str) -> str:
+    """The key a number's calls are counted under per country: its region ('US'), or its
+    non-geographic calling code ('+881')."""
+    number = _number(e164)
+    region = phonenumbers.region_code_for_number(number)
+    return f"+{number.country_code}" if region in (None, "001", "ZZ") else str(region)
+
+
+def check_policy(
+    e164: str,
+    allowed_regions: frozenset[str],
+    refused_types: frozenset[int],
+    allowed_non_geographic: frozenset[int] = frozenset(),
+) -> None:
     """Refuse numbers we must not call (toll fraud), before any provider sees them."""
     number = _number(e164)
+    if (
+        number.country_code in NON_GEOGRAPHIC_CODES
+        and number.country_code not in allowed_non_geographic
+    ):
+        raise BadInput("Calls to satellite and international network numbers are not available.")
     if allowed_regions:
         region = phonenumbers.region_code_for_number(number)
         if region not in allowed_regions:

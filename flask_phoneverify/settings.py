@@ -314,6 +314,21 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "phonenumbers number types never called (premium rate and similar toll-fraud targets).",
     ),
     Setting(
+        "PHONEVERIFY_ALLOWED_NON_GEOGRAPHIC_CODES",
+        [],
+        "list",
+        "Non-geographic calling codes (satellite and international networks: 800, 808, 870, "
+        "878, 881, 882, 883, 888, 979) that may be called; all are refused by default, being "
+        "toll-fraud targets.",
+    ),
+    Setting(
+        "PHONEVERIFY_CALLS_PER_COUNTRY_PER_HOUR",
+        50,
+        "int",
+        "Calls to numbers of one country (or one non-geographic code) in an hour, across the app.",
+        minimum=1,
+    ),
+    Setting(
         "PHONEVERIFY_EXTERNAL_URL",
         None,
         "str",
@@ -367,6 +382,8 @@ class Settings:
     number_cooldown: int
     allowed_countries: tuple[str, ...]
     refused_number_types: tuple[str, ...]
+    allowed_non_geographic_codes: tuple[str, ...]
+    calls_per_country_per_hour: int
     external_url: str | None
     callback_max_bytes: int
     #: every value that is not a core setting, by full key; out of ``repr`` as it holds secrets

@@ -355,3 +355,40 @@ def test_rule_05_simultaneous_http_starts_to_one_number_place_one_call(make_app:
             t.join(60)
     assert sorted(codes) == [200, 429, 429], codes
     assert calls_placed(h) == 1
+
+
+NON_GEOGRAPHIC = ["+881612345678", "+870773111632", "+8823421234", "+883510012345"]
+
+
+def test_rule_05_non_geographic_numbers_are_refused_unless_named(make_app: Any) -> None:
+    """Satellite and international network numbers (toll-fraud targets that phonenumbers
+    classes as mobile or VoIP) never reach the provider unless their code is allowed."""
+    from flask_phoneverify.errors import ConfigError
+
+    h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True)
+    c = h.client("3")  # no number on file: enrolment
+    token = csrf(c)
+    for number in NON_GEOGRAPHIC:
+        r = post(c, "/start", {"phone": number}, token=token)
+        assert r.status_code == 400 and "satellite" in r.json["message"], (number, r.json)
+    assert calls_placed(h) == 0
+    allowed = make_app(
+        PHONEVERIFY_ALLOW_ENROLMENT=True, PHONEVERIFY_ALLOWED_NON_GEOGRAPHIC_CODES=["881"]
+    )
+    c = allowed.client("3")
+    assert post(c, "/start", {"phone": NON_GEOGRAPHIC[0]}, token=csrf(c)).status_code == 200
+    with pytest.raises(ConfigError, match="PHONEVERIFY_ALLOWED_NON_GEOGRAPHIC_CODES"):
+        make_app(PHONEVERIFY_ALLOWED_NON_GEOGRAPHIC_CODES=["44"])
+
+
+def test_rule_05_calls_per_country_are_capped_across_the_app(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True, PHONEVERIFY_CALLS_PER_COUNTRY_PER_HOUR=2)
+    h.add_users("k1", "k2", "k3", "k4")
+    codes = []
+    for i, uid in enumerate(("k1", "k2", "k3")):
+        c = h.client(uid)
+        codes.append(post(c, "/start", {"phone": f"+1201555{i + 400:04d}"}, token=csrf(c)))
+    assert [r.status_code for r in codes] == [200, 200, 429]
+    assert "country" in codes[2].json["message"] and codes[2].headers["Retry-After"]
+    c = h.client("k4")  # another country has its own budget
+    assert post(c, "/start", {"phone": "+442079460123"}, token=csrf(c)).status_code == 200

@@ -85,6 +85,7 @@ def run_gunicorn(tmp_path: Path, style: str, database_uri: str) -> Iterator[Serv
         "FLASK_PHONEVERIFY_CALLS_PER_USER_PER_HOUR": "100000",
         "FLASK_PHONEVERIFY_CALLS_PER_IP_PER_HOUR": "100000",
         "FLASK_PHONEVERIFY_CALLS_PER_HOUR": "100000",
+        "FLASK_PHONEVERIFY_CALLS_PER_COUNTRY_PER_HOUR": "100000",
         "FLASK_PHONEVERIFY_POLL_INTERVAL": "0",
     }
     env.pop("FLASK_SECRET_KEY", None)  # the workers must agree on the key they make
