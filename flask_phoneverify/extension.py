@@ -110,6 +110,8 @@ class PhoneVerify:
             per_ip=settings.calls_per_ip_per_hour,
             global_per_hour=settings.calls_per_hour,
             per_country=settings.calls_per_country_per_hour,
+            enrol_per_number=settings.enrol_calls_per_number_per_hour,
+            enrol_per_user=settings.enrol_calls_per_user_per_hour,
             number_cooldown=settings.number_cooldown,
         )
         policy = Policy(

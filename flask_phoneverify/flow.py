@@ -187,7 +187,7 @@ class Flow:
         def admit(tx: Tx) -> None:
             tx.add(v)
             self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip, at=now)
-            self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now)
+            self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
         return Started(self._place(v, pin, callback_url), pin)
@@ -217,7 +217,9 @@ class Flow:
             if not tx.change(vid, where={"call_id": v.call_id}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
             self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
-            self.limits.reserve_call(tx, user_id=user_id, phone=v.phone, ip=ip, now=now)
+            self.limits.reserve_call(
+                tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
+            )
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
         for name, value in values.items():
@@ -312,7 +314,9 @@ class Flow:
         """The call never happened: fail the verification, give back what it counted."""
         self._fail(tx, v, e.message, detail=e.detail or type(e).__name__)
         tx.rename_events(v.id, EventKind.CALL, EventKind.CALL_RELEASED, v.sent_at)
-        self.limits.release_call(tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at)
+        self.limits.release_call(
+            tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at, enrol=v.enrol
+        )
 
     # -- reading -----------------------------------------------------------------------
     def owned(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
@@ -513,7 +517,13 @@ class Flow:
                     "Talking to support is offered once a verification has failed or locked."
                 )
             self.limits.reserve_call(
-                tx, user_id=user_id, phone=v.phone, ip=ip, now=now, check_failures=False
+                tx,
+                user_id=user_id,
+                phone=v.phone,
+                ip=ip,
+                now=now,
+                check_failures=False,
+                enrol=v.enrol,
             )
             return v
 
@@ -523,7 +533,7 @@ class Flow:
         except ProviderError:
             self.store.write(
                 lambda tx: self.limits.release_call(
-                    tx, user_id=user_id, phone=v.phone, ip=ip, at=now
+                    tx, user_id=user_id, phone=v.phone, ip=ip, at=now, enrol=v.enrol
                 )
             )
             raise

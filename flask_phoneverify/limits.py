@@ -31,6 +31,7 @@ MINUTE = 60
 WINDOW = int(HOUR) // MINUTE  # minute rows in one hour
 
 LAST_CALL = "last_call"
+ENROL_LAST_CALL = "enrol_last"
 WRONG_PIN = "wrong_pin"
 APP_KEY = "*"
 #: the minute of a budget's anchor row: locked by every start, never counted
@@ -50,6 +51,10 @@ class Limits:
     global_per_hour: int
     number_cooldown: int
     per_country: int = 50
+    #: calls to a number an account is enrolling (not its number on file) count on budgets
+    #: of their own, so nobody can use up the calls that protect a number's owner
+    enrol_per_number: int = 3
+    enrol_per_user: int = 3
 
     def count_failure(self, tx: Tx, user_id: str, now: float) -> bool:
         """Count one wrong PIN against the user's hourly failures; True once the user has
@@ -69,12 +74,14 @@ class Limits:
         ip: str | None,
         now: float,
         check_failures: bool = True,
+        enrol: bool = False,
     ) -> None:
         """Count one call against every limit, or raise RateLimited (the caller's
         transaction then rolls the count back). With ``check_failures``, a user with too
-        many wrong PINs in the last hour is refused first."""
-        last = tx.swap_last(LAST_CALL, phone, now)
-        budgets = self._budgets(user_id, phone, ip)
+        many wrong PINs in the last hour is refused first. ``enrol``: a number typed by the
+        user, counted on the enrolment budgets and cool-down."""
+        last = tx.swap_last(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now)
+        budgets = self._budgets(user_id, phone, ip, enrol)
         minute = minute_of(now)
         # Each budget's anchor row (minute 0, never inside a window) is locked first, in
         # one order, so starts in different minutes serialise too; then the minute rows.
@@ -108,21 +115,37 @@ class Limits:
                     retry_after=over,
                 )
 
-    def release_call(self, tx: Tx, *, user_id: str, phone: str, ip: str | None, at: float) -> None:
+    def release_call(
+        self,
+        tx: Tx,
+        *,
+        user_id: str,
+        phone: str,
+        ip: str | None,
+        at: float,
+        enrol: bool = False,
+    ) -> None:
         """Give back what :meth:`reserve_call` counted at ``at`` for a call never placed."""
-        tx.restore_last(LAST_CALL, phone, at)
+        tx.restore_last(ENROL_LAST_CALL if enrol else LAST_CALL, phone, at)
         minute = minute_of(at)
-        tx.bump(
-            [(scope, key, minute, -1) for scope, key, _, _ in self._budgets(user_id, phone, ip)]
-        )
+        budgets = self._budgets(user_id, phone, ip, enrol)
+        tx.bump([(scope, key, minute, -1) for scope, key, _, _ in budgets])
 
-    def _budgets(self, user_id: str, phone: str, ip: str | None) -> list[tuple[str, str, int, str]]:
+    def _budgets(
+        self, user_id: str, phone: str, ip: str | None, enrol: bool = False
+    ) -> list[tuple[str, str, int, str]]:
         """The hourly budgets a call counts against, always in this order (row locks are
         taken in one order by every worker, so they cannot deadlock)."""
-        budgets = [
-            ("number", phone, self.per_number, "to this number"),
-            ("user", user_id, self.per_user, "for your account"),
-        ]
+        if enrol:
+            budgets = [
+                ("enrol_number", phone, self.enrol_per_number, "to this number"),
+                ("enrol_user", user_id, self.enrol_per_user, "for your account"),
+            ]
+        else:
+            budgets = [
+                ("number", phone, self.per_number, "to this number"),
+                ("user", user_id, self.per_user, "for your account"),
+            ]
         if ip:
             budgets.append(("ip", ip, self.per_ip, "from your network"))
         budgets.append(("country", country_of(phone), self.per_country, "to this country"))

@@ -279,6 +279,21 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "PHONEVERIFY_ENROL_CALLS_PER_NUMBER_PER_HOUR",
+        3,
+        "int",
+        "Calls in an hour to a number being enrolled (typed on the verify page), across all "
+        "enrolling accounts; counted apart from the calls that protect a number's owner.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_ENROL_CALLS_PER_USER_PER_HOUR",
+        3,
+        "int",
+        "Calls in an hour to numbers one account is enrolling.",
+        minimum=1,
+    ),
+    Setting(
         "PHONEVERIFY_IPV6_PREFIX",
         64,
         "int",
@@ -377,6 +392,8 @@ class Settings:
     calls_per_number_per_hour: int
     calls_per_user_per_hour: int
     calls_per_ip_per_hour: int
+    enrol_calls_per_number_per_hour: int
+    enrol_calls_per_user_per_hour: int
     ipv6_prefix: int
     calls_per_hour: int
     number_cooldown: int

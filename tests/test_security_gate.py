@@ -169,6 +169,8 @@ def test_rule_06_new_phone_learnt_only_after_verification(make_app: Any) -> None
         PHONEVERIFY_MAX_ATTEMPTS=2,
         PHONEVERIFY_CALLS_PER_USER_PER_HOUR=50,
         PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=50,
+        PHONEVERIFY_ENROL_CALLS_PER_NUMBER_PER_HOUR=50,
+        PHONEVERIFY_ENROL_CALLS_PER_USER_PER_HOUR=50,
     )
     c = h.client("3")
     typed = "+12015550177"

@@ -392,3 +392,31 @@ def test_rule_05_calls_per_country_are_capped_across_the_app(make_app: Any) -> N
     assert "country" in codes[2].json["message"] and codes[2].headers["Retry-After"]
     c = h.client("k4")  # another country has its own budget
     assert post(c, "/start", {"phone": "+442079460123"}, token=csrf(c)).status_code == 200
+
+
+def test_rule_05_enrolling_another_accounts_number_cannot_lock_its_owner_out(
+    make_app: Any,
+) -> None:
+    """An account with no number types the victim's number three times, 31 s apart,
+    canceling each call: it uses up the enrolment budget of that number, never the
+    owner's. The owner still verifies with the number on file, and the refusal the
+    attacker gets does not say whose number it is."""
+    h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True, PHONEVERIFY_NUMBER_COOLDOWN=30)
+    h.add_users("attacker", "accomplice")
+    victim_number = h.users["1"].phone
+    attacker = h.client("attacker")
+    token = csrf(attacker)
+    for _ in range(3):
+        r = post(attacker, "/start", {"phone": victim_number}, token=token)
+        assert r.status_code == 200
+        post(attacker, "/cancel", {"token": r.json["token"]}, token=token)
+        h.clock.advance(31)
+    r = post(attacker, "/start", {"phone": victim_number}, token=token)
+    assert r.status_code == 429  # the enrolment budgets are used up
+    accomplice = h.client("accomplice")  # the number's enrolment budget is shared
+    r = post(accomplice, "/start", {"phone": victim_number}, token=csrf(accomplice))
+    assert r.status_code == 429 and "this number" in r.json["message"]
+    assert "account" not in r.json["message"] and "owner" not in r.json["message"]
+    victim = h.client("1")
+    r = post(victim, "/start", token=csrf(victim))  # the number on file: its own budget
+    assert r.status_code == 200, r.json
