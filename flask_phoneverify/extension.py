@@ -154,6 +154,7 @@ class PhoneVerify:
             tokens=Tokens(keys, clock),
             clock=clock,
             hooks=self.hooks,
+            marker_key=_derive(keys[0], b"flask-phoneverify marker number v1"),
         )
         app.extensions[KEY] = st
         app.extensions["phoneverify"] = self

@@ -8,6 +8,9 @@ call: the gated path stays as cheap as Flask-Login's ``login_required``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import inspect
 import secrets
 from collections.abc import Callable
@@ -18,6 +21,8 @@ from typing import Any, TypeVar, overload
 from flask import Flask, abort, current_app, jsonify, redirect, request, session, url_for
 from werkzeug.wrappers import Response
 
+from . import phone as phones
+from .errors import BadInput
 from .flow import session_ref
 from .redirects import safe_next
 
@@ -93,17 +98,22 @@ def is_phone_verified(max_age: int | None = None) -> bool:
 
 
 def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
-    return _fresh(st, identity.id, max_age)
+    return _fresh(st, identity.id, identity.user, max_age)
 
 
-def _fresh(st: AppState, user_id: str, max_age: int | None) -> bool:
-    """The session marker names this user and is young enough; another user's is dropped."""
+def _fresh(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
+    """The session marker names this user and the number now on file, and is young
+    enough; another user's marker is dropped."""
     marker = session.get(MARKER)
     if not isinstance(marker, dict):
         return False
     if marker.get("u") != user_id:
         session.pop(MARKER, None)  # another user: switching back must verify again
         return False
+    raw = getattr(user, st.settings.user_phone_attr, None)
+    tag = number_tag(st.marker_key, str(raw) if raw else None, st.settings.default_region)
+    if marker.get("h") != tag:
+        return False  # the number on file is no longer the one confirmed
     at = marker.get("t")
     if not isinstance(at, int | float):
         return False
@@ -113,9 +123,23 @@ def _fresh(st: AppState, user_id: str, max_age: int | None) -> bool:
     return bool(0 <= age < limit)
 
 
-def mark_verified(user_id: str, at: float) -> None:
-    """Set (and rotate) the marker after a successful verification."""
-    session[MARKER] = {"u": user_id, "t": at, "n": secrets.token_urlsafe(8)}
+def mark_verified(st: AppState, user_id: str, at: float, phone: str) -> None:
+    """Set (and rotate) the marker after a successful verification of ``phone`` (E.164)."""
+    tag = number_tag(st.marker_key, phone, None)
+    session[MARKER] = {"u": user_id, "t": at, "h": tag, "n": secrets.token_urlsafe(8)}
+
+
+@functools.lru_cache(maxsize=8192)
+def number_tag(key: bytes, raw: str | None, region: str | None) -> str | None:
+    """A keyed hash of a number as E.164 (memoised per raw value, so the gate pays a
+    dictionary lookup); None for no number or one that does not parse."""
+    if not raw:
+        return None
+    try:
+        e164 = phones.parse(raw, region)
+    except BadInput:
+        return None
+    return hmac.new(key, e164.encode(), hashlib.sha256).hexdigest()[:24]
 
 
 def forget_phone_verification() -> None:
@@ -162,10 +186,11 @@ def phone_verified_required(
             # Every method is gated, OPTIONS included: a view that lists OPTIONS itself is
             # called for it. (Flask answers automatic OPTIONS without calling the view.)
             st = state(app)  # one lookup of the app state and one of the user per request
-            uid = _user_id(_user(st, app))
+            user = _user(st, app)
+            uid = _user_id(user)
             if uid is None:
                 return anonymous()
-            if not _fresh(st, uid, max_age):
+            if not _fresh(st, uid, user, max_age):
                 return _no_store(app.make_response(_unverified(st)))
             return _no_store(app.make_response(run(*args, **kwargs)))
 

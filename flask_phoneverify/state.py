@@ -45,6 +45,8 @@ class AppState:
     tokens: Tokens
     clock: Callable[[], float]
     hooks: Hooks = field(default_factory=Hooks)
+    #: keys the hash of the confirmed number kept in the session marker
+    marker_key: bytes = b""
 
     @property
     def style(self) -> Style:

@@ -439,3 +439,22 @@ def test_rule_06_a_confirmation_does_not_outlive_logout(tmp_path: Any) -> None:
     with app.app_context():
         still_open = st.store.get(st.tokens.read_pending(other["token"], max_age=600)[0])
         assert still_open is not None and still_open.status == "canceled"
+
+
+def test_rule_06_the_gate_closes_when_the_number_on_file_changes(harness: Harness) -> None:
+    """The marker is bound to the number confirmed: a changed or removed number on file
+    (a SIM swap reset by support) closes the gate at once; the same number written in
+    another format still matches."""
+    c = harness.client("1")
+    verify_keypad(c)
+    assert c.get("/secret").status_code == 200
+    user = harness.users["1"]
+    confirmed = user.phone
+    user.phone = "+12015550999"
+    assert c.get("/secret").status_code == 302
+    user.phone = None
+    assert c.get("/secret").status_code == 302
+    user.phone = "+1 (201) 555-0123"  # the confirmed number, formatted
+    assert confirmed == "+12015550123" and c.get("/secret").status_code == 200
+    with c.session_transaction() as s:
+        assert "12015550123" not in repr(dict(s))  # kept as a keyed hash only

@@ -237,7 +237,7 @@ def confirm() -> Any:
         v = st.flow.owned(verification_id(st, who, token), user_id=who.id)
         return _render_wait(st, v, token, e)
     next_to = next_path(data.get("next"))
-    mark_verified(who.id, v.verified_at or st.clock())  # dated when the phone confirmed
+    mark_verified(st, who.id, v.verified_at or st.clock(), v.phone)  # dated at the phone's word
     session.pop(PENDING, None)
     app = sender()
     if v.enrol:
