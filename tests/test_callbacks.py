@@ -3,6 +3,7 @@ server posting to it, forged and replayed posts, key rotation, size limits, CSRF
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -269,3 +270,23 @@ def test_flask_wtf_csrf_protects_start_but_not_the_callback(
         assert get_json(c, f"/status?token={body['token']}").json["status"] == "verified"
     finally:
         ext.state(app).provider.close()
+
+
+def test_a_summary_comment_reaches_the_log_as_one_line_without_the_number(
+    live: Callable[..., Live], caplog: pytest.LogCaptureFixture
+) -> None:
+    """VoiceShot's own text (a failed call's comment) is cleaned before it is logged or
+    audited: no line break, no number in clear."""
+    caplog.set_level(logging.DEBUG)
+    app = live()
+    _client, _token, _body, vid = started(app)
+    call = app.server.calls[app.callid()]
+    forged = "Busy 2015550199\r\nphoneverify: verification FORGED confirmed"
+    assert app.server.post(app.server.summary(call, status="Failed", comment=forged)) == 200
+    assert record(app, vid).status == "failed"
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("flask_phoneverify")]
+    assert any("failed" in m for m in ours)
+    for message in ours:
+        assert "\n" not in message and "\r" not in message and "2015550199" not in message
+    events = app.h.ext.state(app.h.app).store.events(vid)
+    assert all("2015550199" not in (e.detail or "") for e in events)

@@ -306,7 +306,8 @@ class VoiceShot(Provider):
         """A summary or call query result: how the call ended, and the keys at prompt 1."""
         status = (result.get("status") or "").strip()
         comment = (result.get("comment") or "").strip()
-        detail = f"{VENDOR} status {status[:40]!r}, comment {comment[:80]!r}"
+        said, why = _REDACT.clean(status, limit=40), _REDACT.clean(comment, limit=80)
+        detail = f"{VENDOR} status {said!r}, comment {why!r}"
         if not status or any(word in status.lower() for word in _UNDER_WAY):
             return CallReport()  # not finished: only a final status decides
         if status.lower() != "successful":
