@@ -9,8 +9,6 @@ own engine are closed when the app goes away (or by :meth:`PhoneVerify.close`).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
 import time
@@ -28,7 +26,7 @@ from .flow import Flow, Policy
 from .gate import connect_login_signals
 from .limits import Limits
 from .models import Base
-from .pins import PinHasher
+from .pins import PinHasher, derive_key
 from .providers import REGISTRY, load
 from .providers.base import Provider, Style
 from .providers.dev import DevPhone
@@ -141,7 +139,7 @@ class PhoneVerify:
             pin_length=settings.pin_length,
             poll_interval=settings.poll_interval,
             app_name=provider.app_name,
-            relay_key=_derive(keys[0], b"flask-phoneverify relayed digits v1"),
+            relay_key=derive_key(keys[0], b"flask-phoneverify relayed digits v1"),
         )
         if isinstance(provider, DevPhone):
             provider.attach(store, Sealer(keys), clock)
@@ -154,7 +152,7 @@ class PhoneVerify:
             tokens=Tokens(keys, clock),
             clock=clock,
             hooks=self.hooks,
-            marker_key=_derive(keys[0], b"flask-phoneverify marker number v1"),
+            marker_key=derive_key(keys[0], b"flask-phoneverify marker number v1"),
         )
         app.extensions[KEY] = st
         app.extensions["phoneverify"] = self
@@ -295,8 +293,3 @@ def _pretty_name(app: Flask) -> str:
 
 def _safe_default_next(path: str) -> bool:
     return safe_next(path) == path
-
-
-def _derive(key: str | bytes, label: bytes) -> bytes:
-    raw = key if isinstance(key, bytes) else key.encode()
-    return hmac.new(raw, label, hashlib.sha256).digest()

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from collections.abc import Sequence
 
-__all__ = ["new_pin", "PinHasher"]
+__all__ = ["new_pin", "PinHasher", "derive_key"]
 
 _KEY_LABEL = b"flask-phoneverify pin hash v1"
 
@@ -28,9 +28,7 @@ class PinHasher:
 
     def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
         """``secret_keys``: the current key first, then the fallbacks."""
-        self._keys = [
-            hmac.new(_as_bytes(k), _KEY_LABEL, hashlib.sha256).digest() for k in secret_keys
-        ]
+        self._keys = [derive_key(k, _KEY_LABEL) for k in secret_keys]
 
     def hash(self, verification_id: str, pin: str) -> str:
         """What is stored instead of the PIN; always under the current key."""
@@ -48,6 +46,12 @@ class PinHasher:
     def _digest(key: bytes, verification_id: str, pin: str) -> str:
         msg = f"{verification_id}\x00{pin}".encode()
         return hmac.new(key, msg, hashlib.sha256).hexdigest()
+
+
+def derive_key(secret: str | bytes, label: bytes) -> bytes:
+    """A key of its own for one purpose (``label``), derived from a SECRET_KEY, so no two
+    uses of the app's key ever share one."""
+    return hmac.new(_as_bytes(secret), label, hashlib.sha256).digest()
 
 
 def _as_bytes(value: str | bytes) -> bytes:

@@ -8,11 +8,11 @@ derived from SECRET_KEY; SECRET_KEY_FALLBACKS still open what older keys sealed.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from .pins import derive_key
 
 __all__ = ["Sealer"]
 
@@ -24,7 +24,9 @@ class Sealer:
 
     def __init__(self, secret_keys: Sequence[str | bytes]) -> None:
         """``secret_keys``: the current key first, then the fallbacks."""
-        self._fernet = MultiFernet([Fernet(_derive(k)) for k in secret_keys])
+        self._fernet = MultiFernet(
+            [Fernet(base64.urlsafe_b64encode(derive_key(k, _LABEL))) for k in secret_keys]
+        )
 
     def seal(self, text: str) -> bytes:
         return self._fernet.encrypt(text.encode())
@@ -35,8 +37,3 @@ class Sealer:
             return self._fernet.decrypt(sealed).decode()
         except InvalidToken:
             return None
-
-
-def _derive(key: str | bytes) -> bytes:
-    raw = key if isinstance(key, bytes) else key.encode()
-    return base64.urlsafe_b64encode(hmac.new(raw, _LABEL, hashlib.sha256).digest())

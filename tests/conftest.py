@@ -5,19 +5,27 @@ built from config, and a loopback vendor. The plain helpers they use live in
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-import sqlalchemy as sa
 from flask import Flask
 
 from flask_phoneverify import PhoneVerify
 from flask_phoneverify.providers.base import Provider, Style
 from flask_phoneverify.settings import Settings, read_settings
 
-from .helpers import SECRET, DemoUser, FakeClock, Harness, Recorder, csrf, get_json, post
+from .helpers import (
+    SECRET,
+    DemoUser,
+    FakeClock,
+    Harness,
+    Recorder,
+    csrf,
+    get_json,
+    post,
+    scratch_postgres,
+)
 from .loopback import serve
 
 P = TypeVar("P", bound=Provider)
@@ -103,14 +111,8 @@ def database_uri(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
         if os.environ.get("CI"):
             raise RuntimeError("CI must set PHONEVERIFY_TEST_POSTGRES (see .ci/run)")
         pytest.skip("PHONEVERIFY_TEST_POSTGRES is not set")
-    name = "pv_" + secrets.token_hex(6)
-    admin = sa.create_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_postgres(POSTGRES) as uri:
+        yield uri
 
 
 @pytest.fixture

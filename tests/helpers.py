@@ -7,8 +7,10 @@ Fixtures live in ``conftest.py`` and build on these; no test module imports anot
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -336,3 +338,20 @@ class Recorder:
             del self.requests[:-100]
             reply = WResponse(self.body, status=self.status, content_type=self.content_type)
         return reply(environ, start_response)
+
+
+@contextlib.contextmanager
+def scratch_postgres(server: str) -> Iterator[str]:
+    """A fresh database on the PostgreSQL server ``server`` names, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = "pv_" + secrets.token_hex(6)
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

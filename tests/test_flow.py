@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .helpers import Harness, csrf, dev_calls, get_json, post, press
+from .loopback import free_port
 
 
 def test_keypad_flow_verifies_and_opens_the_gate(harness: Harness) -> None:
@@ -182,19 +183,25 @@ def test_html_pages_walk_through(harness: Harness) -> None:
     assert c.get("/secret").data == b"the secret"
 
 
+def unreachable_xverify() -> dict[str, Any]:
+    """Settings for a real Xverify client pointed at a closed loopback port."""
+
+    return {
+        "PHONEVERIFY_PROVIDER": "xverify",
+        "PHONEVERIFY_XVERIFY_URL": f"http://127.0.0.1:{free_port()}",
+        "PHONEVERIFY_XVERIFY_API_KEY": "key",
+        "PHONEVERIFY_XVERIFY_DOMAIN": "example.com",
+    }
+
+
 def test_provider_failure_marks_failed_and_shows_retry(make_app: Any) -> None:
     """A provider that cannot be reached (a real client, a closed loopback port)."""
     from sqlalchemy import select
 
     from flask_phoneverify.models import Verification
 
-    from .loopback import free_port
-
     h = make_app(
-        PHONEVERIFY_PROVIDER="xverify",
-        PHONEVERIFY_XVERIFY_URL=f"http://127.0.0.1:{free_port()}",
-        PHONEVERIFY_XVERIFY_API_KEY="key",
-        PHONEVERIFY_XVERIFY_DOMAIN="example.com",
+        **unreachable_xverify(),
         PHONEVERIFY_XVERIFY_TIMEOUT=2,
     )
     c = h.client()
@@ -220,7 +227,6 @@ def test_a_call_never_placed_is_released_even_as_the_clock_moves(
     from flask_phoneverify.models import Event
 
     from .helpers import FakeClock
-    from .loopback import free_port
 
     def ticking(self: FakeClock) -> float:
         self.now += 0.013
@@ -228,10 +234,7 @@ def test_a_call_never_placed_is_released_even_as_the_clock_moves(
 
     monkeypatch.setattr(FakeClock, "__call__", ticking)
     h = make_app(
-        PHONEVERIFY_PROVIDER="xverify",
-        PHONEVERIFY_XVERIFY_URL=f"http://127.0.0.1:{free_port()}",
-        PHONEVERIFY_XVERIFY_API_KEY="key",
-        PHONEVERIFY_XVERIFY_DOMAIN="example.com",
+        **unreachable_xverify(),
         PHONEVERIFY_NUMBER_COOLDOWN=60,
     )
     c = h.client()

@@ -8,13 +8,12 @@ rather than skips when it is missing.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .helpers import csrf, get_json, post, race_right_confirms
+from .helpers import csrf, get_json, post, race_right_confirms, scratch_postgres
 
 SERVER = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
 if not SERVER:
@@ -26,16 +25,9 @@ if not SERVER:
 @pytest.fixture
 def pg_uri() -> Iterator[str]:
     """A fresh database per test, dropped afterwards."""
-    import sqlalchemy as sa
-
-    name = "pv_" + secrets.token_hex(6)
-    admin = sa.create_engine(SERVER, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield SERVER.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    assert SERVER is not None
+    with scratch_postgres(SERVER) as uri:
+        yield uri
 
 
 def test_postgres_concurrent_right_confirms_exactly_one_wins(pg_uri: str, make_app: Any) -> None:

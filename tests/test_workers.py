@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -38,23 +37,6 @@ STARTUP_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 10.0
 POLLS = 50  # status polls while waiting for a keyed PIN to be seen, 0.1 s apart
 PG = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
-
-
-def pg_database() -> Iterator[str]:
-    """A fresh database on the PostgreSQL server, dropped afterwards."""
-    import sqlalchemy as sa
-
-    assert PG is not None
-    name = "pv_workers_" + secrets.token_hex(6)
-    admin = sa.create_engine(PG, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 class Server:
@@ -135,16 +117,6 @@ def run_gunicorn(tmp_path: Path, style: str, database_uri: str) -> Iterator[Serv
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
         log.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/pv.sqlite3"
-        return
-    if not PG:
-        pytest.skip("PHONEVERIFY_TEST_POSTGRES is not set")
-    yield from pg_database()
 
 
 @pytest.fixture(params=["keypad", "spoken"])

@@ -190,10 +190,6 @@ class DevPhone(Provider):
             raise BadInput("Key in digits only.")
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
 
-    def state_of(self, call_id: str) -> str | None:
-        call = self._find(call_id)
-        return call.state.value if call else None
-
     def _live(self, call_id: str, owner: str) -> DevCall:
         """A call of ``owner``'s that has not ended (another user's call is not found)."""
         call = self._find(call_id)
