@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, jsonify, redirect, render_template, request, session, url_for
+from flask import jsonify, render_template, request, session, url_for
 
 from .. import phone as phones
 from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, ProviderError
-from ..gate import PENDING, Identity, mark_verified, wants_json
+from ..errors import BadInput, FlowError, NotFound, ProviderError
+from ..gate import PENDING, Identity, is_fresh, mark_verified, wants_json
 from ..models import Status, Verification
 from ..providers.base import Style
 from ..redirects import safe_next
@@ -24,7 +24,10 @@ from .common import (
     iso,
     next_path,
     pending,
+    see_other,
     sender,
+    set_notice,
+    take_notice,
     this_session,
     token_of,
     verification_id,
@@ -66,17 +69,43 @@ def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> Non
     session[PENDING] = data
 
 
+#: the largest ``max_age`` the verify page reads from its query (a day)
+MAX_AGE_LIMIT = 86400
+
+
+def _max_age() -> int | None:
+    """The freshness the gate asked for (``?max_age=``, set by a step-up view's redirect);
+    anything that is not a small whole number is ignored."""
+    raw = request.args.get("max_age", "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        return None
+    return min(int(raw), MAX_AGE_LIMIT)
+
+
 def verify() -> Any:
     st = state()
     who = identity()
     next_to = next_path(request.args.get("next"))
     masked = phones.mask(who.phone) if who.phone else None
+    confirmed = is_fresh(st, who, _max_age())
     if wants_json():
         return jsonify(
             csrf_token=generate_csrf(),
             phone=masked,
             style=st.style.value,
             enrolment=st.settings.allow_enrolment and not who.phone,
+            verified=confirmed,
+        )
+    notice = take_notice()
+    if confirmed:
+        return render_template(
+            "phoneverify/verify.html",
+            confirmed=True,
+            masked=masked,
+            enrol=False,
+            style=st.style.value,
+            next_path=next_to,
+            notice=notice,
         )
     if not who.phone and not st.settings.allow_enrolment:
         return render_template(
@@ -88,11 +117,13 @@ def verify() -> Any:
         ), 409
     return render_template(
         "phoneverify/verify.html",
+        confirmed=False,
         masked=masked,
         enrol=not who.phone,
         style=st.style.value,
         next_path=next_to,
-        error=None,
+        notice=notice,
+        typed=notice.get("p", ""),
     )
 
 
@@ -130,10 +161,6 @@ def start() -> Any:
             ip=client_ip(),
             callback_url=_callback_url(st),
         )
-    except FlowError as e:
-        if wants_json() or e.status not in (400, 429):
-            raise
-        return _verify_again(st, who, next_to, e)
     except ProviderError as e:
         signals.verification_failed.send(sender(), reason=e.message)
         raise
@@ -143,24 +170,7 @@ def start() -> Any:
     signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
-    return redirect(url_for("phoneverify.wait"))
-
-
-def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError) -> Any:
-    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
-    return (
-        render_template(
-            "phoneverify/verify.html",
-            masked=phones.mask(who.phone) if who.phone else None,
-            enrol=not who.phone,
-            style=st.style.value,
-            next_path=next_to or st.settings.default_next,
-            error=e.message,
-            typed=request.form.get("phone", ""),
-        ),
-        e.status,
-        headers,
-    )
+    return see_other(url_for("phoneverify.wait"))
 
 
 def wait() -> Any:
@@ -168,20 +178,36 @@ def wait() -> Any:
     who = identity()
     held = pending()
     if not held.get("t"):
-        return redirect(url_for("phoneverify.verify"))
+        return see_other(url_for("phoneverify.verify"))
     try:
-        vid = verification_id(st, who, held["t"])
+        vid = verification_id(st, who, held["t"], reading=True)
         v = st.flow.current(vid, user_id=who.id)
-    except FlowError:
+    except FlowError as e:
         session.pop(PENDING, None)
-        return redirect(url_for("phoneverify.verify", next=held.get("n")))
+        set_notice(e.message)
+        next_to = safe_next(held.get("n"))
+        return see_other(
+            url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
+        )
     return _render_wait(st, v, held["t"])
 
 
-def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | None = None) -> Any:
-    """The wait page for ``v``, with ``error`` (wrong PIN, locked...) when there is one."""
+def resend_wait(st: AppState, v: Verification, notice: dict[str, Any]) -> int:
+    """Seconds before "Call me again" may be pressed: what a refusal said, else what is
+    left of the number's cool-down since this verification's last call."""
+    refused = notice.get("r")
+    if isinstance(refused, int) and notice.get("c") == "rate_limited":
+        return max(refused, 0)
+    left = v.sent_at + st.settings.number_cooldown - st.clock()
+    return max(0, int(left + 0.999))
+
+
+def _render_wait(st: AppState, v: Verification, token: str) -> Any:
+    """The wait page for ``v``, with the notice a redirect left for it (wrong PIN,
+    locked, refused resend, a new call...)."""
     held = pending()
-    page = render_template(
+    notice = take_notice()
+    return render_template(
         "phoneverify/wait.html",
         v=v,
         masked=phones.mask(v.phone),
@@ -191,21 +217,21 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
         token=token,
         next_path=held.get("n") or "",
         can_bridge=st.provider.can_bridge,
-        error=error.message if error else None,
+        notice=notice,
+        error=notice.get("m") if notice.get("k") == "error" else None,
+        info=notice.get("m") if notice.get("k") == "info" else None,
+        new_pin=bool(notice.get("n")),
+        resend_wait=resend_wait(st, v, notice) if v.is_open else 0,
         title=WAIT_TITLES.get(Status(v.status), "Answer your phone"),
     )
-    if error is None:
-        return page
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
-    return page, error.status, headers
 
 
 def status() -> Any:
     st = state()
     who = identity()
     if not wants_json() and not request.args.get("token"):
-        return redirect(url_for("phoneverify.wait"))
-    vid = verification_id(st, who, token_of())
+        return see_other(url_for("phoneverify.wait"))
+    vid = verification_id(st, who, token_of(), reading=True)
     v = st.flow.current(vid, user_id=who.id)
     return jsonify(
         status=v.status,
@@ -226,16 +252,10 @@ def confirm() -> Any:
     pin = data.get("pin")
     if pin is not None and not isinstance(pin, str | int):
         raise BadInput("The PIN must be digits.")
-    try:
-        vid = verification_id(st, who, token)
-        v = st.flow.confirm(
-            vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
-        )
-    except FlowError as e:
-        if wants_json() or e.status not in (400, 409, 429) or e.code == "csrf":
-            raise
-        v = st.flow.owned(verification_id(st, who, token), user_id=who.id)
-        return _render_wait(st, v, token, e)
+    vid = verification_id(st, who, token)
+    v = st.flow.confirm(
+        vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
+    )
     next_to = next_path(data.get("next"))
     mark_verified(st, who.id, v.verified_at or st.clock(), v.phone)  # dated at the phone's word
     session.pop(PENDING, None)
@@ -248,7 +268,7 @@ def confirm() -> Any:
     signals.phone_verified.send(app, user=who.user, phone=v.phone)
     if wants_json():
         return jsonify(status=Status.VERIFIED, next=next_to)
-    return redirect(next_to)
+    return see_other(next_to)
 
 
 def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
@@ -276,7 +296,12 @@ def resend() -> Any:
         _remember(token, v, started.pin, pending().get("n"))
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
-    return redirect(url_for("phoneverify.wait"))
+    set_notice(
+        "We are calling you again with a new PIN. The earlier PIN no longer works.",
+        "info",
+        n=1,
+    )
+    return see_other(url_for("phoneverify.wait"))
 
 
 def cancel() -> Any:
@@ -287,20 +312,22 @@ def cancel() -> Any:
         session.pop(PENDING, None)
     if wants_json():
         return jsonify(status=Status.CANCELED)
-    return redirect(
+    return see_other(
         url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
     )
 
 
+BRIDGE_MESSAGE = "We are calling your phone to connect you with our support team."
+
+
 def talk() -> Any:
-    """Bridge the user's phone to the support line (providers that can); verifies nothing."""
+    """Bridge the user's phone to the support line (providers that can); verifies nothing.
+    The person stays on the wait page, where the offer is."""
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
-        abort(404)
+        raise NotFound("Talking to our support team by phone is not available on this site.")
     st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
-    message = "We are calling your phone to connect you with our support team."
     if wants_json():
-        return jsonify(status="bridging", message=message)
-    return render_template(
-        "phoneverify/message.html", title="Calling you", error=None, info=message, retry=False
-    )
+        return jsonify(status="bridging", message=BRIDGE_MESSAGE)
+    set_notice(BRIDGE_MESSAGE, "info")
+    return see_other(url_for("phoneverify.wait"))
