@@ -298,7 +298,7 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "PHONEVERIFY_BRIDGE_CALLS_PER_USER_PER_HOUR",
         2,
         "int",
-        "Calls to the support line (\"Talk to us\" after a failed or locked verification) for "
+        'Calls to the support line ("Talk to us" after a failed or locked verification) for '
         "one user in an hour; counted apart from the verification calls.",
         minimum=1,
     ),

@@ -202,8 +202,8 @@ def test_after_success_the_verify_page_says_confirmed_and_offers_to_continue(
 ) -> None:
     c = harness.client()
     assert get_json(c, "/").json["verified"] is False
-    token, pending = csrf(c), None
-    r = form(c, "/start", token, next="/secret")
+    token = csrf(c)
+    assert form(c, "/start", token, next="/secret").status_code == 303
     pending = pending_token(c)
     with c.session_transaction() as s:
         pin = s["_phoneverify_pending"]["p"]
@@ -309,7 +309,7 @@ def test_the_bridge_budget_is_a_setting(make_app: Any, anveo: tuple[AnveoServer,
 
 def test_talk_answers_json_when_the_provider_cannot_bridge(harness: Harness) -> None:
     c = harness.client()
-    token, body = csrf(c), None
+    token = csrf(c)
     body = post(c, "/start", token=token).json
     r = post(c, "/talk", {"token": body["token"]}, token=token)
     assert r.status_code == 404 and r.is_json

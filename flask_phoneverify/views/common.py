@@ -27,6 +27,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
@@ -177,14 +178,16 @@ def take_notice() -> dict[str, Any]:
     return data
 
 
-def see_other(location: str) -> Response:
+def see_other(location: str) -> WerkzeugResponse:
     """303: the browser follows with a GET, whatever the POST was."""
     return redirect(location, code=303)
 
 
 def form_post() -> bool:
     """A browser's form POST, answered with a redirect (errors included), never a page."""
-    return request.method == "POST" and not wants_json() and request.endpoint != "phoneverify.callback"
+    return (
+        request.method == "POST" and not wants_json() and request.endpoint != "phoneverify.callback"
+    )
 
 
 def back_url() -> str:
@@ -200,7 +203,7 @@ def back_url() -> str:
     return url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
 
 
-def back_with_error(message: str, *, code: str, retry_after: int | None = None) -> Response:
+def back_with_error(message: str, *, code: str, retry_after: int | None = None) -> WerkzeugResponse:
     extra: dict[str, Any] = {"c": code}
     if retry_after:
         extra["r"] = int(retry_after)

@@ -21,6 +21,7 @@ from .common import body, see_other, set_notice, take_notice
 
 __all__ = ["dev_phone", "dev_phone_action"]
 
+
 def _phone() -> DevPhone:
     provider = state().provider
     if not isinstance(provider, DevPhone):

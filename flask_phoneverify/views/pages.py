@@ -187,7 +187,9 @@ def wait() -> Any:
         set_notice(e.message)
         next_to = safe_next(held.get("n"))
         return see_other(
-            url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
+            url_for("phoneverify.verify", next=next_to)
+            if next_to
+            else url_for("phoneverify.verify")
         )
     return _render_wait(st, v, held["t"])
 
