@@ -578,3 +578,27 @@ def test_declined_call_is_said_in_the_error_style(context: Any, tmp_path: Path) 
         assert user.page.title().startswith("The call did not go through")
         user.check("declined-reloaded")
         user.no_js_errors()
+
+
+def test_message_pages_pass_axe_and_lead_somewhere(context: Any, tmp_path: Path) -> None:
+    with example_app(tmp_path, PHONEVERIFY_ALLOW_ENROLMENT=False) as base:
+        user = Watched(context.new_page(), "message")
+        page = user.page
+        page.goto(base + "/account")
+        page.fill("#email", "new@example.com")
+        page.fill("#password", "new")
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", name="No phone number on file").wait_for()
+        user.check("no-phone")
+        page.get_by_role("button", name="Log out").click()
+
+        log_in(user, base, "demo@example.com", "demo")
+        # a stale form (its CSRF token no longer this session's): 400, said plainly
+        page.evaluate("document.querySelector('input[name=csrf_token]').value = 'stale'")
+        page.get_by_role("button", name="Call me").click()
+        page.get_by_role("alert").wait_for()
+        assert "security token" in page.get_by_role("alert").inner_text()
+        user.check("csrf")
+        page.get_by_role("link", name="Try again").click()
+        page.get_by_role("heading", name="Confirm it's you").wait_for()
+        user.no_js_errors()

@@ -233,7 +233,7 @@ def flow_error(e: FlowError) -> Any:
             "phoneverify/message.html",
             title="Phone confirmation",
             error=e.message,
-            retry=e.status in (409, 429) or e.code == "bad_request",
+            retry=e.status in (409, 429) or e.code in ("bad_request", "csrf"),
         ),
         e.status,
         headers,
