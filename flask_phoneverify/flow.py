@@ -638,37 +638,58 @@ class Flow:
             and _earlier(progress, CallState.DELIVERED)
         ):
             values["call"] = CallState.DELIVERED.value
-        if values:
-            tx.change(v.id, where=guard, **values)
-            for name, value in values.items():
-                setattr(v, name, value)
+
+        def progress_only() -> None:
+            if values:
+                tx.change(v.id, where=guard, **values)
+                for name, value in values.items():
+                    setattr(v, name, value)
+
         if report.digits is not None:
             if getattr(report, "once", False) and not tx.first_relay(
                 v.call_id, report.digits, now, self.relay_key
             ):
+                progress_only()
                 return  # the same entry, reported again (an event, then the summary)
             if self.hasher.check(v.id, report.digits, v.pin_hash):
-                self._verify(tx, v, via="keypad", now=now)
+                self._verify(tx, v, via="keypad", now=now, progress=values)
             else:
+                progress_only()
                 self._wrong_pin(tx, v)  # counted; the phone's caller hears the outcome
             return
         if report.outcome is Outcome.CONFIRMED and Style(v.style) is not Style.SPOKEN:
-            self._verify(tx, v, via=v.style, now=now)
-        elif report.outcome is Outcome.FAILED:
+            self._verify(tx, v, via=v.style, now=now, progress=values)
+            return
+        progress_only()
+        if report.outcome is Outcome.FAILED:
             reason = report.reason or MESSAGES[Status.FAILED]
             self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
 
-    def _verify(self, tx: Tx, v: Verification, *, via: str, now: float) -> None:
+    def _verify(
+        self,
+        tx: Tx,
+        v: Verification,
+        *,
+        via: str,
+        now: float,
+        progress: dict[str, str | float] | None = None,
+    ) -> None:
+        """Verified, with the call's ``progress`` that came with the news (one UPDATE)."""
+        progress = progress or {}
         if now >= v.expires_at:
+            if progress and tx.change(v.id, where={"call_id": v.call_id}, **progress):
+                for name, value in progress.items():
+                    setattr(v, name, value)
             return
-        if tx.change(
-            v.id,
-            where={"call_id": v.call_id},
-            status=Status.VERIFIED.value,
-            verified_at=now,
-            reason=None,
-        ):
-            v.status, v.verified_at, v.reason = Status.VERIFIED.value, now, None
+        verified: dict[str, str | float | None] = {
+            "status": Status.VERIFIED.value,
+            "verified_at": now,
+            "reason": None,
+        }
+        changes: dict[str, str | float | None] = {**progress, **verified}
+        if tx.change(v.id, where={"call_id": v.call_id}, **changes):
+            for name, change in changes.items():
+                setattr(v, name, change)
             self._audit(tx, v, EventKind.CONFIRMED, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 
