@@ -345,11 +345,12 @@ def test_provider_failure_shows_a_readable_page(context: Any, tmp_path: Path) ->
 
     app = make_example_app(tmp_path)
 
-    def place_call(request: Any) -> Any:
+    def unreachable(*args: Any, **kwargs: Any) -> Any:
         raise ProviderUnavailable(detail="test: connection refused")
 
-    with app.app_context():
-        state().provider.place_call = place_call  # type: ignore[method-assign]
+    with app.app_context():  # the simulated phone rings in the start's step, or outside it
+        state().provider.place_call = unreachable  # type: ignore[method-assign]
+        state().provider.ring = unreachable  # type: ignore[attr-defined]
 
     with serve(app) as base:
         user = Watched(context.new_page(), "provider-error")
