@@ -56,8 +56,11 @@
     box.querySelectorAll(".pv-pin, #pv-pin-form, #pv-claim, [data-open-only]").forEach(function (el) { el.hidden = true; });
     var title = document.getElementById("pv-title");
     if (title && TITLES[data.status]) {
+      var before = title.textContent.trim();
       title.textContent = TITLES[data.status];
-      document.title = document.title.replace(/^[^·]*/, TITLES[data.status] + " ");
+      if (before && document.title.indexOf(before) === 0) {  // the page's part of the title
+        document.title = TITLES[data.status] + document.title.slice(before.length);
+      }
     }
     if (BAD[data.status]) { message.classList.add("pv-error"); }
     var retry = document.getElementById("pv-retry");
