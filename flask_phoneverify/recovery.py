@@ -154,7 +154,7 @@ class Recovery:
             if wait is not None:
                 return Locked(LOCKED, retry_after=wait, attempts_left=0)
             stored = tx.recovery_hashes(user_id)
-            padded = stored + self._dummies[: max(self.count - len(stored), 1)]
+            padded = stored + self._dummies[: max(self.count - len(stored), 0)]
             match: str | None = None
             for h in padded:
                 hit = False
