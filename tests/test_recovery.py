@@ -460,6 +460,19 @@ def test_pages_generate_show_once_download_and_use(harness: Harness) -> None:
     assert c.get("/secret").status_code == 200
 
 
+def test_the_generate_form_without_a_fresh_confirmation_says_so(harness: Harness) -> None:
+    c = harness.client("1")
+    verify_keypad(c)
+    harness.clock.advance(601)
+    page = c.get("/phoneverify/recovery-codes").data.decode()
+    assert "Confirm my phone" in page and "max_age=600" in page
+    r = c.post("/phoneverify/recovery-codes", data={"csrf_token": csrf(c)})
+    assert r.status_code == 303 and r.headers["Location"].endswith("/phoneverify/recovery-codes")
+    page = c.get("/phoneverify/recovery-codes").data.decode()
+    assert 'role="alert"' in page and "last 10 minutes" in page
+    assert stored_codes(harness) == []
+
+
 def test_a_recovery_marker_cannot_make_codes(harness: Harness) -> None:
     c = harness.client("1")
     codes = codes_for(c)
