@@ -115,10 +115,13 @@ class Devices:
     ) -> bool:
         """After a phone confirmation: a newly confirmed number revokes the devices
         remembered for the old one; "Remember this device" remembers this one. True when
-        it did."""
+        it did. (Off, nothing is written: the gate then never reads the records, and each
+        is bound to its number anyway.)"""
+        if not self.enabled:
+            return False
         if enrolled:
             self.forget(user_id, "a new number was confirmed")
-        if not (self.enabled and wants_remember(remember)):
+        if not wants_remember(remember):
             return False
         self.remember(user_id, tag, ip)
         return True
