@@ -11,7 +11,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import event, select
 
-from flask_phoneverify import forget_remembered_devices
+from flask_phoneverify import forget_remembered_devices, is_phone_verified
 from flask_phoneverify.gate import MARKER
 from flask_phoneverify.models import Device
 from flask_phoneverify.remember import COOKIE
@@ -171,6 +171,21 @@ def test_later_login_opens_the_gate_with_a_remembered_marker_dated_then(make_app
     # A step-up view still wants the phone: the remembered marker never satisfies max_age.
     assert c.get("/fresh").status_code == 302
     assert c.get("/secret").status_code == 200
+
+
+def test_is_phone_verified_knows_a_remembered_device(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_REMEMBER_DAYS=DAYS)
+
+    @h.app.get("/status-of-phone")
+    def status_of_phone() -> str:
+        return f"{is_phone_verified()} {is_phone_verified(max_age=60)}"
+
+    c = h.client("1")
+    confirm_keypad(c, remember=True)
+    new_login(c)
+    assert c.get("/status-of-phone").data == b"True False"
+    with c.session_transaction() as s:
+        assert s[MARKER]["f"] == "remembered"
 
 
 def test_no_database_query_on_the_gate_when_the_session_holds_a_marker(make_app: Any) -> None:
