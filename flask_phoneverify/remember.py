@@ -23,6 +23,7 @@ from typing import Any
 
 from flask import Response, after_this_request, has_request_context, request
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.exc import SQLAlchemyError
 
 from .models import EventKind
 from .pins import derive_key
@@ -156,7 +157,14 @@ class Devices:
             tx.record({"kind": EventKind.DEVICE_LOGIN, "at": now, "user_id": user_id, "ip": ip})
             return True
 
-        if self.store.write(step):
+        try:
+            known = self.store.write(step)
+        except SQLAlchemyError as e:
+            # The gate runs in the app's views: a database outage costs the person a call
+            # (the verify page says what is wrong), never an error page here.
+            log.error("phoneverify: remembered device not checked: %s", type(e).__name__)
+            return False
+        if known:
             log.info("phoneverify: a remembered device opened the gate")
             return True
         _drop_cookie()

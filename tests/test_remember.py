@@ -313,3 +313,18 @@ def test_with_flask_login_a_later_login_needs_no_call(tmp_path: Any) -> None:
     c.get("/logout")
     c.get("/as/2")  # another user on this browser still needs their call
     assert c.get("/secret").status_code == 302
+
+
+def test_a_database_outage_at_a_remembered_login_is_a_redirect_not_an_error(
+    make_app: Any, caplog: Any
+) -> None:
+    h = make_app(PHONEVERIFY_REMEMBER_DAYS=DAYS)
+    c = h.client("1")
+    confirm_keypad(c, remember=True)
+    new_login(c)
+    with state_of(h).store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE phoneverify_devices")
+    assert c.get("/secret").status_code == 302
+    assert c.get("/secret", headers={"Accept": "application/json"}).status_code == 401
+    assert device_cookie(c) is not None  # kept: the device may be fine once the store is
+    assert "remembered device not checked: OperationalError" in caplog.text
