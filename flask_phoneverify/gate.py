@@ -4,6 +4,10 @@ The marker binds the verified state to the user id and the time of
 verification; it is rotated on every success and dropped on logout or when
 another user is logged in. Reading it costs no database query and no provider
 call: the gated path stays as cheap as Flask-Login's ``login_required``.
+
+A marker set by a remembered device or a recovery code carries a flag (``f``) and
+never satisfies ``max_age=``. Only a session with no marker and a device cookie makes
+the gate ask the store (:mod:`.remember`), once per login.
 """
 
 from __future__ import annotations
