@@ -356,6 +356,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "Largest provider callback body accepted.",
         minimum=256,
     ),
+    Setting(
+        "PHONEVERIFY_OPENAPI",
+        False,
+        "bool",
+        "Serve the JSON API's OpenAPI 3.1 document at `<prefix>/openapi.json`.",
+    ),
 )
 
 
@@ -403,6 +409,7 @@ class Settings:
     calls_per_country_per_hour: int
     external_url: str | None
     callback_max_bytes: int
+    openapi: bool
     #: every value that is not a core setting, by full key; out of ``repr`` as it holds secrets
     provider_values: Mapping[str, Any] = field(repr=False)
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from flask import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from ..errors import FlowError, ProviderError
-from . import callbacks, devphone, pages
+from . import apidoc, callbacks, devphone, pages
 from .common import flow_error, no_store, provider_error, store_error, template_context
 
 __all__ = ["make_blueprint"]
 
 
 def make_blueprint() -> Blueprint:
+    """The extension's blueprint: every route, its error handlers and template context."""
     bp = Blueprint(
         "phoneverify",
         __name__,
@@ -43,9 +45,11 @@ def make_blueprint() -> Blueprint:
     bp.add_url_rule(
         "/callback/<provider>/<token>", "callback", callbacks.provider_callback, methods=["POST"]
     )
+    bp.add_url_rule("/openapi.json", "openapi", apidoc.openapi_json, methods=["GET"])
     bp.context_processor(template_context)
     bp.after_request(no_store)
     bp.register_error_handler(FlowError, flow_error)
     bp.register_error_handler(ProviderError, provider_error)
     bp.register_error_handler(SQLAlchemyError, store_error)
+    bp.register_error_handler(HTTPException, apidoc.http_error)
     return bp
