@@ -87,6 +87,8 @@ def wrong_pin_message(left: int) -> str:
 
 @dataclass(frozen=True)
 class Policy:
+    """Which numbers may be called at all, checked before anything is counted."""
+
     allowed_regions: frozenset[str]
     refused_types: frozenset[int]
     allowed_non_geographic: frozenset[int] = frozenset()
@@ -94,6 +96,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class Started:
+    """A placed call: the verification and its PIN."""
+
     verification: Verification
     pin: str  # handed to the page only in keypad style
 
@@ -108,6 +112,9 @@ class Applied:
 
 
 class Flow:
+    """The verification state machine, free of HTTP: each step is one short transaction of the
+    store, and a provider is asked only between transactions."""
+
     def __init__(
         self,
         *,
@@ -139,6 +146,7 @@ class Flow:
 
     @property
     def style(self) -> Style:
+        """The style every new verification takes: the provider's, chosen once at init_app."""
         return self.provider.style
 
     # -- start and resend ---------------------------------------------------------------
@@ -482,6 +490,8 @@ class Flow:
         log.warning("phoneverify: user's verifications locked at the hourly failure cap")
 
     def cancel(self, vid: str, *, user_id: str, session: str) -> Verification:
+        """Cancel an open verification of this user and session (the user gave up)."""
+
         def step(tx: Tx) -> Verification:
             v = self._owned(tx.get(vid), user_id, session)
             self._require_open(v)
@@ -664,6 +674,7 @@ class Flow:
         return MESSAGES.get(Status(v.status), "")
 
     def attempts_left(self, v: Verification) -> int:
+        """Wrong PINs ``v`` may still take before it locks."""
         return max(self.max_attempts - v.attempts, 0)
 
     def _audit(

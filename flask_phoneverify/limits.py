@@ -44,6 +44,9 @@ def minute_of(at: float) -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """The call and failure budgets, counted inside the flow's transactions so that every
+    worker sees the same counts."""
+
     max_failures_per_hour: int
     per_number: int
     per_user: int

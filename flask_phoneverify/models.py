@@ -70,6 +70,8 @@ class EventKind(enum.StrEnum):
 
 
 class Base(DeclarativeBase):
+    """The extension's own declarative base, so its tables can join an app's metadata."""
+
     metadata = MetaData()
 
 
@@ -104,6 +106,7 @@ class Verification(Base):
 
     @property
     def is_open(self) -> bool:
+        """True while the verification may still change (status ``calling``)."""
         return self.status == Status.CALLING
 
 

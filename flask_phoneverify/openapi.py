@@ -30,7 +30,6 @@ ERROR_CODES = (
     "phone_verification_required",
     "forbidden",
     "not_found",
-    "method_not_allowed",
     "not_open",
     "payload_too_large",
     "locked",

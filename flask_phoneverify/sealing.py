@@ -29,6 +29,7 @@ class Sealer:
         )
 
     def seal(self, text: str) -> bytes:
+        """``text`` encrypted under the current key."""
         return self._fernet.encrypt(text.encode())
 
     def open(self, sealed: bytes) -> str | None:

@@ -50,6 +50,7 @@ class AppState:
 
     @property
     def style(self) -> Style:
+        """The confirmation style of this app's provider."""
         return self.provider.style
 
     def close(self) -> None:

@@ -196,26 +196,31 @@ class Tx:
 
     # -- verifications -------------------------------------------------------------
     def get(self, verification_id: str) -> Verification | None:
+        """The verification ``verification_id``, or None."""
         row = self.conn.execute(_GET, {"vid": verification_id}).first()
         return None if row is None else _verification(row._mapping)
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        """The verification of ``provider`` whose current call is ``call_id``, or None."""
         row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
         return None if row is None else _verification(row._mapping)
 
     def open_of_user(self, user_id: str) -> list[Verification]:
+        """The user's open verifications (to lock them all at the failure cap)."""
         rows = self.conn.execute(
             select(V).where(V.c.user_id == user_id, V.c.status == Status.CALLING.value)
         )
         return [_verification(row._mapping) for row in rows]
 
     def open_of_session(self, session: str) -> list[Verification]:
+        """A login session's open verifications (to end them at logout)."""
         rows = self.conn.execute(
             select(V).where(V.c.session_ref == session, V.c.status == Status.CALLING.value)
         )
         return [_verification(row._mapping) for row in rows]
 
     def add(self, v: Verification) -> None:
+        """Insert a new verification."""
         self.conn.execute(_ADD, {name: getattr(v, name) for name in _COLUMNS})
 
     def change(
@@ -283,6 +288,8 @@ class Tx:
         self.conn.execute(_RECORD, rows if len(rows) > 1 else rows[0])
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
+        """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
+        never placed is no longer counted)."""
         self.conn.execute(
             update(E)
             .where(E.c.verification_id == verification_id, E.c.kind == kind, E.c.at == at)
@@ -374,6 +381,7 @@ class Tx:
         return [dict(row._mapping) for row in reversed(rows.all())]
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
+        """One simulated call with its verification's state, or None."""
         row = self.conn.execute(_DEV_ONE, {"b_id": call_id}).first()
         return None if row is None else dict(row._mapping)
 
@@ -396,6 +404,7 @@ class Store:
 
     @property
     def engine(self) -> Engine:
+        """The database engine: the app's (``db.engine``) or the store's own, made on first use."""
         if self._shared is not None:
             return self._shared()
         if self._own is None:
@@ -423,6 +432,7 @@ class Store:
         return self.read(lambda tx: tx.get(verification_id))
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        """The verification of ``provider`` whose current call is ``call_id``."""
         return self.read(lambda tx: tx.by_call_id(provider, call_id))
 
     def events(self, verification_id: str) -> list[Event]:

@@ -180,6 +180,8 @@ class Provider:
 
     # -- calls ---------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Place the call ``request`` describes; the ticket's reference is how it is followed.
+        Raises the ProviderError family when the call cannot be placed."""
         raise NotImplementedError
 
     def call_status(self, call: PlacedCall) -> CallReport:

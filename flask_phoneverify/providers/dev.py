@@ -63,6 +63,7 @@ class DevCall:
     owner: str | None = None  # the user whose verification placed it
 
     def public(self) -> dict[str, Any]:
+        """The call as the phone's page and JSON show it: the number masked."""
         return {
             "id": self.id,
             "number": mask(self.number),
@@ -74,6 +75,7 @@ class DevCall:
 
 
 def call_text(style: Style, app_name: str, pin: str | None) -> str:
+    """What the simulated call says: the PIN in spoken style, never in keypad style."""
     if style is Style.SPOKEN:
         spoken = " ".join(pin or "?")
         return f"This is {app_name}. Your PIN is {spoken}. Again: {spoken}. Goodbye."
@@ -90,6 +92,8 @@ def call_state(status: str | None, progress: str | None, *, superseded: bool = F
 
 
 class DevPhone(Provider):
+    """The simulated phone: calls ring on a page of the app, for development and tests."""
+
     name = "dev"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
@@ -111,16 +115,19 @@ class DevPhone(Provider):
 
     @property
     def store(self) -> Store:
+        """The extension's store, where the phone keeps its calls (set by init_app)."""
         if self._store is None:
             raise RuntimeError("the simulated phone is used before init_app attached it")
         return self._store
 
     @property
     def sealer(self) -> Sealer:
+        """Seals spoken PINs, so none is kept in clear."""
         assert self._sealer is not None
         return self._sealer
 
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Ring the simulated phone: one row in the database, any worker shows it."""
         ref = secrets.token_hex(6)
         row: dict[str, Any] = {
             "id": ref,
@@ -162,11 +169,13 @@ class DevPhone(Provider):
         return [c.public() for c in self.newest(LISTED, number, owner)]
 
     def answer(self, call_id: str, owner: str) -> CallEvent:
+        """Answer a ringing call; in spoken style the PIN is then heard."""
         call = self._live(call_id, owner)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
     def hang_up(self, call_id: str, owner: str) -> CallEvent:
+        """Decline or end a call; before the PIN was entered it fails the verification."""
         call = self._live(call_id, owner)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (

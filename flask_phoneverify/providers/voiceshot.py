@@ -171,6 +171,9 @@ def _prefix(option: str) -> str:
 
 
 class VoiceShot(Provider):
+    """The VoiceShot IVR API: places calls into an IVR menu; keypresses and summaries
+    come back as call events."""
+
     name = "voiceshot"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
@@ -232,6 +235,7 @@ class VoiceShot(Provider):
 
     # -- calls ----------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Post the call (action 0) with our prompt; VoiceShot answers errorid 0 when queued."""
         number = _national(request.number)
         campaign = ET.Element("campaign", menuid=self.menu_id, action="0", callerid=self.caller_id)
         prompts = ET.SubElement(campaign, "prompts")

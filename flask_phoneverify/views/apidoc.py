@@ -22,7 +22,6 @@ __all__ = ["openapi_json", "http_error"]
 HTTP_ERRORS = {
     401: ("login_required", "Please log in to continue."),
     404: ("not_found", "There is nothing here."),
-    405: ("method_not_allowed", "This address does not take that method."),
     413: ("payload_too_large", "The request body is too large."),
 }
 

@@ -40,6 +40,7 @@ def _state_after(reported: CallState | None, v: Verification | None, current: bo
 
 
 def dev_phone() -> Any:
+    """The simulated phone's page, or its calls as JSON: the user's own only."""
     phone = _phone()
     who = current_identity()  # a visitor sees the calls of their own verifications only
     number = request.args.get("number") or None

@@ -67,6 +67,7 @@ def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> Non
 
 
 def verify() -> Any:
+    """The verify page; JSON: a CSRF token and what the page offers."""
     st = state()
     who = identity()
     next_to = next_path(request.args.get("next"))
@@ -115,6 +116,7 @@ def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, 
 
 
 def start() -> Any:
+    """Place a call (the number on file, or one typed to enrol)."""
     st = state()
     who = identity()
     validate_csrf()
@@ -164,6 +166,7 @@ def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError
 
 
 def wait() -> Any:
+    """The wait page of the session's pending verification."""
     st = state()
     who = identity()
     held = pending()
@@ -201,6 +204,7 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
 
 
 def status() -> Any:
+    """The verification now, for the wait page's polling (JSON)."""
     st = state()
     who = identity()
     if not wants_json() and not request.args.get("token"):
@@ -218,6 +222,7 @@ def status() -> Any:
 
 
 def confirm() -> Any:
+    """Take the confirmation into the session: the typed PIN, or the phone's word."""
     st = state()
     who = identity()
     validate_csrf()
@@ -263,6 +268,7 @@ def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
 
 
 def resend() -> Any:
+    """A new call and PIN for the same verification."""
     st, who, _, token, vid = _action()
     started = st.flow.resend(
         vid,
@@ -280,6 +286,7 @@ def resend() -> Any:
 
 
 def cancel() -> Any:
+    """Cancel the pending verification."""
     st, who, _, token, vid = _action()
     next_to = pending().get("n")
     st.flow.cancel(vid, user_id=who.id, session=this_session())
