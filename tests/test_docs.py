@@ -65,3 +65,13 @@ def test_every_template_variable_is_documented_and_no_other(make_app: Any) -> No
     h = make_app()
     with h.app.test_request_context():
         assert set(template_context()) == documented["Every page"]
+
+
+def test_the_ids_the_pages_script_needs_are_named_for_overriders() -> None:
+    script = (TEMPLATES.parent / "static" / "phoneverify" / "phoneverify.js").read_text()
+    ids = set(re.findall(r'getElementById\("([\w-]+)"\)', script))
+    ids |= set(re.findall(r"#([a-z][\w-]+)", script))
+    assert ids, "the script's element ids were not found"
+    page = (DOCS / "templates.md").read_text()
+    missing = sorted(i for i in ids if f"`{i}`" not in page)
+    assert not missing, f"docs/templates.md does not name the ids the script uses: {missing}"
