@@ -26,6 +26,7 @@ ERROR_CODES = (
     "bad_request",
     "csrf",
     "wrong_pin",
+    "wrong_code",
     "login_required",
     "phone_verification_required",
     "forbidden",
@@ -166,7 +167,51 @@ _SCHEMAS: dict[str, Any] = {
                 "description": "Spoken style: the PIN the call spoke. Keypad: omitted.",
             },
             "next": {"type": "string"},
+            "remember": {
+                "type": ["boolean", "string"],
+                "description": "Remember this device (`PHONEVERIFY_REMEMBER_DAYS`); the form "
+                "sends `1`.",
+            },
         },
+    },
+    "RecoveryCodesInfo": _obj(
+        ["left", "size", "can_generate", "csrf_token"],
+        left={"type": "integer", "minimum": 0, "description": "Unused codes of the user."},
+        size={"type": "integer", "minimum": 1, "description": "Codes in a new set."},
+        can_generate={
+            "type": "boolean",
+            "description": "This session's phone confirmation is at most 10 minutes old.",
+        },
+        csrf_token=_STR,
+    ),
+    "RecoveryCodes": _obj(
+        ["codes"],
+        codes={
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The new set, shown once; the old set stops working.",
+        },
+    ),
+    "RecoverInfo": _obj(
+        ["csrf_token", "recovered"],
+        csrf_token=_STR,
+        recovered={"type": "boolean", "description": "A recovery code opened this session."},
+    ),
+    "Recovered": _obj(
+        ["status", "recovery", "codes_left", "message", "next"],
+        status={"const": Status.VERIFIED.value},
+        recovery={"const": True},
+        codes_left={"type": "integer", "minimum": 0},
+        message=_STR,
+        next={"type": "string", "description": "A same-site path to go to."},
+    ),
+    "RecoverRequest": {
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "next": {"type": "string"}},
+    },
+    "NewNumberRequest": {
+        "type": "object",
+        "properties": {"phone": {"type": "string"}, "next": {"type": "string"}},
     },
     "KeysRequest": {
         "type": "object",
@@ -191,11 +236,14 @@ def _error(description: str, *, retry_after: bool = False) -> dict[str, Any]:
 _RESPONSES: dict[str, Any] = {
     "BadRequest": _error(
         "`bad_request` (a malformed, tampered or expired token, a bad number or body), "
-        "`csrf` (a missing or stale CSRF token) or `wrong_pin` (with `attempts_left`)."
+        "`csrf` (a missing or stale CSRF token), `wrong_pin` (with `attempts_left`) or "
+        "`wrong_code` (a recovery code)."
     ),
     "Unauthorized": _error(
         "`login_required`: nobody is logged in. With Flask-Login, its `unauthorized()` "
-        "answers instead (a redirect to the login view, when one is set)."
+        "answers instead (a redirect to the login view, when one is set). "
+        "`phone_verification_required` (with `verify_url`): a fresh phone confirmation "
+        "is needed first."
     ),
     "Forbidden": _error("`forbidden`: another user's verification, or another session's."),
     "NotFound": _error("`not_found`: nothing of this user's by that name, or not offered."),
@@ -383,6 +431,73 @@ _PATHS: dict[str, Any] = {
             operationId="devPhone",
         )
     },
+}
+
+_PATHS["/recovery-codes"] = {
+    "get": _op(
+        "How many recovery codes are left, and whether a new set may be generated.",
+        _json(_ref("RecoveryCodesInfo"), "The user's recovery codes."),
+        "Unauthorized",
+        "NotFound",
+        "Unavailable",
+        operationId="recoveryCodes",
+    ),
+    "post": _op(
+        "Generate a new set (needs a phone confirmation at most 10 minutes old).",
+        _json(_ref("RecoveryCodes"), "The new codes."),
+        "BadRequest",
+        "Unauthorized",
+        "NotFound",
+        "Unavailable",
+        post=True,
+        operationId="generateRecoveryCodes",
+    ),
+}
+_PATHS["/recover"] = {
+    "get": _op(
+        "The recovery code page; JSON: a CSRF token and whether a code opened this session.",
+        _json(_ref("RecoverInfo"), "The recovery state."),
+        "Unauthorized",
+        "NotFound",
+        operationId="recoverPage",
+    ),
+    "post": _op(
+        "Use a recovery code: the gate opens (never for `max_age=` views).",
+        _json(_ref("Recovered"), "The code was taken."),
+        "BadRequest",
+        "Unauthorized",
+        "NotFound",
+        "TooMany",
+        "Unavailable",
+        post=True,
+        body="RecoverRequest",
+        operationId="recover",
+    ),
+}
+_PATHS["/new-number"] = {
+    "get": {
+        "summary": "The new-number form (HTML only), for a session whose phone was confirmed.",
+        "operationId": "newNumberPage",
+        "security": _GET_SECURITY,
+        "responses": {
+            "200": {"description": "The page.", "content": {"text/html": {}}},
+            "302": {"description": "Not confirmed: to the verify page."},
+            "404": _resp("NotFound"),
+        },
+    },
+    "post": _op(
+        "Call a new number; the app's `phone_saver` learns it once the call is confirmed.",
+        _json(_ref("Started"), "The call is placed."),
+        "BadRequest",
+        "Unauthorized",
+        "NotFound",
+        "TooMany",
+        "BadGateway",
+        "Unavailable",
+        post=True,
+        body="NewNumberRequest",
+        operationId="newNumber",
+    ),
 }
 
 _CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}

@@ -426,6 +426,7 @@ class Tx:
         return [str(r[0]) for r in rows]
 
     def recovery_left(self, user_id: str) -> int:
+        """How many unused recovery codes ``user_id`` has."""
         found = self.conn.execute(
             select(func.count()).select_from(RC).where(RC.c.user_id == user_id)
         ).scalar()
@@ -448,6 +449,7 @@ class Tx:
 
     # -- remembered devices ---------------------------------------------------------------
     def add_device(self, row: dict[str, Any]) -> None:
+        """Record a remembered device (its id kept only as a keyed hash)."""
         self.conn.execute(insert(DV).values(row))
 
     def use_device(self, id_hash: str, user_id: str, number_tag: str | None, now: float) -> bool:

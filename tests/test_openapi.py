@@ -372,3 +372,48 @@ def test_provider_error_answers_match(
     down.csrf = down.call("get", "/").json["csrf_token"]
     r = down.call("post", "/start", {})
     assert r.status_code == 503 and r.json["error"] == "provider_error" and r.json["retryable"]
+
+
+# -- recovery codes and a new number -------------------------------------------------------
+
+
+def _confirm_keypad(a: Api) -> dict[str, Any]:
+    started = a.begin()
+    call_id = dev_calls(a.client)[-1]["id"]
+    a.call("post", "/dev/phone/{call_id}/keys", {"digits": started["pin"]}, call_id=call_id)
+    r = a.call("post", "/confirm", {"token": started["token"], "remember": True})
+    assert r.status_code == 200
+    return started
+
+
+def test_recovery_code_answers_match(api: Callable[..., tuple[Harness, Api]]) -> None:
+    h, a = api()
+    a.csrf = a.call("get", "/").json["csrf_token"]
+    info = a.call("get", "/recovery-codes").json
+    assert info["left"] == 0 and info["can_generate"] is False
+    early = a.call("post", "/recovery-codes")
+    assert early.status_code == 401 and early.json["error"] == "phone_verification_required"
+    _confirm_keypad(a)
+    codes = a.call("post", "/recovery-codes").json["codes"]
+    assert a.call("get", "/recover").json["recovered"] is False
+    bad = a.call("post", "/recover", {"code": "AAAA-AAAA-AA"})
+    assert bad.status_code == 400 and bad.json["error"] == "wrong_code"
+    used = a.call("post", "/recover", {"code": codes[0], "next": "/secret"})
+    assert used.status_code == 200 and used.json["codes_left"] == len(codes) - 1
+    off, b = api(PHONEVERIFY_RECOVERY_CODES=0)
+    assert b.call("get", "/recover").status_code == 404
+
+
+def test_new_number_answers_match(api: Callable[..., tuple[Harness, Api]]) -> None:
+    h, a = api(PHONEVERIFY_STYLE="spoken")
+    a.csrf = a.call("get", "/").json["csrf_token"]
+    early = a.call("post", "/new-number", {"phone": "+12015550188"})
+    assert early.status_code == 401 and early.json["error"] == "phone_verification_required"
+    started = a.begin()
+    pin = spoken_pin(h, started["token"])
+    assert a.call("post", "/confirm", {"token": started["token"], "pin": pin}).status_code == 200
+    assert a.call("get", "/new-number").status_code == 200
+    bad = a.call("post", "/new-number", {"phone": "no"})
+    assert bad.status_code == 400
+    r = a.call("post", "/new-number", {"phone": "+12015550188", "next": "/secret"})
+    assert r.status_code == 200 and r.json["status"] == "calling"

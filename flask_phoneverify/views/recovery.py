@@ -51,6 +51,7 @@ FEW = 2
 
 
 def template_context() -> dict[str, Any]:
+    """What the recovery and remember-device templates need on every page."""
     st = state()
     return {
         "phoneverify_recovery": st.recovery is not None and st.recovery.enabled,
@@ -93,6 +94,7 @@ def _fresh_phone(st: AppState, who: Identity) -> bool:
 
 
 def codes_page() -> Any:
+    """The recovery codes page; JSON: codes left and whether a new set may be made."""
     st = state()
     who = identity()
     rec = _recovery(st)
@@ -111,6 +113,7 @@ def codes_page() -> Any:
 
 
 def generate() -> Any:
+    """Make a new set of codes, shown once; needs a fresh phone confirmation."""
     st = state()
     who = identity()
     validate_csrf()
@@ -152,6 +155,7 @@ def _left_message(left: int) -> str:
 
 
 def recover_page() -> Any:
+    """The recovery code form, or the outcome of the last code used."""
     st = state()
     who = identity()
     _recovery(st)
@@ -172,6 +176,7 @@ def recover_page() -> Any:
 
 
 def recover() -> Any:
+    """Spend a recovery code: the gate opens, flagged so ``max_age=`` views still ask."""
     st = state()
     who = identity()
     validate_csrf()
@@ -210,6 +215,7 @@ def _may_change(st: AppState, who: Identity) -> bool:
 
 
 def new_number_page() -> Any:
+    """The new-number form, for a session whose phone was confirmed."""
     st = state()
     who = identity()
     if not _may_change(st, who):
