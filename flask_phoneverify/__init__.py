@@ -13,7 +13,9 @@ def billing(): ...
 from __future__ import annotations
 
 from .errors import (
+    CallRefused,
     ConfigError,
+    CountryPaused,
     FlowError,
     PhoneVerifyError,
     ProviderConfigError,
@@ -24,7 +26,17 @@ from .errors import (
 )
 from .extension import PhoneVerify
 from .gate import forget_phone_verification, is_phone_verified, phone_verified_required
-from .signals import phone_enrolled, phone_verified, verification_failed, verification_started
+from .guard import CallAttempt
+from .signals import (
+    VerificationInfo,
+    call_failed,
+    call_placed,
+    country_paused,
+    phone_enrolled,
+    phone_verified,
+    verification_failed,
+    verification_started,
+)
 
 __version__ = "0.1.0"
 
@@ -41,8 +53,15 @@ __all__ = [
     "ProviderRejected",
     "ProviderConfigError",
     "ProviderProtocolError",
+    "CallRefused",
+    "CountryPaused",
+    "CallAttempt",
+    "VerificationInfo",
     "verification_started",
+    "call_placed",
+    "call_failed",
     "phone_verified",
     "phone_enrolled",
     "verification_failed",
+    "country_paused",
 ]
