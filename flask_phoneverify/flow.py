@@ -856,10 +856,7 @@ def _copy(v: Verification) -> Verification:
 
 
 def _pause_detail(pause: Pause) -> str:
-    return (
-        f"{pause.country}: {pause.conversion:.0%} of {pause.calls} ended verifications "
-        "verified"
-    )
+    return f"{pause.country}: {pause.conversion:.0%} of {pause.calls} ended verifications verified"
 
 
 def _found(v: Verification | None) -> Verification:

@@ -120,7 +120,11 @@ class FraudGuard:
             return None
         pause = Pause(country, now + self.cooldown, ended, verified / ended)
         if tx.verified_before(user_id, phone):
-            return pause if tx.guard_pause(country, pause.until, ended, pause.conversion, now) else None
+            return (
+                pause
+                if tx.guard_pause(country, pause.until, ended, pause.conversion, now)
+                else None
+            )
         error = self._refusal(self.cooldown)
         error.pause = pause  # the refusal's own transaction records it (this one rolls back)
         raise error

@@ -135,7 +135,9 @@ class Notifier:
         if self.metrics is not None:
             outcome = "not_placed"
             if placed:
-                outcome = "voicemail" if failure_reason("failed", message) == "voicemail" else "failed"
+                outcome = (
+                    "voicemail" if failure_reason("failed", message) == "voicemail" else "failed"
+                )
             self.metrics.call(v.provider, v.style, outcome)
         self._send(call_failed, verification=VerificationInfo.of(v), message=message)
 

@@ -462,9 +462,7 @@ class Tx:
         pairs; how many went."""
         gone = 0
         for scope, key in keys:
-            gone += self.conn.execute(
-                delete(C).where(C.c.scope == scope, C.c.key == key)
-            ).rowcount
+            gone += self.conn.execute(delete(C).where(C.c.scope == scope, C.c.key == key)).rowcount
         return gone
 
     def find(self, prefix: str) -> list[Verification]:
@@ -492,7 +490,9 @@ class Tx:
         return len(found)
 
     def purge_events(self, before: float, batch: int) -> int:
-        ids = [row[0] for row in self.conn.execute(select(E.c.id).where(E.c.at < before).limit(batch))]
+        ids = [
+            row[0] for row in self.conn.execute(select(E.c.id).where(E.c.at < before).limit(batch))
+        ]
         if not ids:
             return 0
         self.conn.execute(delete(E).where(E.c.id.in_(ids)))
@@ -510,9 +510,21 @@ class Tx:
 
     def ended_since(self, since: float) -> list[dict[str, Any]]:
         """What the stats need of each verification started since ``since``."""
-        cols = (V.c.provider, V.c.country, V.c.phone, V.c.status, V.c.reason, V.c.created_at,
-                V.c.verified_at, V.c.expires_at, V.c.provider_ref)
-        return [dict(row._mapping) for row in self.conn.execute(select(*cols).where(V.c.created_at >= since))]
+        cols = (
+            V.c.provider,
+            V.c.country,
+            V.c.phone,
+            V.c.status,
+            V.c.reason,
+            V.c.created_at,
+            V.c.verified_at,
+            V.c.expires_at,
+            V.c.provider_ref,
+        )
+        return [
+            dict(row._mapping)
+            for row in self.conn.execute(select(*cols).where(V.c.created_at >= since))
+        ]
 
     def placed_since(self, since: float) -> list[tuple[str, str | None, str, int]]:
         """(provider, country, phone, calls placed) per verification with calls placed since
@@ -607,8 +619,8 @@ class Store:
                     raise
                 log.warning("phoneverify: database connection lost; trying once more")
                 continue
-            for func in tx._after:  # committed: only now may the world hear of it
-                func()
+            for notice in tx._after:  # committed: only now may the world hear of it
+                notice()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
