@@ -130,9 +130,7 @@ def test_off_unless_min_conversion_is_set(make_app: Callable[..., Harness]) -> N
     assert start(caller(h, 50, "+12015553000")).status_code == 200
 
 
-def test_pumping_on_each_database(
-    make_app: Callable[..., Harness], database_uri: str
-) -> None:
+def test_pumping_on_each_database(make_app: Callable[..., Harness], database_uri: str) -> None:
     h = make_app(**GUARD, PHONEVERIFY_DATABASE_URI=database_uri)
     pump(h, 5)
     r = start(caller(h, 50, "+12015553000"))

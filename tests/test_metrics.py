@@ -27,9 +27,10 @@ def test_a_verification_counts_its_call_outcome_and_provider_time(
         "phoneverify_provider_request_seconds_count", provider="dev", operation="place_call"
     )
     verify_keypad(h.client())
-    assert value(
-        "phoneverify_calls_total", provider="dev", style="keypad", outcome="placed"
-    ) == placed + 1
+    assert (
+        value("phoneverify_calls_total", provider="dev", style="keypad", outcome="placed")
+        == placed + 1
+    )
     assert value("phoneverify_verifications_total", outcome="verified") == verified + 1
     assert (
         value("phoneverify_provider_request_seconds_count", provider="dev", operation="place_call")

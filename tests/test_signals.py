@@ -107,7 +107,9 @@ def test_a_resend_sends_started_and_placed_again(harness: Harness) -> None:
     assert all(extra["verification"].id == row(harness, body["token"]).id for _, extra in seen)
 
 
-def test_locking_sends_verification_failed_once_after_commit(make_app: Callable[..., Harness]) -> None:
+def test_locking_sends_verification_failed_once_after_commit(
+    make_app: Callable[..., Harness],
+) -> None:
     h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=2)
     c = h.client()
     token, body = begin(c)
@@ -223,7 +225,9 @@ def test_a_call_never_placed_sends_call_failed_once(make_app: Callable[..., Harn
 
 def test_enrolment_sends_phone_enrolled_with_the_number(make_app: Callable[..., Harness]) -> None:
     h = make_app(
-        PHONEVERIFY_ALLOW_ENROLMENT=True, PHONEVERIFY_DEFAULT_REGION="US", PHONEVERIFY_STYLE="spoken"
+        PHONEVERIFY_ALLOW_ENROLMENT=True,
+        PHONEVERIFY_DEFAULT_REGION="US",
+        PHONEVERIFY_STYLE="spoken",
     )
     c = h.client("3")
     token = csrf(c)
