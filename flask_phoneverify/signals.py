@@ -117,18 +117,20 @@ class Notifier:
         self._app = weakref.ref(app) if app is not None else None
         self.metrics = metrics
 
-    def _send(self, signal: Any, **kwargs: Any) -> None:
+    def _sender(self, *signals: Any) -> Any:
+        """The app, when one of ``signals`` has a receiver (else None: nothing to build)."""
         app = self._app() if self._app is not None else None
-        if app is not None and signal.receivers:
-            signal.send(app, **kwargs)
+        return app if app is not None and any(s.receivers for s in signals) else None
 
     def started(self, v: Verification) -> None:
-        self._send(verification_started, verification=VerificationInfo.of(v))
+        if (app := self._sender(verification_started)) is not None:
+            verification_started.send(app, verification=VerificationInfo.of(v))
 
     def placed(self, v: Verification) -> None:
         if self.metrics is not None:
             self.metrics.call(v.provider, v.style, "placed")
-        self._send(call_placed, verification=VerificationInfo.of(v))
+        if (app := self._sender(call_placed)) is not None:
+            call_placed.send(app, verification=VerificationInfo.of(v))
 
     def call_failed(self, v: Verification, message: str, *, placed: bool) -> None:
         """One failed provider attempt: ``placed`` False when the call never happened."""
@@ -139,29 +141,36 @@ class Notifier:
                     "voicemail" if failure_reason("failed", message) == "voicemail" else "failed"
                 )
             self.metrics.call(v.provider, v.style, outcome)
-        self._send(call_failed, verification=VerificationInfo.of(v), message=message)
+        if (app := self._sender(call_failed)) is not None:
+            call_failed.send(app, verification=VerificationInfo.of(v), message=message)
 
     def ended(self, v: Verification, reason: str) -> None:
         """The verification ended unverified (once): ``reason`` from FAILURE_REASONS."""
         if self.metrics is not None:
             self.metrics.verification(reason)
-        self._send(verification_failed, verification=VerificationInfo.of(v), reason=reason)
+        if (app := self._sender(verification_failed)) is not None:
+            verification_failed.send(app, verification=VerificationInfo.of(v), reason=reason)
 
     def claimed(self, v: Verification, user: Any) -> None:
         """The verification was taken into the user's session."""
         if self.metrics is not None:
             self.metrics.verification("verified")
+        if (app := self._sender(phone_verified, phone_enrolled)) is None:
+            return
         info = VerificationInfo.of(v)
         if v.enrol:
-            self._send(phone_enrolled, user=user, phone=v.phone, verification=info)
-        self._send(phone_verified, user=user, phone=v.phone, verification=info)
+            phone_enrolled.send(app, user=user, phone=v.phone, verification=info)
+        phone_verified.send(app, user=user, phone=v.phone, verification=info)
 
     def refused(self, limit: str) -> None:
         if self.metrics is not None:
             self.metrics.refusal(limit)
 
     def paused(self, country: str, until: float, calls: int, conversion: float) -> None:
-        self._send(country_paused, country=country, until=until, calls=calls, conversion=conversion)
+        if (app := self._sender(country_paused)) is not None:
+            country_paused.send(
+                app, country=country, until=until, calls=calls, conversion=conversion
+            )
 
     def timed(self, provider: str, operation: str) -> Any:
         """A context manager timing one request to the provider (a no-op without metrics)."""
