@@ -172,6 +172,11 @@ class Notifier:
                 app, country=country, until=until, calls=calls, conversion=conversion
             )
 
+    def observed(self, provider: str, operation: str, seconds: float) -> None:
+        """A provider request timed by the caller (one made inside a transaction)."""
+        if self.metrics is not None:
+            self.metrics.request(provider, operation, seconds)
+
     def timed(self, provider: str, operation: str) -> Any:
         """A context manager timing one request to the provider (a no-op without metrics)."""
         if self.metrics is None:
