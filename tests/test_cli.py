@@ -372,12 +372,26 @@ def test_purge_deletes_finished_past_retention_in_batches(make_app: Any) -> None
     old = [verify_keypad(c) for _ in range(3)]
     h.clock.advance(10 * 86400)
     begin(c)  # recent and open: kept
+    assert stale_counters(h) > 0
     result = cli(h, "purge", "--older-than", "5", "--batch", "2")
     assert result.exit_code == 0, result.output
     assert "Deleted 3 verifications" in result.output
     left = verifications(h)
     assert len(left) == 1 and left[0].id not in {row_id(h, b) for b in old}
     assert all(e.at >= h.clock() - 5 * 86400 for e in events(h))
+    assert stale_counters(h) == 0  # minute rows no limit reads any more
+
+
+def stale_counters(h: Harness) -> int:
+    """Counter rows of minutes more than two hours old (anchors and cool-downs aside)."""
+    from sqlalchemy import func, select
+
+    from flask_phoneverify.models import Counter
+
+    first = int(h.clock() // 60) - 120
+    with state_of(h).store.session() as s:
+        query = select(func.count()).where(Counter.minute > 0, Counter.minute < first)
+        return int(s.scalar(query) or 0)
     assert cli(h, "purge", "--older-than", "0").exit_code == 2
 
 
