@@ -258,3 +258,38 @@ def test_receivers_of_another_app_hear_nothing(
         if status == "failed":
             post(c, f"/dev/phone/{dev_call_id(one, body['token'])}/hangup", token=token)
     assert seen == []
+
+
+def test_the_documented_account_lockout_counts_locked_and_call_failed_only(
+    make_app: Callable[..., Harness],
+) -> None:
+    """docs/operations.md's receiver: honest users' expiries and cancels do not count."""
+    h = make_app(
+        PHONEVERIFY_STYLE="spoken",
+        PHONEVERIFY_MAX_ATTEMPTS=1,
+        PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=10,
+        PHONEVERIFY_CALLS_PER_USER_PER_HOUR=10,
+    )
+    failures: dict[str, int] = {}
+
+    def count_failure(sender: Any, verification: VerificationInfo, reason: str, **extra: Any):  # type: ignore[no-untyped-def]
+        if reason not in ("locked", "call_failed"):
+            return
+        failures[verification.user_id] = failures.get(verification.user_id, 0) + 1
+
+    verification_failed.connect(count_failure, h.app)
+    try:
+        c = h.client()
+        token, body = begin(c)
+        post(c, "/cancel", {"token": body["token"]}, token=token)  # not counted
+        token, body = begin(c)
+        h.clock.advance(600)
+        post(c, "/confirm", {"token": body["token"], "pin": "1"}, token=token)  # expired
+        token, body = begin(c)
+        post(c, f"/dev/phone/{dev_call_id(h, body['token'])}/hangup", token=token)  # counted
+        token, body = begin(c)
+        pin = wrong(spoken_pin(h, body["token"]))
+        post(c, "/confirm", {"token": body["token"], "pin": pin}, token=token)  # locked
+    finally:
+        verification_failed.disconnect(count_failure, h.app)
+    assert failures == {"1": 2}
