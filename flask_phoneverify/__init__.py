@@ -25,8 +25,14 @@ from .errors import (
     ProviderUnavailable,
 )
 from .extension import PhoneVerify
-from .gate import forget_phone_verification, is_phone_verified, phone_verified_required
+from .gate import (
+    forget_phone_verification,
+    forget_remembered_devices,
+    is_phone_verified,
+    phone_verified_required,
+)
 from .guard import CallAttempt
+from .recovery import recovery_codes_left
 from .signals import (
     VerificationInfo,
     call_failed,
@@ -34,6 +40,7 @@ from .signals import (
     country_paused,
     phone_enrolled,
     phone_verified,
+    recovery_code_used,
     verification_failed,
     verification_started,
 )
@@ -45,6 +52,8 @@ __all__ = [
     "phone_verified_required",
     "is_phone_verified",
     "forget_phone_verification",
+    "forget_remembered_devices",
+    "recovery_codes_left",
     "PhoneVerifyError",
     "ConfigError",
     "FlowError",
@@ -64,4 +73,5 @@ __all__ = [
     "phone_enrolled",
     "verification_failed",
     "country_paused",
+    "recovery_code_used",
 ]

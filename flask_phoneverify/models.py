@@ -8,6 +8,9 @@
   keyed hashes so every worker counts them once.
 - ``phoneverify_dev_calls``: the simulated phone's calls, so every worker sees them.
 - ``phoneverify_guard``: the fraud guard's word per country (last checked, paused until).
+- ``phoneverify_recovery_codes``: each user's unused recovery codes, as keyed hashes.
+- ``phoneverify_devices``: devices remembered after a phone confirmation, as keyed hashes
+  of the ids their signed cookies carry.
 
 They are declared on the extension's own metadata. When the app passes its
 Flask-SQLAlchemy ``db``, the tables are also added to ``db.metadata``, so
@@ -34,6 +37,8 @@ __all__ = [
     "Relayed",
     "DevCallRow",
     "GuardRow",
+    "RecoveryCode",
+    "Device",
     "Status",
     "EventKind",
 ]
@@ -73,6 +78,14 @@ class EventKind(enum.StrEnum):
     RESET = "reset"
     #: the fraud guard paused calls to a country
     COUNTRY_PAUSED = "country_paused"
+    #: a new set of recovery codes (the old set is gone)
+    RECOVERY_CODES = "recovery_codes"
+    RECOVERY_USED = "recovery_used"
+    RECOVERY_FAILED = "recovery_failed"
+    #: a device remembered after a phone confirmation, a login it opened, devices forgotten
+    DEVICE_REMEMBERED = "device_remembered"
+    DEVICE_LOGIN = "device_login"
+    DEVICES_FORGOTTEN = "devices_forgotten"
 
 
 class Base(DeclarativeBase):
@@ -199,3 +212,29 @@ class GuardRow(Base):
     until: Mapped[float | None] = mapped_column(Float, nullable=True)
     calls: Mapped[int] = mapped_column(Integer, default=0)  # ended verifications counted
     conversion: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class RecoveryCode(Base):
+    """One unused recovery code of a user, kept only as a keyed hash; using it deletes the
+    row (one conditional DELETE), so a code works once."""
+
+    __tablename__ = "phoneverify_recovery_codes"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Device(Base):
+    """A device remembered for a user and the number confirmed on it: its signed cookie
+    carries a random id, kept here only as a keyed hash, so deleting the row revokes the
+    cookie (``forget_remembered_devices``, a changed number)."""
+
+    __tablename__ = "phoneverify_devices"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    number_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -14,6 +14,7 @@ Every signal about a verification gets ``verification=``, a :class:`Verification
   verified; the app may now store ``phone`` (E.164; see also ``@phoneverify.phone_saver``).
 - ``verification_failed(app, verification, reason)``: a verification ended unverified, once;
   ``reason`` is one of :data:`FAILURE_REASONS`.
+- ``recovery_code_used(app, user, codes_left)``: a recovery code opened the gate.
 - ``country_paused(app, country, until, calls, conversion)``: the fraud guard paused calls
   to a country (once per pause, whichever worker decided it).
 
@@ -49,6 +50,7 @@ __all__ = [
     "phone_enrolled",
     "verification_failed",
     "country_paused",
+    "recovery_code_used",
     "FAILURE_REASONS",
     "failure_reason",
     "Notifier",
@@ -62,6 +64,7 @@ call_failed = _signals.signal("call-failed")
 phone_verified = _signals.signal("phone-verified")
 phone_enrolled = _signals.signal("phone-enrolled")
 verification_failed = _signals.signal("verification-failed")
+recovery_code_used = _signals.signal("recovery-code-used")  # (app, user, codes_left)
 country_paused = _signals.signal("country-paused")
 
 #: the ``reason=`` values of ``verification_failed`` (and the failure outcomes in metrics)
