@@ -8,9 +8,8 @@ from typing import Any
 from flask import abort, jsonify, redirect, render_template, request, session, url_for
 
 from .. import phone as phones
-from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, ProviderError
+from ..errors import BadInput, FlowError
 from ..gate import PENDING, Identity, mark_verified, number_tag, wants_json
 from ..models import Status, Verification
 from ..providers.base import Style
@@ -24,7 +23,6 @@ from .common import (
     iso,
     next_path,
     pending,
-    sender,
     this_session,
     token_of,
     verification_id,
@@ -131,18 +129,15 @@ def start() -> Any:
             session=this_session(),
             ip=client_ip(),
             callback_url=_callback_url(st),
+            user=who.user,
         )
     except FlowError as e:
         if wants_json() or e.status not in (400, 429):
             raise
         return _verify_again(st, who, next_to, e)
-    except ProviderError as e:
-        signals.verification_failed.send(sender(), reason=e.message)
-        raise
     v = started.verification
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
-    signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     return redirect(url_for("phoneverify.wait"))
@@ -249,13 +244,11 @@ def confirm() -> Any:
             who.id, tag, enrolled=v.enrol, remember=data.get("remember"), ip=client_ip()
         )
     session.pop(PENDING, None)
-    app = sender()
     if v.enrol:
         saver = st.hooks.phone_saver
         if saver is not None:
             saver(who.user, v.phone)
-        signals.phone_enrolled.send(app, user=who.user, phone=v.phone)
-    signals.phone_verified.send(app, user=who.user, phone=v.phone)
+    st.flow.notify.claimed(v, who.user)  # phone_enrolled (enrolment), phone_verified
     if wants_json():
         return jsonify(status=Status.VERIFIED, next=next_to)
     return redirect(next_to)
@@ -281,6 +274,7 @@ def resend() -> Any:
         session=this_session(),
         ip=client_ip(),
         callback_url=_callback_url(st),
+        user=who.user,
     )
     v = started.verification
     if pending().get("t") == token:
@@ -309,7 +303,7 @@ def talk() -> Any:
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
         abort(404)
-    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
+    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip(), user=who.user)
     message = "We are calling your phone to connect you with our support team."
     if wants_json():
         return jsonify(status="bridging", message=message)

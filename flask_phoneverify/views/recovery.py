@@ -18,7 +18,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 from .. import phone as phones
 from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, ProviderError
+from ..errors import BadInput, FlowError
 from ..gate import (
     PENDING,
     RECOVERY,
@@ -254,19 +254,16 @@ def new_number() -> Any:
             session=this_session(),
             ip=client_ip(),
             callback_url=_callback_url(st),
+            user=who.user,
         )
     except FlowError as e:
         if wants_json():
             raise
         _flash(error=e.message, typed=typed if isinstance(typed, str) else "")
         return redirect(url_for("phoneverify.new_number"), 303)
-    except ProviderError as e:
-        signals.verification_failed.send(sender(), reason=e.message)
-        raise
-    v = started.verification
+    v = started.verification  # the flow sent verification_started (and call_failed, if so)
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
-    signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     return redirect(url_for("phoneverify.wait"), 303)
