@@ -129,15 +129,20 @@ def providers_command() -> None:
 
 @dataclass
 class Report:
+    """What ``check`` found, line by line: fine, worth a look, or a problem with its fix."""
+
     problems: list[tuple[str, str]] = field(default_factory=list)
 
     def ok(self, what: str) -> None:
+        """Something that is configured right."""
         click.echo(f"ok: {what}")
 
     def warn(self, what: str) -> None:
+        """Something that works but deserves a look."""
         click.echo(f"warning: {what}")
 
     def problem(self, what: str, fix: str) -> None:
+        """Something that stops verifications, and how to fix it (exit code 1)."""
         self.problems.append((what, fix))
         click.echo(f"problem: {what}\n  fix: {fix}")
 
@@ -565,6 +570,8 @@ def _batches(st: AppState, step: Any, batch: int) -> int:
 
 @dataclass
 class Tally:
+    """The counts ``stats`` shows for one provider or country."""
+
     placed: int = 0
     verified: int = 0
     failed: Counter[str] = field(default_factory=Counter)
@@ -572,9 +579,11 @@ class Tally:
 
     @property
     def ended(self) -> int:
+        """Verifications that ended, verified or not (the conversion's base)."""
         return self.verified + sum(self.failed.values())
 
     def row(self, name: str) -> list[str]:
+        """The table row for this tally, named ``name``."""
         conversion = f"{self.verified / self.ended:.0%}" if self.ended else "-"
         median = f"{statistics.median(self.to_confirm):.0f}s" if self.to_confirm else "-"
         failed = [str(self.failed[r]) for r in FAILURE_REASONS]

@@ -69,6 +69,7 @@ def attempt_for(
     purpose: str,
     enrol: bool,
 ) -> CallAttempt:
+    """The read-only :class:`CallAttempt` the before-call hook receives."""
     parsed = phonenumbers.parse(number, None)
     region = phonenumbers.region_code_for_number(parsed)
     return CallAttempt(
@@ -97,6 +98,9 @@ class Pause:
 
 @dataclass(frozen=True)
 class FraudGuard:
+    """The conversion watch on calls per country (``PHONEVERIFY_FRAUD_GUARD_*``): pauses a
+    country whose recent calls stop converting, for all workers, through the store."""
+
     min_conversion: float
     min_calls: int = 20
     window: int = 3600

@@ -81,15 +81,19 @@ class Metrics:
         )
 
     def call(self, provider: str, style: str, outcome: str) -> None:
+        """One call attempt's outcome, per provider and style."""
         self.calls.labels(provider=provider, style=style, outcome=outcome).inc()
 
     def verification(self, outcome: str) -> None:
+        """One verification's end."""
         self.verifications.labels(outcome=outcome).inc()
 
     def request(self, provider: str, operation: str, seconds: float) -> None:
+        """One request to a provider, timed."""
         self.requests.labels(provider=provider, operation=operation).observe(seconds)
 
     def refusal(self, limit: str) -> None:
+        """One start refused by a limit."""
         self.refusals.labels(limit=limit).inc()
 
 

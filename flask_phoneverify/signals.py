@@ -100,6 +100,7 @@ class VerificationInfo:
 
     @classmethod
     def of(cls, v: Verification) -> VerificationInfo:
+        """What receivers may learn of ``v``."""
         return cls(
             id=v.id,
             user_id=v.user_id,
@@ -126,10 +127,12 @@ class Notifier:
         return app if app is not None and any(s.receivers for s in signals) else None
 
     def started(self, v: Verification) -> None:
+        """A verification began, or a resend asked for a new call."""
         if (app := self._sender(verification_started)) is not None:
             verification_started.send(app, verification=VerificationInfo.of(v))
 
     def placed(self, v: Verification) -> None:
+        """The provider accepted a call."""
         if self.metrics is not None:
             self.metrics.call(v.provider, v.style, "placed")
         if (app := self._sender(call_placed)) is not None:
@@ -166,10 +169,12 @@ class Notifier:
         phone_verified.send(app, user=user, phone=v.phone, verification=info)
 
     def refused(self, limit: str) -> None:
+        """A start refused by ``limit``."""
         if self.metrics is not None:
             self.metrics.refusal(limit)
 
     def paused(self, country: str, until: float, calls: int, conversion: float) -> None:
+        """The fraud guard paused calls to ``country`` (once per pause)."""
         if (app := self._sender(country_paused)) is not None:
             country_paused.send(
                 app, country=country, until=until, calls=calls, conversion=conversion

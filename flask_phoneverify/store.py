@@ -532,6 +532,7 @@ class Tx:
         return [dict(row._mapping) for row in rows]
 
     def lift_pause(self, country: str) -> int:
+        """End a fraud-guard pause of ``country`` (``flask phoneverify reset --country``)."""
         return self.conn.execute(
             update(G).where(G.c.country == country, G.c.until.is_not(None)).values(until=None)
         ).rowcount
@@ -570,6 +571,7 @@ class Tx:
         return [_verification(row._mapping) for row in rows]
 
     def events_of(self, verification_id: str) -> list[dict[str, Any]]:
+        """One verification's audit events, oldest first (``flask phoneverify show``)."""
         rows = self.conn.execute(
             select(E).where(E.c.verification_id == verification_id).order_by(E.c.id)
         )
@@ -587,6 +589,7 @@ class Tx:
         return len(found)
 
     def purge_events(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` audit events older than ``before``; how many went."""
         ids = [
             row[0] for row in self.conn.execute(select(E.c.id).where(E.c.at < before).limit(batch))
         ]
