@@ -25,6 +25,7 @@ from flask_phoneverify import phone as phones
 from flask_phoneverify.errors import BadInput, Forbidden, ProviderError, ProviderProtocolError
 from flask_phoneverify.providers import REGISTRY
 from flask_phoneverify.providers.base import (
+    CallbackRequest,
     CallEvent,
     CallReport,
     CallRequest,
@@ -588,7 +589,9 @@ def _exercise(provider: Provider, method: str, body: bytes, content_type: str) -
         return provider.call_status(placed)
     if method == "check_code":
         return provider.check_code(placed, "123456")
-    return provider.parse_callback(body, content_type)
+    return provider.parse_callback(
+        CallbackRequest("https://example.com/cb", body=body, content_type=content_type)
+    )
 
 
 def _check_result(method: str, result: Any) -> None:

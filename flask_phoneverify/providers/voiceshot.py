@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - building only; answers go through parse_xml
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -75,11 +75,14 @@ from ..errors import (
 from ..phone import split
 from ..settings import Setting
 from .base import (
+    CallbackReply,
+    CallbackRequest,
     CallEvent,
     CallReport,
     CallRequest,
     CallState,
     CallTicket,
+    EventResult,
     Outcome,
     PlacedCall,
     Provider,
@@ -269,8 +272,8 @@ class VoiceShot(Provider):
         return CallReport()  # not called yet, or still on the line
 
     # -- callbacks ------------------------------------------------------------------
-    def parse_callback(self, body: bytes, content_type: str) -> list[CallEvent]:
-        root = parse_xml(body, vendor=VENDOR)
+    def parse_callback(self, request: CallbackRequest) -> list[CallEvent]:
+        root = parse_xml(request.body, vendor=VENDOR)
         if root.tag not in ("prompt", "campaign"):
             raise ProviderProtocolError(detail=f"{VENDOR} posted <{root.tag[:40]}>")
         if root.get("menuid") != self.menu_id:
@@ -287,8 +290,10 @@ class VoiceShot(Provider):
         number = _e164(said) if said else None
         return [CallEvent(call_id, self._report(root), number=number)]
 
-    def callback_reply(self) -> tuple[str, str]:
-        return "", "text/plain"  # no call command: the menu goes on as designed
+    def callback_reply(
+        self, request: CallbackRequest, results: Sequence[tuple[CallEvent, EventResult]]
+    ) -> CallbackReply:
+        return CallbackReply("", "text/plain")  # no call command: the menu goes on as designed
 
     def close(self) -> None:
         self.client.close()
