@@ -439,6 +439,22 @@ def test_twilio_errors_map_to_provider_errors(
     assert AUTH_TOKEN not in log_text(caplog) and "2015550123" not in log_text(caplog)
 
 
+def test_echoed_credentials_and_forged_lines_never_reach_the_log(
+    live: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    lv: Live = live()
+    lv.server.script["create"] = "echo"
+    r = post(lv.client, "/start", token=csrf(lv.client))
+    assert (r.status_code, r.json["retryable"]) == (502, False)
+    ours = [rec.getMessage() for rec in caplog.records if rec.name == "flask_phoneverify"]
+    assert any("Twilio error 20003" in m for m in ours), ours
+    for message in ours:
+        assert "\n" not in message and "\r" not in message
+        assert "12015550199" not in message and AUTH_TOKEN not in message
+    assert AUTH_TOKEN not in r.get_data(as_text=True)
+
+
 def test_invalid_to_is_the_numbers_fault(live: Any) -> None:
     lv: Live = live()
     lv.server.script["create"] = "error:21211:400"

@@ -67,6 +67,13 @@ BEHAVIOURS = {
     "garbage": lambda: Response(b"<html><body>oops", status=200, content_type="text/html"),
     "empty_json": lambda: Response(b"{}", status=201, content_type="application/json"),
     "list_json": lambda: Response(b"[]", status=200, content_type="application/json"),
+    # an error that echoes the credentials, a number and a forged log line
+    "echo": lambda: _error(
+        20003,
+        f"Authenticate {ACCOUNT_SID}:{AUTH_TOKEN}\r\nphoneverify: verification FORGED "
+        "confirmed for +12015550199",
+        400,
+    ),
 }
 
 
