@@ -11,13 +11,14 @@ worker process lists, answers and keys the same calls. A keypad call's PIN is no
 kept at all; a spoken call's PIN is kept only sealed under a key derived from
 SECRET_KEY (see :mod:`flask_phoneverify.sealing`), to show it on the phone's page.
 
+Unlike the vendor providers it therefore knows the store: the database is the
+simulated phone network.
+
 A spoken call is voicemail-safe, as a real provider's call should be: it first
 asks for one random digit ("To hear your code, press 7") and speaks the code
 only once that digit is keyed; any other key hangs up without it. The phone can
 also let voicemail answer a ringing call: like a provider with answering-machine
 detection, it reports a machine, and the verification fails without the code.
-Unlike the vendor providers it therefore knows the store: the database is the
-simulated phone network.
 
 It is refused outside debug or testing mode unless PHONEVERIFY_DEV_PHONE is set,
 so it cannot end up in production by accident.
@@ -36,7 +37,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import BadInput, NotFound, ProviderUnavailable
 from ..phone import mask
 from ..sealing import Sealer
-from ..store import Store
+from ..store import Store, Tx
 from .base import (
     CallEvent,
     CallReport,
@@ -144,32 +145,48 @@ class DevPhone(Provider):
         assert self._sealer is not None
         return self._sealer
 
-    def place_call(self, request: CallRequest) -> CallTicket:
+    in_store = True  # its network is the extension's database
+
+    def ring(self, tx: Tx, request: CallRequest, *, owner: str | None) -> CallTicket:
+        """The call's row on the simulated phone, in the flow's transaction."""
         ref = secrets.token_hex(6)
-        row: dict[str, Any] = {
-            "id": ref,
-            "call_id": request.call_id,
-            "number": request.number,
-            "style": request.style.value,
-            "app_name": request.app_name,
-            "sealed_pin": (
-                self.pin_sealer.seal(f"{prompt_digit()}:{request.pin}")
-                if request.style is Style.SPOKEN
-                else None
-            ),
-            "created_at": float(self._clock()),
-        }
-        try:
-            self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
-        except SQLAlchemyError as e:  # the simulated network is down: the call never rang
-            raise ProviderUnavailable(detail=f"simulated phone: {type(e).__name__}") from e
+        tx.dev_ring(
+            {
+                "id": ref,
+                "call_id": request.call_id,
+                "owner": owner,
+                "number": request.number,
+                "style": request.style.value,
+                "app_name": request.app_name,
+                "sealed_pin": (
+                    self.pin_sealer.seal(f"{prompt_digit()}:{request.pin}")
+                    if request.style is Style.SPOKEN
+                    else None
+                ),
+                "created_at": float(self._clock()),
+            },
+            MAX_CALLS,
+        )
+        return CallTicket(reference=ref, call=CallState.RINGING)
+
+    def announce(self, request: CallRequest) -> None:
         print(
             f" * flask-phoneverify: simulated call to {mask(request.number)}; "
             f"answer it at {self.phone_url}",
             file=sys.stderr,
             flush=True,
         )
-        return CallTicket(reference=ref, call=CallState.RINGING)
+
+    def place_call(self, request: CallRequest) -> CallTicket:
+        """A call outside the flow's steps: its owner is the verification whose call it is."""
+        try:
+            ticket = self.store.write(
+                lambda tx: self.ring(tx, request, owner=tx.owner_of_call(request.call_id))
+            )
+        except SQLAlchemyError as e:  # the simulated network is down: the call never rang
+            raise ProviderUnavailable(detail=f"simulated phone: {type(e).__name__}") from e
+        self.announce(request)
+        return ticket
 
     @property
     def calls(self) -> list[DevCall]:
@@ -187,17 +204,17 @@ class DevPhone(Provider):
         """The calls placed for ``owner``'s verifications: nobody else's."""
         return [c.public() for c in self.newest(LISTED, number, owner)]
 
-    def answer(self, call_id: str, owner: str) -> CallEvent:
+    def answer(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
         """Answered by a person. A spoken call asks for its digit first (a call sealed
         before the prompt existed speaks its code at once)."""
-        call = self._live(call_id, owner)
+        call = self._live(call_id, owner, tx)
         at_once = call.style is Style.SPOKEN and call.digit is None
         outcome = Outcome.CONFIRMED if at_once else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
-    def voicemail(self, call_id: str, owner: str) -> CallEvent:
+    def voicemail(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
         """Voicemail answers a ringing call: detected as a machine, it hears no code."""
-        call = self._live(call_id, owner)
+        call = self._live(call_id, owner, tx)
         if call.state is not CallState.RINGING:
             raise BadInput("Only a ringing call can go to voicemail.")
         report = CallReport(
@@ -205,8 +222,8 @@ class DevPhone(Provider):
         )
         return CallEvent(call.call_id, report)
 
-    def hang_up(self, call_id: str, owner: str) -> CallEvent:
-        call = self._live(call_id, owner)
+    def hang_up(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        call = self._live(call_id, owner, tx)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
                 "The call was declined."
@@ -219,11 +236,11 @@ class DevPhone(Provider):
             )
         return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
-    def press(self, call_id: str, owner: str, digits: str) -> CallEvent:
+    def press(self, call_id: str, owner: str, digits: str, tx: Tx | None = None) -> CallEvent:
         """Keys pressed on the simulated keypad: a keypad call's are relayed for the flow
         to check; a spoken call's must be its one digit, which plays the code, and any
         other key hangs up without it."""
-        call = self._live(call_id, owner)
+        call = self._live(call_id, owner, tx)
         if call.style is not Style.KEYPAD and (call.digit is None or call.heard):
             raise BadInput("This call does not ask for keys: it speaks the PIN.")
         digits = (digits or "").strip().rstrip("#")
@@ -239,9 +256,10 @@ class DevPhone(Provider):
             )
         return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
-    def _live(self, call_id: str, owner: str) -> DevCall:
-        """A call of ``owner``'s that has not ended (another user's call is not found)."""
-        call = self._find(call_id)
+    def _live(self, call_id: str, owner: str, tx: Tx | None = None) -> DevCall:
+        """A call of ``owner``'s that has not ended (another user's call is not found);
+        read in ``tx`` when given, so an action and its effect share one transaction."""
+        call = self._find(call_id, tx)
         if call is None or call.owner != owner:
             raise NotFound("There is no such call on the simulated phone.")
         if call.state is CallState.ENDED:
@@ -274,6 +292,10 @@ class DevPhone(Provider):
         it from the phone's events."""
         return call_state(row["v_status"], row["v_call"], superseded=bool(row["superseded"]))
 
-    def _find(self, call_id: str) -> DevCall | None:
-        row = self.store.read(lambda tx: tx.dev_call(call_id))
+    def _find(self, call_id: str, tx: Tx | None = None) -> DevCall | None:
+        row = (
+            tx.dev_call(call_id)
+            if tx is not None
+            else self.store.read(lambda t: t.dev_call(call_id))
+        )
         return None if row is None else self._call(row)

@@ -15,9 +15,10 @@ from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
 from ..gate import current_identity, wants_json
 from ..models import Status, Verification
-from ..providers.base import CallState, Outcome
+from ..providers.base import CallEvent, CallState, Outcome
 from ..providers.dev import DevPhone, call_state
 from ..state import state
+from ..store import Tx
 from .common import body
 
 __all__ = ["dev_phone", "dev_phone_action"]
@@ -61,19 +62,24 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     who = current_identity()
     if who is None or action not in ("keys", "answer", "hangup", "voicemail"):
         abort(404)
-    if action == "keys":
-        event = phone.press(call_id, who.id, str(data.get("digits", "")))
-    elif action == "answer":
-        event = phone.answer(call_id, who.id)
-    elif action == "voicemail":
-        event = phone.voicemail(call_id, who.id)
-    else:
-        event = phone.hang_up(call_id, who.id)
+    digits = str(data.get("digits", ""))
+
+    def event(tx: Tx) -> CallEvent:  # read in the transaction that applies it
+        if action == "keys":
+            return phone.press(call_id, who.id, digits, tx)
+        if action == "answer":
+            return phone.answer(call_id, who.id, tx)
+        if action == "voicemail":
+            return phone.voicemail(call_id, who.id, tx)
+        return phone.hang_up(call_id, who.id, tx)
+
     applied = st.flow.apply_event(event)
+    assert applied.event is not None
     v = applied.verification
     answer: dict[str, Any] = {}
-    if action == "keys" and event.report.digits is None:  # a spoken call's prompt digit
-        heard = applied.current and event.report.outcome is Outcome.CONFIRMED
+    report = applied.event.report
+    if action == "keys" and report.digits is None:  # a spoken call's prompt digit
+        heard = applied.current and report.outcome is Outcome.CONFIRMED
         message = (
             "The call reads your code."
             if heard
@@ -95,7 +101,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)
-    answer["state"] = _state_after(event.report.call, applied.verification, applied.current)
+    answer["state"] = _state_after(applied.event.report.call, applied.verification, applied.current)
     if wants_json():
         return jsonify(answer)
     if answer.get("message"):
