@@ -62,6 +62,7 @@ like any provider's):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -70,7 +71,7 @@ import re
 import secrets
 import xml.etree.ElementTree as ET  # noqa: S405 - building TwiML only; nothing is parsed here
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -104,6 +105,9 @@ from .base import (
     timeout_setting,
 )
 from .vendor import Redactor
+
+if TYPE_CHECKING:
+    from ..sealing import Sealer
 
 __all__ = ["Twilio", "DEFAULT_URL", "signature", "ERRORS"]
 
@@ -332,7 +336,8 @@ class Twilio(Provider):
 
         if step == "status":
             report = self._report(fields.get("CallStatus", ""), answered_by, self.style)
-            return event(_with_reference(report, sid))
+            # with the call's sid, so a callback that beats the placed call keeps it
+            return event(dataclasses.replace(report, reference=sid))
         if answered_by in MACHINES:
             return event(_voicemail(sid, answered_by))
         if step == "answer":
@@ -430,7 +435,7 @@ class Twilio(Provider):
         ET.SubElement(root, "Hangup")
         return root
 
-    def _sealer(self) -> Any:
+    def _sealer(self) -> Sealer:
         if self.sealer is None:
             raise ProviderConfigError(detail="Twilio: used before init_app gave it a sealer")
         return self.sealer
@@ -520,18 +525,6 @@ def _voicemail(sid: str | None, answered_by: str) -> CallReport:
         call=CallState.ENDED,
         outcome=Outcome.VOICEMAIL,
         detail=f"Twilio: answered by {answered_by[:20]}",
-        reference=sid,
-    )
-
-
-def _with_reference(report: CallReport, sid: str) -> CallReport:
-    """The report carrying the call's sid, so a callback that beats the placed call keeps it."""
-    return CallReport(
-        call=report.call,
-        outcome=report.outcome,
-        digits=report.digits,
-        reason=report.reason,
-        detail=report.detail,
         reference=sid,
     )
 
