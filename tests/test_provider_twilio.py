@@ -516,3 +516,31 @@ def test_parse_callback_needs_a_signature(build_provider: Callable[..., Any]) ->
     )
     [event] = provider.parse_callback(signed)
     assert event.call_id == "abc" and event.report.reference == f"CA{'0' * 32}"
+
+
+def test_signature_is_checked_over_the_address_seen_through_external_url(
+    make_app: Callable[..., Harness],
+) -> None:
+    """Behind a proxy the app is reached at another address than Twilio requested: the
+    signature holds over the public one, and only over it."""
+    h = make_app(**twilio_config("http://127.0.0.1:9", "https://verify.example.com"))
+    token = h.ext.state(h.app).tokens.make_callback("twilio")
+    path = f"/phoneverify/callback/twilio/{token}?step=status&c=0123abcd"
+    params = [
+        ("CallSid", "CA" + "1" * 32),
+        ("AccountSid", ACCOUNT_SID),
+        ("CallStatus", "ringing"),
+        ("To", NUMBER),
+    ]
+    for signed_url, expected in (
+        ("https://verify.example.com" + path, 200),
+        ("http://localhost" + path, 403),
+        ("https://verify.example.com" + path.replace("0123abcd", "0123abce"), 403),
+    ):
+        r = h.client(None).post(
+            path,
+            data=dict(params),
+            headers={"X-Twilio-Signature": signature(AUTH_TOKEN, signed_url, params)},
+        )
+        assert r.status_code == expected, (signed_url, r.data)
+    assert b"This request is not signed by Twilio." in r.data
