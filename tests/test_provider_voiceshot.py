@@ -289,6 +289,47 @@ def test_calls_that_reach_nobody_fail_with_a_readable_reason(
     assert report.detail is not None and status in report.detail
 
 
+@pytest.mark.parametrize(
+    ("status", "comment"),
+    [
+        ("Successful", "Answering Machine"),
+        ("Unsuccessful", "Machine Answer"),
+        ("Successful", "Voicemail"),
+    ],
+)
+@pytest.mark.parametrize("style", [Style.SPOKEN, Style.KEYPAD])
+def test_a_machine_answer_is_voicemail_even_when_successful(
+    vs: tuple[VoiceShotServer, str],
+    build: Callable[..., VoiceShot],
+    status: str,
+    comment: str,
+    style: Style,
+) -> None:
+    server, _ = vs
+    server.summaries = False
+    provider = build(style)
+    provider.place_call(request(style))
+    server.hang_up(CALL_ID, status, comment)
+    report = provider.call_status(PlacedCall(CALL_ID, CALL_ID, NUMBER, style))
+    assert (report.outcome, report.call) == (Outcome.VOICEMAIL, CallState.ENDED)
+    assert report.detail is not None and comment in report.detail
+
+
+def test_voicemail_summary_fails_the_verification_with_its_reason(
+    live: Callable[..., Live],
+) -> None:
+    app = live(PHONEVERIFY_STYLE="spoken")
+    c = app.h.client()
+    _token, r = app.start(c)
+    assert app.server.hang_up(app.callid(), "Successful", "Answering Machine") == 200
+    status = get_json(c, f"/status?token={r.json['token']}").json
+    assert (status["status"], status["reason"], status["message"]) == (
+        "failed",
+        "voicemail",
+        "The call reached voicemail, not you.",
+    )
+
+
 def test_call_query_errors_are_provider_errors(
     vs: tuple[VoiceShotServer, str], build: Callable[..., VoiceShot]
 ) -> None:

@@ -155,14 +155,16 @@ ERRORS: dict[int, tuple[type[ProviderError], str | None, str]] = {
 #: final "Successful"; a call query made mid-call must not end the verification)
 _UNDER_WAY = ("pend", "progress", "queue", "calling", "ringing", "dialing", "schedul", "active")
 
+#: words of a call's status or comment that say a machine answered (VoiceShot's comments
+#: are free text; its SDK samples show "Human Answer")
+_MACHINE = ("machine", "voicemail")
+
 #: words of a call's status or comment, and what they tell the user
 _FAILURES = (
     ("busy", "The line was busy. Please try again in a moment."),
     ("no answer", "The call was not answered."),
     ("noanswer", "The call was not answered."),
     ("not answered", "The call was not answered."),
-    ("machine", "The call reached an answering machine, not you."),
-    ("voicemail", "The call reached voicemail, not you."),
     ("fax", "The number answered as a fax line."),
     ("invalid", "The number could not be reached."),
     ("disconnected", "The number could not be reached."),
@@ -315,6 +317,10 @@ class VoiceShot(Provider):
         detail = f"{VENDOR} status {said!r}, comment {why!r}"
         if not status or any(word in status.lower() for word in _UNDER_WAY):
             return CallReport()  # not finished: only a final status decides
+        if any(word in f"{status} {comment}".lower() for word in _MACHINE):
+            # "Successful" too: a machine took the call, and in spoken style the code with
+            # it; the verification fails, so the recorded code is worth nothing
+            return CallReport(call=CallState.ENDED, outcome=Outcome.VOICEMAIL, detail=detail)
         if status.lower() != "successful":
             return CallReport(
                 call=CallState.ENDED,
