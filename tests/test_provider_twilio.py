@@ -544,3 +544,16 @@ def test_signature_is_checked_over_the_address_seen_through_external_url(
         )
         assert r.status_code == expected, (signed_url, r.data)
     assert b"This request is not signed by Twilio." in r.data
+
+
+def test_a_flood_of_form_fields_is_refused_not_a_crash(make_app: Callable[..., Harness]) -> None:
+    h = make_app(**twilio_config("http://127.0.0.1:9", "https://verify.example.com"))
+    token = h.ext.state(h.app).tokens.make_callback("twilio")
+    body = "&".join(f"f{i}=x" for i in range(1000))
+    r = h.client(None).post(
+        f"/phoneverify/callback/twilio/{token}?step=status&c=ab",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        headers={"X-Twilio-Signature": "x"},
+    )
+    assert r.status_code == 403

@@ -160,6 +160,10 @@ class CallEvent:
     number: str | None = None  # E.164, when the event carries the number
 
 
+#: form fields read from a callback body at most (vendors send a few dozen)
+MAX_FORM_FIELDS = 200
+
+
 @dataclass(frozen=True)
 class CallbackRequest:
     """A request a vendor made to our callback address, whole, so a provider can check a
@@ -191,7 +195,10 @@ class CallbackRequest:
             text = self.body.decode("utf-8")
         except UnicodeDecodeError:
             return []
-        return parse_qsl(text, keep_blank_values=True, max_num_fields=200)
+        try:
+            return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:  # more fields than any vendor sends: read as none
+            return []
 
     @property
     def query(self) -> dict[str, str]:
