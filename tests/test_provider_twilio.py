@@ -557,3 +557,49 @@ def test_a_flood_of_form_fields_is_refused_not_a_crash(make_app: Callable[..., H
         headers={"X-Twilio-Signature": "x"},
     )
     assert r.status_code == 403
+
+
+def test_signed_requests_of_any_shape_never_answer_500(make_app: Callable[..., Harness]) -> None:
+    """Signed (so they get past the signature) but otherwise anything: a readable answer."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    h = make_app(**twilio_config("http://127.0.0.1:9", "https://verify.example.com"))
+    token = h.ext.state(h.app).tokens.make_callback("twilio")
+    text = st.text(max_size=40)
+    names = st.sampled_from(
+        ["CallSid", "AccountSid", "CallStatus", "Digits", "AnsweredBy", "To", "From", "x"]
+    )
+    values = st.one_of(
+        text, st.sampled_from(["CA" + "1" * 32, ACCOUNT_SID, "completed", "machine_start"])
+    )
+
+    @settings(
+        max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    )
+    @given(
+        fields=st.lists(st.tuples(names, values), max_size=8),
+        step=st.sampled_from(["answer", "keys", "digit", "status", "", "x"]),
+        call_id=st.sampled_from(["ab", "", "c" * 80]),
+        sealed=st.one_of(st.none(), text),
+    )
+    def run(fields: list[tuple[str, str]], step: str, call_id: str, sealed: str | None) -> None:
+        from urllib.parse import urlencode
+
+        query = {"step": step, "c": call_id, **({"s": sealed} if sealed is not None else {})}
+        path = f"/phoneverify/callback/twilio/{token}?{urlencode(query)}"
+        body = urlencode(fields)
+        form = parse_qsl(body, keep_blank_values=True)
+        r = h.client(None).post(
+            path,
+            data=body,
+            content_type="application/x-www-form-urlencoded",
+            headers={
+                "X-Twilio-Signature": signature(
+                    AUTH_TOKEN, "https://verify.example.com" + path, form
+                )
+            },
+        )
+        assert r.status_code in (200, 400), (r.status_code, r.data[:200])
+
+    run()
