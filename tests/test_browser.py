@@ -328,6 +328,7 @@ def test_provider_failure_shows_a_readable_page(context: Any, tmp_path: Path) ->
 
     with app.app_context():
         state().provider.place_call = place_call  # type: ignore[method-assign]
+        state().provider.in_store = False  # type: ignore[misc]  # so the flow calls place_call
 
     with serve(app) as base:
         user = Watched(context.new_page(), "provider-error")
