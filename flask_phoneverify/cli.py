@@ -315,8 +315,9 @@ def _flow_for(st: AppState, name: str | None, style: str | None) -> Iterator[Flo
         )
     except ConfigError as e:
         _fail(f"{name} is not configured: {e}")
+    provider.sealer = st.provider.sealer  # the app's keys seal what a call keeps
     if isinstance(provider, DevPhone) and isinstance(st.provider, DevPhone):
-        provider.attach(st.store, st.provider.sealer, st.clock)
+        provider.attach(st.store, st.provider.pin_sealer, st.clock)
         provider.phone_url = st.provider.phone_url
     flow = copy.copy(st.flow)
     flow.provider = provider

@@ -170,6 +170,7 @@ class PhoneVerify:
             hooks=self.hooks,
             guard=guard,
         )
+        provider.sealer = Sealer(keys, label=b"flask-phoneverify provider seal v1")
         if isinstance(provider, DevPhone):
             provider.attach(store, Sealer(keys), clock)
             provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
@@ -282,6 +283,19 @@ class PhoneVerify:
             log.warning(
                 "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
                 "answered, not that the user holds that phone"
+            )
+        if cls.needs_external_url and not settings.external_url:
+            raise ConfigError(
+                "PHONEVERIFY_EXTERNAL_URL",
+                f"is unset, and provider {cls.name!r} signs the address of each request it "
+                "makes to this site",
+                "set it to the site's public base URL, such as 'https://example.com'",
+            )
+        if style is Style.SPOKEN and not cls.voicemail_safe:
+            log.warning(
+                "phoneverify: provider %r speaks the code to whatever answers, voicemail "
+                "included (no key is asked first); see its page in docs/providers/",
+                cls.name,
             )
         if cls.simulated and not (app.debug or app.testing or settings.dev_phone):
             raise ConfigError(

@@ -49,6 +49,7 @@ from .models import EventKind, Status, Verification
 from .phone import check_calling_code, check_policy, country_of, mask
 from .pins import PinHasher, new_pin
 from .providers.base import (
+    VOICEMAIL_REASON,
     CallEvent,
     CallReport,
     CallRequest,
@@ -62,7 +63,7 @@ from .providers.base import (
 from .signals import Notifier, failure_reason
 from .store import Store, Tx
 
-__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "MESSAGES"]
+__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "reason_code", "MESSAGES"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -81,6 +82,15 @@ CALL_MESSAGES = {
     CallState.DELIVERED: "The call has delivered the code.",
     CallState.ENDED: "The call has ended.",
 }
+
+
+#: failure reasons a client can tell apart (``reason`` in the status answer), by message
+REASONS = {VOICEMAIL_REASON: "voicemail"}
+
+
+def reason_code(v: Verification) -> str | None:
+    """The machine-readable reason a failed verification failed, when it has one."""
+    return REASONS.get(v.reason or "") if v.status == Status.FAILED else None
 
 
 def session_ref(nonce: str) -> str:
@@ -823,6 +833,9 @@ class Flow:
         if report.outcome is Outcome.FAILED:
             reason = report.reason or MESSAGES[Status.FAILED]
             self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
+        elif report.outcome is Outcome.VOICEMAIL:  # a machine answered: it never hears a code
+            detail = report.detail or "voicemail"
+            self._fail(tx, v, VOICEMAIL_REASON, detail=detail, kind=EventKind.CALL_FAILED)
 
     def _verify(
         self,

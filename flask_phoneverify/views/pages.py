@@ -10,6 +10,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 from .. import phone as phones
 from ..csrf import generate_csrf, validate_csrf
 from ..errors import BadInput, FlowError
+from ..flow import reason_code
 from ..gate import PENDING, Identity, mark_verified, number_tag, wants_json
 from ..models import Status, Verification
 from ..providers.base import Style
@@ -206,7 +207,9 @@ def status() -> Any:
         return redirect(url_for("phoneverify.wait"))
     vid = verification_id(st, who, token_of())
     v = st.flow.current(vid, user_id=who.id)
+    reason = reason_code(v)
     return jsonify(
+        **({"reason": reason} if reason else {}),
         status=v.status,
         call=v.call,
         attempts_left=st.flow.attempts_left(v),
