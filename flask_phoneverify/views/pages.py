@@ -8,9 +8,9 @@ from typing import Any
 from flask import jsonify, render_template, request, session, url_for
 
 from .. import phone as phones
-from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, NotFound, ProviderError
+from ..errors import BadInput, FlowError, NotFound
+from ..flow import reason_code
 from ..gate import PENDING, Identity, is_fresh, mark_verified, number_tag, wants_json
 from ..models import Status, Verification
 from ..providers.base import Style
@@ -25,7 +25,6 @@ from .common import (
     next_path,
     pending,
     see_other,
-    sender,
     set_notice,
     take_notice,
     this_session,
@@ -83,6 +82,7 @@ def _max_age() -> int | None:
 
 
 def verify() -> Any:
+    """The verify page; JSON: a CSRF token and what the page offers."""
     st = state()
     who = identity()
     next_to = next_path(request.args.get("next"))
@@ -146,34 +146,32 @@ def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, 
 
 
 def start() -> Any:
+    """Place a call (the number on file, or one typed to enrol)."""
     st = state()
     who = identity()
     validate_csrf()
     data = body()
     next_to = safe_next(data.get("next")) or safe_next(pending().get("n"))
-    try:
-        number, enrol = _phone_for(st, who, data)
-        started = st.flow.start(
-            user_id=who.id,
-            phone=number,
-            enrol=enrol,
-            session=this_session(),
-            ip=client_ip(),
-            callback_url=_callback_url(st),
-        )
-    except ProviderError as e:
-        signals.verification_failed.send(sender(), reason=e.message)
-        raise
+    number, enrol = _phone_for(st, who, data)
+    started = st.flow.start(
+        user_id=who.id,
+        phone=number,
+        enrol=enrol,
+        session=this_session(),
+        ip=client_ip(),
+        callback_url=_callback_url(st),
+        user=who.user,
+    )
     v = started.verification
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
-    signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     return see_other(url_for("phoneverify.wait"))
 
 
 def wait() -> Any:
+    """The wait page of the session's pending verification."""
     st = state()
     who = identity()
     held = pending()
@@ -229,13 +227,16 @@ def _render_wait(st: AppState, v: Verification, token: str) -> Any:
 
 
 def status() -> Any:
+    """The verification now, for the wait page's polling (JSON)."""
     st = state()
     who = identity()
     if not wants_json() and not request.args.get("token"):
         return see_other(url_for("phoneverify.wait"))
     vid = verification_id(st, who, token_of(), reading=True)
     v = st.flow.current(vid, user_id=who.id)
+    reason = reason_code(v)
     return jsonify(
+        **({"reason": reason} if reason else {}),
         status=v.status,
         call=v.call,
         attempts_left=st.flow.attempts_left(v),
@@ -246,6 +247,7 @@ def status() -> Any:
 
 
 def confirm() -> Any:
+    """Take the confirmation into the session: the typed PIN, or the phone's word."""
     st = state()
     who = identity()
     validate_csrf()
@@ -266,13 +268,11 @@ def confirm() -> Any:
             who.id, tag, enrolled=v.enrol, remember=data.get("remember"), ip=client_ip()
         )
     session.pop(PENDING, None)
-    app = sender()
     if v.enrol:
         saver = st.hooks.phone_saver
         if saver is not None:
             saver(who.user, v.phone)
-        signals.phone_enrolled.send(app, user=who.user, phone=v.phone)
-    signals.phone_verified.send(app, user=who.user, phone=v.phone)
+    st.flow.notify.claimed(v, who.user)  # phone_enrolled (enrolment), phone_verified
     if wants_json():
         return jsonify(status=Status.VERIFIED, next=next_to)
     return see_other(next_to)
@@ -290,6 +290,7 @@ def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
 
 
 def resend() -> Any:
+    """A new call and PIN for the same verification."""
     st, who, _, token, vid = _action()
     started = st.flow.resend(
         vid,
@@ -297,6 +298,7 @@ def resend() -> Any:
         session=this_session(),
         ip=client_ip(),
         callback_url=_callback_url(st),
+        user=who.user,
     )
     v = started.verification
     if pending().get("t") == token:
@@ -312,6 +314,7 @@ def resend() -> Any:
 
 
 def cancel() -> Any:
+    """Cancel the pending verification."""
     st, who, _, token, vid = _action()
     next_to = pending().get("n")
     st.flow.cancel(vid, user_id=who.id, session=this_session())
@@ -333,7 +336,7 @@ def talk() -> Any:
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
         raise NotFound("Talking to our support team by phone is not available on this site.")
-    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
+    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip(), user=who.user)
     if wants_json():
         return jsonify(status="bridging", message=BRIDGE_MESSAGE)
     set_notice(BRIDGE_MESSAGE, "info")
