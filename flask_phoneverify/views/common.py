@@ -209,6 +209,9 @@ def back_url() -> str:
 
 
 def back_with_error(message: str, *, code: str, retry_after: int | None = None) -> WerkzeugResponse:
+    """A refused form POST: 303 back to where the person was, the error kept for one
+    showing there (with its code, the wait before a retry and, for *Call me*, the number
+    typed), so a reload never repeats the POST."""
     extra: dict[str, Any] = {"c": code}
     if retry_after:
         extra["r"] = int(retry_after)
