@@ -39,6 +39,7 @@ class AppState:
     """Everything built for one app by ``init_app``."""
 
     settings: Settings
+    #: the first provider listed in PHONEVERIFY_PROVIDER
     provider: Provider
     store: Store
     flow: Flow
@@ -47,6 +48,12 @@ class AppState:
     hooks: Hooks = field(default_factory=Hooks)
     #: keys the hash of the confirmed number kept in the session marker
     marker_key: bytes = b""
+    #: every provider PHONEVERIFY_PROVIDER lists, in its order (the first is ``provider``)
+    providers: tuple[Provider, ...] = ()
+
+    def provider_named(self, name: str) -> Provider | None:
+        """The listed provider called ``name``, if any (callbacks name theirs)."""
+        return next((p for p in self.providers or (self.provider,) if p.name == name), None)
 
     @property
     def style(self) -> Style:
@@ -54,7 +61,8 @@ class AppState:
 
     def close(self) -> None:
         """Release the provider's network clients and the store's own engine."""
-        self.provider.close()
+        for provider in self.providers or (self.provider,):
+            provider.close()
         self.store.close()
 
 

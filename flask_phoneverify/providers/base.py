@@ -160,6 +160,9 @@ class Provider:
     #: whether :meth:`place_call` reads ``CallRequest.callback_url`` (an events address
     #: sent with each call); vendors configured once in their console do not need it
     callback_per_call: ClassVar[bool] = False
+    #: core settings under this provider's prefix that are about it (the simulated
+    #: phone's PHONEVERIFY_DEV_PHONE); any other core setting there refuses the name
+    core_settings: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str

@@ -27,7 +27,8 @@ def callback_address(st: AppState, provider: str) -> str:
 def provider_callback(provider: str, token: str) -> Any:
     """Call events a provider posts. The signed address is the proof (no CSRF)."""
     st = state()
-    if provider != st.provider.name:
+    found = st.provider_named(provider)  # any provider PHONEVERIFY_PROVIDER lists
+    if found is None:
         abort(404)
     st.tokens.check_callback(token, provider)
     limit = st.settings.callback_max_bytes
@@ -37,11 +38,11 @@ def provider_callback(provider: str, token: str) -> Any:
     if len(body) > limit:
         abort(413)
     try:
-        events = st.provider.parse_callback(body, request.content_type or "")
+        events = found.parse_callback(body, request.content_type or "")
     except ProviderError as e:
         log.warning("phoneverify: callback refused: %s", e.detail or e.message)
         return Response("bad event", status=400, mimetype="text/plain")
     for event in events:
-        st.flow.apply_event(event)
-    reply, mimetype = st.provider.callback_reply()
+        st.flow.apply_event(event, provider=found.name)
+    reply, mimetype = found.callback_reply()
     return Response(reply, mimetype=mimetype)

@@ -25,7 +25,8 @@ NOTICE = "_phoneverify_dev_notice"
 
 
 def _phone() -> DevPhone:
-    provider = state().provider
+    st = state()
+    provider = next((p for p in st.providers if isinstance(p, DevPhone)), st.provider)
     if not isinstance(provider, DevPhone):
         abort(404)
     return provider
@@ -66,7 +67,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         event = phone.answer(call_id, who.id)
     else:
         event = phone.hang_up(call_id, who.id)
-    applied = st.flow.apply_event(event)
+    applied = st.flow.apply_event(event, provider=phone.name)
     v = applied.verification
     answer: dict[str, Any] = {}
     if action == "keys":
