@@ -270,9 +270,7 @@ class ProviderContract:
         raise NotImplementedError("a ProviderContract subclass defines phoneverify_vendor")
 
     @pytest.fixture(autouse=True)
-    def phoneverify_no_credentials_logged(
-        self, caplog: pytest.LogCaptureFixture
-    ) -> Iterator[None]:
+    def phoneverify_no_credentials_logged(self, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         caplog.set_level(logging.DEBUG)
         yield
         for record in caplog.records:

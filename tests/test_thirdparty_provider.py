@@ -77,9 +77,7 @@ def test_it_is_unknown_once_uninstalled(monkeypatch: pytest.MonkeyPatch) -> None
     assert "acmevoice" not in installed()
 
 
-def test_keypad_verification_end_to_end(
-    make_app: Callable[..., Harness], acme: AcmeServer
-) -> None:
+def test_keypad_verification_end_to_end(make_app: Callable[..., Harness], acme: AcmeServer) -> None:
     h = make_app(**acme_settings(acme.url), PHONEVERIFY_POLL_INTERVAL=0)
     c = h.client()
     token, body = begin(c)
