@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -630,7 +631,7 @@ def _contract_app(instance: Any, number: str, config: dict[str, Any]) -> Flask:
     app = Flask("phoneverify_contract", instance_path=str(instance))
     app.config.update(
         TESTING=True,
-        SECRET_KEY="contract-test-secret-key-0123456789",
+        SECRET_KEY=secrets.token_hex(32),
         PHONEVERIFY_DATABASE_URI=f"sqlite:///{instance}/pv.sqlite3",
         PHONEVERIFY_NUMBER_COOLDOWN=0,
         PHONEVERIFY_POLL_INTERVAL=0,

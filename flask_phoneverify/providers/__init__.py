@@ -110,7 +110,7 @@ class _Installed(Mapping[str, str]):
 REGISTRY: Mapping[str, str] = _Installed()
 
 #: a provider's options (PHONEVERIFY_<NAME>_<OPTION>) must not be mistaken for these
-_CORE_NAMES = frozenset(s.name for s in CORE_SETTINGS)
+_CORE_NAMES = tuple(s.name for s in CORE_SETTINGS)
 
 
 def load(name: str, *, key: str = "PHONEVERIFY_PROVIDER") -> type[Provider]:
