@@ -1,5 +1,10 @@
 """The provider interface: what every voice provider implements.
 
+This is public API, exported from :mod:`flask_phoneverify.providers` and described
+in ``docs/providers/writing.md``; a provider package registers its class under the
+entry-point group ``flask_phoneverify.providers`` and tests it with
+:class:`flask_phoneverify.testing.ProviderContract`.
+
 A provider knows nothing of Flask, the database or sessions. It is built once
 per app from its own settings (``PHONEVERIFY_<NAME>_<OPTION>``, declared in its
 ``settings`` class attribute and handed over already checked, keys lower-cased
@@ -14,7 +19,9 @@ without the prefix), and then:
 - may bridge the user to a support line (:meth:`Provider.bridge`).
 
 Failures are raised as the :class:`~flask_phoneverify.errors.ProviderError`
-family; ``message`` is for users, ``detail`` for the log.
+family; ``message`` is for users, ``detail`` for the log. A failure to place a call
+that is the provider's fault (anything but :class:`ProviderRejected`) hands the call
+to the next provider PHONEVERIFY_PROVIDER lists, and counts on its circuit breaker.
 """
 
 from __future__ import annotations
