@@ -7,9 +7,11 @@ PHONEVERIFY_BREAKER_COOLDOWN seconds; the first call after the cool-down tries i
 again, and one more fault skips it again at once. The counts live in the
 counters table (one row per provider), so every worker sees them.
 
-Starting a verification must not pay a query for this while nothing fails, so
-each process keeps what it last read for at most :data:`REFRESH` seconds (of the
-extension's clock) and counts its own faults into that copy as it writes them.
+Starting a verification must not pay a round trip for this while nothing fails,
+so each process keeps what it last read for at most :data:`REFRESH` seconds (of
+the extension's clock), reads it again inside the transaction that admits a call
+(one statement, no transaction of its own), and counts its own faults into that
+copy as it writes them.
 """
 
 from __future__ import annotations
@@ -39,17 +41,14 @@ class Breaker:
         self._states: dict[str, tuple[int, float | None]] = {}
         self._read_at = -math.inf
 
-    def _fresh_states(self) -> dict[str, tuple[int, float | None]]:
+    def skipped(self, names: Iterable[str], tx: Tx) -> set[str]:
+        """The providers among ``names`` whose breaker is open now; the states are read
+        again, in the caller's transaction ``tx``, when this process's copy is stale."""
         now = self.clock()
         if not 0 <= now - self._read_at < REFRESH:
-            self._states = self.store.read(lambda tx: tx.breakers())
+            self._states = tx.breakers()
             self._read_at = now
-        return self._states
-
-    def skipped(self, names: Iterable[str]) -> set[str]:
-        """The providers among ``names`` whose breaker is open now."""
-        now = self.clock()
-        states = self._fresh_states()
+        states = self._states
         return {
             name
             for name in names
@@ -69,8 +68,9 @@ class Breaker:
             )
 
     def success(self, name: str) -> None:
-        """``name`` placed a call: forget its faults, with a write only when it had some."""
-        if self._fresh_states().get(name, (0, None))[0] == 0:
+        """``name`` placed a call: forget its faults, with a write only when this process
+        last saw some (another worker's success or the next fault corrects a stale copy)."""
+        if self._states.get(name, (0, None))[0] == 0:
             return
         self.store.write(lambda tx: tx.breaker_reset(name))
         self._states[name] = (0, None)

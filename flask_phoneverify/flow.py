@@ -183,7 +183,7 @@ class Flow:
         place the call, then keep the call's reference (another)."""
         now = self.clock()
         self._check_number(user_id=user_id, phone=phone, ip=ip, now=now)
-        candidates = self._candidates(phone)
+        candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
         vid = secrets.token_urlsafe(16)
         v = Verification(
@@ -191,7 +191,7 @@ class Flow:
             user_id=user_id,
             phone=phone,
             enrol=enrol,
-            provider=candidates[0].name,
+            provider=self.provider.name,  # the first candidate's, once admitted
             style=self.style.value,
             status=Status.CALLING.value,
             call=CallState.QUEUED.value,
@@ -214,6 +214,8 @@ class Flow:
         )
 
         def admit(tx: Tx) -> None:
+            candidates[:] = self._candidates(phone, tx)
+            v.provider = candidates[0].name
             tx.add(v)
             self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip, at=now)
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
@@ -229,10 +231,10 @@ class Flow:
         v = self.current(vid, user_id=user_id, session=session)
         self._require_open(v)
         self._check_number(user_id=user_id, phone=v.phone, ip=ip, now=now)
-        candidates = self._candidates(v.phone)
+        candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
         values = {
-            "provider": candidates[0].name,
+            "provider": self.provider.name,
             "pin_hash": self.hasher.hash(vid, pin),
             "call_id": _call_id(),
             "provider_ref": None,
@@ -246,6 +248,8 @@ class Flow:
         }
 
         def admit(tx: Tx) -> None:
+            candidates[:] = self._candidates(v.phone, tx)
+            values["provider"] = candidates[0].name
             if not tx.change(vid, where={"call_id": v.call_id}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
             self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
@@ -273,14 +277,15 @@ class Flow:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)
             raise
 
-    def _candidates(self, phone: str) -> list[Provider]:
+    def _candidates(self, phone: str, tx: Tx) -> list[Provider]:
         """The providers that may place a call to ``phone`` now, in order of preference:
-        those that can call its country, less those whose breaker is open. None left:
-        503, retryable, and nothing counted."""
+        those that can call its country, less those whose breaker is open (read in the
+        admitting transaction when the process's copy is over a second old). None left:
+        503, retryable, and the transaction (so nothing counted) rolled back."""
         able = [p for p in self.providers if _can_call(p, phone)]
         if self.breaker is None:
             return able
-        skipped = self.breaker.skipped(p.name for p in able)
+        skipped = self.breaker.skipped((p.name for p in able), tx)
         ready = [p for p in able if p.name not in skipped]
         if not ready:
             log.warning(

@@ -237,6 +237,39 @@ def test_the_breaker_costs_no_query_when_nothing_fails(
     assert seen and not [s for s in seen if "breaker" in s]
 
 
+def test_a_stale_copy_of_the_breakers_is_read_in_the_admitting_transaction(
+    make_app: Callable[..., Harness], xv: tuple[XverifyServer, str]
+) -> None:
+    server, url = xv
+    h = make_app(**xverify_then_dev(url))
+    h.add_users("4", "5", phone="+12015550199")
+    begin(h.client("1"))
+    engine = h.ext.state(h.app).store.engine
+    counted: list[tuple[int, int]] = []
+    for uid, wait in (("4", 0), ("5", 2)):  # a fresh copy, then one two seconds old
+        h.clock.advance(wait)
+        began: list[int] = []
+        reads: list[str] = []
+
+        def on_begin(_conn: Any) -> None:
+            began.append(1)
+
+        def on_execute(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            if "breaker" in str(params):
+                reads.append(statement)
+
+        event.listen(engine, "begin", on_begin)
+        event.listen(engine, "before_cursor_execute", on_execute)
+        try:
+            begin(h.client(uid))
+        finally:
+            event.remove(engine, "begin", on_begin)
+            event.remove(engine, "before_cursor_execute", on_execute)
+        counted.append((len(began), len(reads)))
+    assert counted[0][1] == 0 and counted[1][1] == 1
+    assert counted[0][0] == counted[1][0]  # no transaction of its own
+
+
 # -- status requests that keep failing -------------------------------------------------------------
 
 
