@@ -29,6 +29,7 @@ which is asked for its status and whose events count.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -124,6 +125,7 @@ class Applied:
 
     current: bool
     verification: Verification | None
+    event: CallEvent | None = None
 
 
 class Flow:
@@ -215,12 +217,19 @@ class Flow:
 
         def admit(tx: Tx) -> None:
             candidates[:] = self._candidates(phone, tx)
-            v.provider = candidates[0].name
+            first = v.provider = candidates[0].name
+            kinds = [EventKind.STARTED, EventKind.CALL]
+            if candidates[0].in_store:
+                self._ring(tx, v, candidates[0], pin, callback_url)
+                kinds.append(EventKind.CALL_PLACED)
             tx.add(v)
-            self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now, notes={EventKind.CALL_PLACED: f"via {first}"})
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
+        if candidates[0].in_store:
+            self._rang(v, candidates[0], pin, callback_url)
+            return Started(v, pin)
         return Started(self._place(v, pin, callback_url, candidates), pin)
 
     def resend(
@@ -247,19 +256,29 @@ class Flow:
             "ip": ip,
         }
 
+        old_call = v.call_id
+        for name, value in values.items():
+            setattr(v, name, value)
+
         def admit(tx: Tx) -> None:
             candidates[:] = self._candidates(v.phone, tx)
-            values["provider"] = candidates[0].name
-            if not tx.change(vid, where={"call_id": v.call_id}, **values):
+            first = values["provider"] = v.provider = candidates[0].name
+            kinds = [EventKind.RESENT, EventKind.CALL]
+            if candidates[0].in_store:
+                self._ring(tx, v, candidates[0], pin, callback_url)
+                values.update(provider_ref=v.provider_ref, call=v.call)
+                kinds.append(EventKind.CALL_PLACED)
+            if not tx.change(vid, where={"call_id": old_call}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
-            self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now, notes={EventKind.CALL_PLACED: f"via {first}"})
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
             )
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
-        for name, value in values.items():
-            setattr(v, name, value)
+        if candidates[0].in_store:
+            self._rang(v, candidates[0], pin, callback_url)
+            return Started(v, pin)
         return Started(self._place(v, pin, callback_url, candidates), pin)
 
     def _check_number(self, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
@@ -327,6 +346,42 @@ class Flow:
             )
         )
 
+    def _request(
+        self, v: Verification, pin: str, callback_url: CallbackURL, provider: Provider
+    ) -> CallRequest:
+        return CallRequest(
+            number=v.phone,
+            pin=pin,
+            style=Style(v.style),
+            call_id=v.call_id,
+            app_name=self.app_name,
+            callback_url=self._callback_for(provider, callback_url),
+        )
+
+    def _ring(
+        self, tx: Tx, v: Verification, provider: Provider, pin: str, callback_url: CallbackURL
+    ) -> None:
+        """An ``in_store`` provider's call, placed in the step that admits it: a refusal
+        by the limits rolls the call back with everything else."""
+        request = self._request(v, pin, callback_url, provider)
+        ticket = provider.ring(tx, request, owner=v.user_id)
+        v.provider_ref, v.call = ticket.reference, ticket.call.value
+
+    def _rang(
+        self, v: Verification, provider: Provider, pin: str, callback_url: CallbackURL
+    ) -> None:
+        provider.announce(self._request(v, pin, callback_url, provider))
+        self._log_placed(v)
+
+    def _log_placed(self, v: Verification) -> None:
+        log.info(
+            "phoneverify: call placed to %s via %s (verification %s, %s style)",
+            mask(v.phone),
+            v.provider,
+            v.id[:8],
+            v.style,
+        )
+
     def _place(
         self,
         v: Verification,
@@ -337,14 +392,7 @@ class Flow:
         """Place the call outside any transaction, failing over to the next candidate
         when a provider fails through its own fault; then record what became of it."""
         for index, provider in enumerate(candidates):
-            request = CallRequest(
-                number=v.phone,
-                pin=pin,
-                style=Style(v.style),
-                call_id=v.call_id,
-                app_name=self.app_name,
-                callback_url=self._callback_for(provider, callback_url),
-            )
+            request = self._request(v, pin, callback_url, provider)
             try:
                 ticket = provider.place_call(request)
                 break
@@ -369,13 +417,7 @@ class Flow:
                 type(e).__name__,
             )
             return v
-        log.info(
-            "phoneverify: call placed to %s via %s (verification %s, %s style)",
-            mask(v.phone),
-            v.provider,
-            v.id[:8],
-            v.style,
-        )
+        self._log_placed(v)
         return v
 
     def _placed(self, tx: Tx, v: Verification, ticket: CallTicket) -> None:
@@ -673,15 +715,22 @@ class Flow:
         return reference
 
     # -- provider reports --------------------------------------------------------------
-    def apply_event(self, event: CallEvent, *, provider: str | None = None) -> Applied:
+    def apply_event(
+        self, event: CallEvent | Callable[[Tx], CallEvent], *, provider: str | None = None
+    ) -> Applied:
         """A callback event from ``provider`` (the first listed by default): counts only for
         a live verification whose current call that provider placed, whose call id (and
         number, when the event carries one) it names. Never a status request to the vendor
-        from its own callback."""
+        from its own callback. ``event`` may be a function that reads it in the step's
+        transaction (the simulated phone's actions)."""
         now = self.clock()
         name = self.provider.name if provider is None else provider
 
         def step(tx: Tx) -> Applied:
+            e = event(tx) if callable(event) else event
+            return dataclasses.replace(apply(tx, e), event=e)
+
+        def apply(tx: Tx, event: CallEvent) -> Applied:
             v = tx.by_call_id(name, event.call_id)
             if v is None or not v.is_open:
                 return Applied(False, v)
@@ -727,37 +776,58 @@ class Flow:
             and _earlier(progress, CallState.DELIVERED)
         ):
             values["call"] = CallState.DELIVERED.value
-        if values:
-            tx.change(v.id, where=guard, **values)
-            for name, value in values.items():
-                setattr(v, name, value)
+
+        def progress_only() -> None:
+            if values:
+                tx.change(v.id, where=guard, **values)
+                for name, value in values.items():
+                    setattr(v, name, value)
+
         if report.digits is not None:
             if getattr(report, "once", False) and not tx.first_relay(
                 v.call_id, report.digits, now, self.relay_key
             ):
+                progress_only()
                 return  # the same entry, reported again (an event, then the summary)
             if self.hasher.check(v.id, report.digits, v.pin_hash):
-                self._verify(tx, v, via="keypad", now=now)
+                self._verify(tx, v, via="keypad", now=now, progress=values)
             else:
+                progress_only()
                 self._wrong_pin(tx, v)  # counted; the phone's caller hears the outcome
             return
         if report.outcome is Outcome.CONFIRMED and Style(v.style) is not Style.SPOKEN:
-            self._verify(tx, v, via=v.style, now=now)
-        elif report.outcome is Outcome.FAILED:
+            self._verify(tx, v, via=v.style, now=now, progress=values)
+            return
+        progress_only()
+        if report.outcome is Outcome.FAILED:
             reason = report.reason or MESSAGES[Status.FAILED]
             self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
 
-    def _verify(self, tx: Tx, v: Verification, *, via: str, now: float) -> None:
+    def _verify(
+        self,
+        tx: Tx,
+        v: Verification,
+        *,
+        via: str,
+        now: float,
+        progress: dict[str, str | float] | None = None,
+    ) -> None:
+        """Verified, with the call's ``progress`` that came with the news (one UPDATE)."""
+        progress = progress or {}
         if now >= v.expires_at:
+            if progress and tx.change(v.id, where={"call_id": v.call_id}, **progress):
+                for name, value in progress.items():
+                    setattr(v, name, value)
             return
-        if tx.change(
-            v.id,
-            where={"call_id": v.call_id},
-            status=Status.VERIFIED.value,
-            verified_at=now,
-            reason=None,
-        ):
-            v.status, v.verified_at, v.reason = Status.VERIFIED.value, now, None
+        verified: dict[str, str | float | None] = {
+            "status": Status.VERIFIED.value,
+            "verified_at": now,
+            "reason": None,
+        }
+        changes: dict[str, str | float | None] = {**progress, **verified}
+        if tx.change(v.id, where={"call_id": v.call_id}, **changes):
+            for name, change in changes.items():
+                setattr(v, name, change)
             self._audit(tx, v, EventKind.CONFIRMED, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 
@@ -807,9 +877,11 @@ class Flow:
         ip: str | None = None,
         detail: str | None = None,
         at: float | None = None,
+        notes: dict[EventKind, str] | None = None,
     ) -> None:
         """Record ``kinds`` for ``v`` in the step's transaction (one statement); ``at``:
-        the step's own time where another record must match it."""
+        the step's own time where another record must match it; ``notes``: a detail of
+        its own for some kinds."""
         at = self.clock() if at is None else at
         tx.record(
             *(
@@ -820,7 +892,7 @@ class Flow:
                     "user_id": v.user_id,
                     "phone": v.phone,
                     "ip": ip,
-                    "detail": detail,
+                    "detail": (notes or {}).get(kind, detail),
                 }
                 for kind in kinds
             )

@@ -251,10 +251,12 @@ def test_a_stale_copy_of_the_breakers_is_read_in_the_admitting_transaction(
         began: list[int] = []
         reads: list[str] = []
 
-        def on_begin(_conn: Any) -> None:
+        def on_begin(_conn: Any, began: list[int] = began) -> None:
             began.append(1)
 
-        def on_execute(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+        def on_execute(
+            _c: Any, _cur: Any, statement: str, params: Any, *_: Any, reads: list[str] = reads
+        ) -> None:
             if "breaker" in str(params):
                 reads.append(statement)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import (
@@ -41,6 +41,9 @@ from ..errors import (
     ProviderUnavailable,
 )
 from ..settings import Setting
+
+if TYPE_CHECKING:
+    from ..store import Tx
 
 __all__ = [
     "Style",
@@ -191,6 +194,18 @@ class Provider:
     # -- calls ---------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
         raise NotImplementedError
+
+    #: places its calls as rows of the extension's own store (the simulated phone): the
+    #: flow then rings it with :meth:`ring` inside the step that admits the call, so a
+    #: start is one transaction and a failed start leaves no call behind
+    in_store: ClassVar[bool] = False
+
+    def ring(self, tx: Tx, request: CallRequest, *, owner: str | None) -> CallTicket:
+        """Place the call inside the store transaction ``tx`` (``in_store`` providers)."""
+        raise NotImplementedError
+
+    def announce(self, request: CallRequest) -> None:
+        """Say where the call rang, once its transaction committed (``in_store`` providers)."""
 
     def call_status(self, call: PlacedCall) -> CallReport:
         """The call's progress now. Providers that are not polled never get asked."""
