@@ -322,3 +322,12 @@ def test_consecutive_failed_status_requests_end_the_verification(
     h.clock.advance(60)
     r = post(c, "/start", {}, token=token)  # the user can call again
     assert r.status_code == 200, r.json
+
+
+def test_the_simulated_phone_is_linked_when_it_is_listed_after_a_vendor(
+    make_app: Callable[..., Harness], xv: tuple[XverifyServer, str]
+) -> None:
+    _, url = xv
+    h = make_app(**xverify_then_dev(url))
+    page = h.client().get("/phoneverify/").get_data(as_text=True)
+    assert "simulated phone" in page
