@@ -6,6 +6,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .errors import ConfigError
 from .providers import REGISTRY, load
 from .settings import CORE_SETTINGS, describe
 from .state import state
@@ -38,6 +39,6 @@ def settings_reference() -> None:
     for name in REGISTRY:
         try:
             rows.extend(load(name).settings)
-        except ImportError:
+        except (ImportError, ConfigError):  # a broken package's settings are not listed
             continue
     click.echo(describe(rows))

@@ -169,6 +169,8 @@ def test_a_provider_setting_named_like_a_core_setting_is_refused(
         ("Extra", "{module}:Extra", "lower-case letters"),
         ("extra", "{module}:NotAProvider", "not a Provider subclass"),
         ("other", "{module}:Extra", "whose name is 'extra'"),
+        ("extra", "{module}:Missing", "cannot be loaded \\(AttributeError"),
+        ("extra", "pv_not_a_module:Extra", "cannot be loaded \\(ModuleNotFoundError"),
     ],
 )
 def test_what_is_registered_must_be_a_provider_of_that_name(
@@ -189,3 +191,12 @@ def test_the_settings_reference_lists_an_installed_providers_settings(
     h: Any = make_app()
     result = h.app.test_cli_runner().invoke(args=["phoneverify", "settings"])
     assert "`PHONEVERIFY_EXTRA_REGION`" in result.output
+
+
+def test_a_broken_package_does_not_break_the_settings_reference(
+    package: Callable[..., None], make_app: Callable[..., Harness]
+) -> None:
+    package({"broken": "pv_not_a_module:Extra"})
+    h: Any = make_app()
+    result = h.app.test_cli_runner().invoke(args=["phoneverify", "settings"])
+    assert result.exit_code == 0 and "`PHONEVERIFY_PROVIDER`" in result.output

@@ -147,9 +147,17 @@ def load(name: str, *, key: str = "PHONEVERIFY_PROVIDER") -> type[Provider]:
             "rename the provider's entry point",
         )
     module_name, _, attr = targets[0].partition(":")
-    obj: object = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
+    try:
+        obj: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            key,
+            f"is {name!r}, registered as {targets[0]}, which cannot be loaded "
+            f"({type(e).__name__}: {e})",
+            "install what the provider's package needs, or fix its entry point",
+        ) from e
     if not (isinstance(obj, type) and issubclass(obj, Provider)):
         raise ConfigError(
             key,
