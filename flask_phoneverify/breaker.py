@@ -31,6 +31,8 @@ REFRESH = 1.0
 
 
 class Breaker:
+    """The circuit breakers of one app's providers, read from and written to its store."""
+
     def __init__(
         self, store: Store, clock: Callable[[], float], *, failures: int, cooldown: float
     ) -> None:

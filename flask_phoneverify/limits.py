@@ -24,7 +24,7 @@ from .errors import RateLimited
 from .phone import country_of
 from .store import Tx
 
-__all__ = ["Limits", "HOUR"]
+__all__ = ["Limits", "HOUR", "reset_keys"]
 
 HOUR = 3600.0
 MINUTE = 60
@@ -44,6 +44,9 @@ def minute_of(at: float) -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """The call and failure budgets, counted inside the flow's transactions so that every
+    worker sees the same counts."""
+
     max_failures_per_hour: int
     per_number: int
     per_user: int
@@ -107,20 +110,20 @@ class Limits:
                     f"Too many wrong PINs. Please wait {_words(wait)} before asking for a new "
                     "call.",
                     retry_after=wait,
-                )
+                ).limited("failures")
         if last is not None and self.number_cooldown and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
                 f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",
                 retry_after=wait,
-            )
+            ).limited("cooldown")
         for scope, key, limit, what in budgets:
             over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
                 raise RateLimited(
                     f"Too many calls {what} in the last hour. Please try again in {_words(over)}.",
                     retry_after=over,
-                )
+                ).limited(scope)
 
     def release_call(
         self,
@@ -158,6 +161,29 @@ class Limits:
         budgets.append(("country", country_of(phone), self.per_country, "to this country"))
         budgets.append(("app", APP_KEY, self.global_per_hour, "from this site"))
         return budgets
+
+
+def reset_keys(
+    *,
+    number: str | None = None,
+    user: str | None = None,
+    ip: str | None = None,
+    country: str | None = None,
+) -> list[tuple[str, str]]:
+    """The (scope, key) counter rows an operator's reset clears: every budget and cool-down
+    keyed by the number (E.164), the user id (their wrong PINs too), the client network or
+    the country. Given here, next to the scopes, so a new budget cannot be missed."""
+    keys: list[tuple[str, str]] = []
+    if number is not None:
+        keys += [("number", number), ("enrol_number", number)]
+        keys += [(LAST_CALL, number), (ENROL_LAST_CALL, number)]
+    if user is not None:
+        keys += [("user", user), ("enrol_user", user), (WRONG_PIN, user)]
+    if ip is not None:
+        keys.append(("ip", ip))
+    if country is not None:
+        keys.append(("country", country))
+    return keys
 
 
 def _over(rows: list[tuple[int, int]], limit: int, now: float, *, counted: int) -> int | None:

@@ -141,6 +141,7 @@ class DevPhoneDriver:
         return calls
 
     def newest(self) -> dict[str, Any]:
+        """The user's newest call (the one a test usually acts on)."""
         calls = self.calls()
         if not calls:
             raise AssertionError("the simulated phone has no call for this user")
@@ -263,6 +264,7 @@ class ProviderContract:
     number: ClassVar[str] = NUMBER
 
     def settings(self, url: str) -> dict[str, Any]:
+        """The PHONEVERIFY_* settings that point the provider at the vendor at ``url``."""
         raise NotImplementedError("a ProviderContract subclass defines settings(url)")
 
     # -- fixtures --------------------------------------------------------------------------
@@ -356,6 +358,7 @@ class ProviderContract:
             assert not any(secret in t for t in texts), "a credential reached an error"
 
     def request(self, style: Style, pin: str = "482915") -> Any:
+        """A call to place in ``style`` to the contract's number."""
         from .providers.base import CallRequest
 
         return CallRequest(
@@ -391,6 +394,8 @@ class ProviderContract:
 
     # -- the contract: what the provider declares ------------------------------------------------
     def test_declares_a_name_styles_and_settings(self) -> None:
+        """What init_app relies on: a lower-case name it is registered under, styles with the
+        preferred one among them, settings under its own prefix."""
         from .providers import load
         from .providers.base import Provider, Style
 
@@ -411,6 +416,7 @@ class ProviderContract:
         phoneverify_vendor: ContractVendor,
         phoneverify_build: Callable[..., Provider],
     ) -> None:
+        """Every declared style places a call and hands back a reference to follow it."""
         from .providers.base import CallTicket, Style
 
         if Style(style) not in self.provider.styles:
@@ -424,6 +430,7 @@ class ProviderContract:
     def test_a_refused_number_is_rejected_not_retryable(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """A number the vendor refuses is ProviderRejected: never retried, never failed over."""
         from .errors import ProviderRejected
 
         error = self._place_failing(phoneverify_vendor, phoneverify_build, Scenario.BAD_NUMBER)
@@ -432,6 +439,7 @@ class ProviderContract:
     def test_a_vendor_5xx_is_unavailable_and_retryable(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """A vendor outage is ProviderUnavailable: retryable; the next provider may place it."""
         from .errors import ProviderUnavailable
 
         error = self._place_failing(phoneverify_vendor, phoneverify_build, Scenario.SERVER_ERROR)
@@ -440,18 +448,21 @@ class ProviderContract:
     def test_a_garbage_answer_is_a_retryable_provider_error(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """An answer in no documented shape is a retryable ProviderError, never a crash."""
         error = self._place_failing(phoneverify_vendor, phoneverify_build, Scenario.GARBAGE)
         assert getattr(error, "retryable", False)
 
     def test_a_hostile_answer_is_refused_unread(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """An entity bomb or absurd nesting is refused without being expanded."""
         error = self._place_failing(phoneverify_vendor, phoneverify_build, Scenario.HOSTILE)
         assert "lol" not in str(getattr(error, "detail", "") or "").lower()
 
     def test_a_timeout_is_unavailable_and_retryable(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """A vendor that does not answer in time is ProviderUnavailable."""
         from .errors import ProviderUnavailable
 
         key = f"PHONEVERIFY_{self.provider.name.upper()}_TIMEOUT"
@@ -465,6 +476,7 @@ class ProviderContract:
     def test_a_garbage_status_answer_is_a_retryable_provider_error(
         self, phoneverify_vendor: ContractVendor, phoneverify_build: Callable[..., Provider]
     ) -> None:
+        """A garbage status answer is retryable (PHONEVERIFY_MAX_POLL_ERRORS counts them)."""
         from .errors import ProviderError
         from .providers.base import PlacedCall
 
@@ -490,6 +502,7 @@ class ProviderContract:
         phoneverify_vendor: ContractVendor,
         phoneverify_app: Callable[..., ContractApp],
     ) -> None:
+        """The person answers and confirms; the gate opens: the provider works end to end."""
         from .providers.base import Style
 
         if Style(style) not in self.provider.styles:
@@ -515,6 +528,7 @@ class ProviderContract:
         phoneverify_vendor: ContractVendor,
         phoneverify_app: Callable[..., ContractApp],
     ) -> None:
+        """A declined or busy call fails the verification with a reason the user can read."""
         self._needs(phoneverify_vendor, scenario)
         phoneverify_vendor.act(scenario)
         app = phoneverify_app(self.provider.preferred_style)
@@ -528,6 +542,7 @@ class ProviderContract:
     def test_a_failed_start_answers_a_clear_json_error(
         self, phoneverify_vendor: ContractVendor, phoneverify_app: Callable[..., ContractApp]
     ) -> None:
+        """A start the vendor fails answers 503 {error, message, retryable}, no credential."""
         self._needs(phoneverify_vendor, Scenario.SERVER_ERROR)
         phoneverify_vendor.act(Scenario.SERVER_ERROR)
         app = phoneverify_app(self.provider.preferred_style)
@@ -541,6 +556,7 @@ class ProviderContract:
     def test_a_callback_to_an_unsigned_address_is_refused(
         self, phoneverify_app: Callable[..., ContractApp]
     ) -> None:
+        """Events posted to an address we did not sign are refused."""
         app = phoneverify_app(self.provider.preferred_style)
         prefix = f"/phoneverify/callback/{self.provider.name}/"
         r = app.client.post(prefix + "forged-token", data=b"<x/>", content_type="text/xml")

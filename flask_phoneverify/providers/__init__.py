@@ -27,11 +27,15 @@ from ..errors import (
 )
 from ..settings import CORE_SETTINGS, Setting
 from .base import (
+    VOICEMAIL_REASON,
+    CallbackReply,
+    CallbackRequest,
     CallEvent,
     CallReport,
     CallRequest,
     CallState,
     CallTicket,
+    EventResult,
     Outcome,
     PlacedCall,
     Provider,
@@ -51,6 +55,10 @@ __all__ = [
     "PlacedCall",
     "CallReport",
     "CallEvent",
+    "CallbackRequest",
+    "CallbackReply",
+    "EventResult",
+    "VOICEMAIL_REASON",
     "Setting",
     "timeout_setting",
     "check_url",
