@@ -191,8 +191,7 @@ class Flow:
         guard: FraudGuard | None = None,
     ) -> None:
         self.store = store
-        #: the first provider listed; ``providers``: all of them, in order of preference
-        self.provider = provider
+        #: every provider listed, in order of preference (``provider``: the first)
         self.providers: tuple[Provider, ...] = tuple(providers) or (provider,)
         self._by_name = {p.name: p for p in self.providers}
         self.breaker = breaker
@@ -211,6 +210,17 @@ class Flow:
         self.notify = notify or Notifier()
         self.hooks = hooks
         self.guard = guard
+
+    @property
+    def provider(self) -> Provider:
+        """The first provider listed: its style is every verification's."""
+        return self.providers[0]
+
+    @provider.setter
+    def provider(self, provider: Provider) -> None:
+        """Use ``provider`` alone (a flow copy for one call on another provider)."""
+        self.providers = (provider,)
+        self._by_name = {provider.name: provider}
 
     @property
     def style(self) -> Style:
