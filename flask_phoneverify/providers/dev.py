@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BadInput, NotFound, ProviderUnavailable
-from ..phone import mask
+from ..phone import ascii_digits, mask
 from ..sealing import Sealer
 from ..store import Store, Tx
 from .base import (
@@ -250,8 +250,8 @@ class DevPhone(Provider):
         call = self._live(call_id, owner, tx)
         if call.style is not Style.KEYPAD and (call.digit is None or call.heard):
             raise BadInput("This call does not ask for keys: it speaks the PIN.")
-        digits = (digits or "").strip().rstrip("#")
-        if not digits or not digits.isdigit() or len(digits) > 32:
+        digits = ascii_digits((digits or "").strip()).rstrip("#")
+        if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 32:
             raise BadInput("Key in digits only.")
         if call.style is Style.KEYPAD:
             return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))

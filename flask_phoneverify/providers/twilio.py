@@ -188,7 +188,8 @@ def signature(auth_token: str, url: str, params: Sequence[tuple[str, str]]) -> s
 
 
 class Twilio(Provider):
-    """Twilio Programmable Voice: keypad and voicemail-safe spoken calls (see the module)."""
+    """Twilio Programmable Voice as a provider, keypad and spoken (the wire format and
+    its assumptions are in the module docstring)."""
 
     name = "twilio"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
