@@ -86,8 +86,13 @@ def installed_providers() -> dict[str, type[Provider] | str]:
     for name in REGISTRY:
         try:
             found[name] = load(name)
-        except ImportError as e:
-            found[name] = f"not installed ({e.name or e})"
+        except ConfigError as e:  # a package that cannot be imported, or a clashing name
+            cause = e.__cause__
+            found[name] = (
+                f"not installed ({cause.name or cause})"
+                if isinstance(cause, ImportError)
+                else str(e)
+            )
     return found
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from flask import Flask
 
 from . import phone as phones
+from .breaker import Breaker
 from .cli import cli
 from .csrf import exempt_from_flask_wtf
 from .errors import ConfigError
@@ -29,7 +30,7 @@ from .limits import Limits
 from .metrics import metrics
 from .models import Base
 from .pins import PinHasher, derive_key
-from .providers import REGISTRY, load
+from .providers import load
 from .providers.base import Provider, Style
 from .providers.dev import DevPhone
 from .recovery import Recovery
@@ -116,7 +117,8 @@ class PhoneVerify:
             )
         settings = self._read_settings(app)
         keys = _secret_keys(app)
-        provider = self._build_provider(app, settings)
+        providers = self._build_providers(app, settings)
+        provider = providers[0]
         store = self._build_store(app, settings)
         limits = Limits(
             max_failures_per_hour=settings.max_failures_per_hour,
@@ -142,7 +144,9 @@ class PhoneVerify:
             ),
         )
         phones.check_regions_reachable(
-            "PHONEVERIFY_ALLOWED_COUNTRIES", policy.allowed_regions, provider.calling_codes
+            "PHONEVERIFY_ALLOWED_COUNTRIES",
+            policy.allowed_regions,
+            _calling_codes(providers),
         )
         clock = self.clock  # read once, like the settings
         guard = (
@@ -169,17 +173,27 @@ class PhoneVerify:
             poll_interval=settings.poll_interval,
             app_name=provider.app_name,
             relay_key=derive_key(keys[0], b"flask-phoneverify relayed digits v1"),
+            providers=providers,
+            breaker=Breaker(
+                store,
+                clock,
+                failures=settings.breaker_failures,
+                cooldown=settings.breaker_cooldown,
+            ),
+            max_poll_errors=settings.max_poll_errors,
             notify=notify,
             hooks=self.hooks,
             guard=guard,
         )
-        provider.sealer = Sealer(keys, label=b"flask-phoneverify provider seal v1")
-        if isinstance(provider, DevPhone):
-            provider.attach(store, Sealer(keys), clock)
-            provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
+        for each in providers:
+            each.sealer = Sealer(keys, label=b"flask-phoneverify provider seal v1")
+            if isinstance(each, DevPhone):
+                each.attach(store, Sealer(keys), clock)
+                each.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
         st = AppState(
             settings=settings,
             provider=provider,
+            providers=providers,
             store=store,
             flow=flow,
             tokens=Tokens(keys, clock),
@@ -216,15 +230,16 @@ class PhoneVerify:
     # -- helpers for init_app ------------------------------------------------------------
     def _read_settings(self, app: Flask) -> Settings:
         core = read_settings(app.config, CORE_SETTINGS)
-        name = core["PHONEVERIFY_PROVIDER"]
-        if name not in REGISTRY:
+        names = core["PHONEVERIFY_PROVIDER"]
+        if not names:
             raise ConfigError(
-                "PHONEVERIFY_PROVIDER",
-                f"is {name!r}, which is not a provider",
-                f"use one of: {', '.join(repr(n) for n in REGISTRY)}",
+                "PHONEVERIFY_PROVIDER", "is empty", "name a provider, such as 'phoneconfirm'"
             )
-        provider_cls = load(name)
-        values = {**core, **read_settings(app.config, provider_cls.settings)}
+        if len(set(names)) != len(names):
+            raise ConfigError("PHONEVERIFY_PROVIDER", f"is {names!r}", "list each provider once")
+        values = dict(core)
+        for name in names:
+            values.update(read_settings(app.config, load(name).settings))
         settings = Settings(values)
         if settings.ttl > SHORT_TTL:
             if not settings.allow_long_ttl:
@@ -264,9 +279,27 @@ class PhoneVerify:
             )
         return settings
 
-    def _build_provider(self, app: Flask, settings: Settings) -> Provider:
-        cls = load(settings.provider)
-        chosen = settings.style
+    def _build_providers(self, app: Flask, settings: Settings) -> tuple[Provider, ...]:
+        """The providers PHONEVERIFY_PROVIDER lists, in its order, all in one style (the
+        first one's preferred style, unless PHONEVERIFY_STYLE names one)."""
+        classes = [load(name) for name in settings.provider]
+        style: Style | None = None
+        built: list[Provider] = []
+        for cls in classes:
+            provider = self._build_provider(app, settings, cls, style, len(classes) > 1)
+            style = provider.style
+            built.append(provider)
+        return tuple(built)
+
+    def _build_provider(
+        self,
+        app: Flask,
+        settings: Settings,
+        cls: type[Provider],
+        first_style: Style | None = None,
+        listed: bool = False,
+    ) -> Provider:
+        chosen = settings.style if first_style is None else first_style.value
         if chosen is None and cls.preferred_style is Style.DELIVERY:
             raise ConfigError(
                 "PHONEVERIFY_STYLE",
@@ -278,12 +311,21 @@ class PhoneVerify:
         style = cls.preferred_style if chosen is None else Style(chosen)
         if style not in cls.styles:
             can = ", ".join(sorted(s.value for s in cls.styles))
+            if first_style is not None and settings.style is None:
+                raise ConfigError(
+                    "PHONEVERIFY_PROVIDER",
+                    f"lists {cls.name!r}, which cannot do {style.value!r}, the style of the "
+                    f"first provider listed (it can do: {can})",
+                    "set PHONEVERIFY_STYLE to a style every listed provider can do, or list "
+                    "only providers that can do the same",
+                )
             raise ConfigError(
                 "PHONEVERIFY_STYLE",
                 f"is {style.value!r}, which provider {cls.name!r} cannot do",
-                f"use one of: {can}",
+                f"use one of: {can}"
+                + (", or list only providers that can do it" if listed else ""),
             )
-        if style is Style.DELIVERY:
+        if style is Style.DELIVERY and first_style is None:
             log.warning(
                 "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
                 "answered, not that the user holds that phone"
@@ -323,6 +365,16 @@ class PhoneVerify:
             app.instance_path, "phoneverify.sqlite3"
         )
         return Store(uri=uri)
+
+
+def _calling_codes(providers: tuple[Provider, ...]) -> frozenset[int] | None:
+    """The calling codes the listed providers can reach between them (None: any)."""
+    codes: set[int] = set()
+    for provider in providers:
+        if provider.calling_codes is None:
+            return None
+        codes |= provider.calling_codes
+    return frozenset(codes)
 
 
 def _secret_keys(app: Flask) -> list[str | bytes]:

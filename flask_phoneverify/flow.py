@@ -15,7 +15,16 @@ the call, then one transaction for the call's reference (or, when the call was
 never placed, its failure and the release of what it counted). A status poll that
 asks the provider nothing writes nothing; polled providers are asked at most once
 per PHONEVERIFY_POLL_INTERVAL per verification, and what they said is kept in one
-transaction guarded by the ``polled_at`` the asking request saw.
+transaction guarded by the ``polled_at`` the asking request saw;
+PHONEVERIFY_MAX_POLL_ERRORS failed status requests in a row fail the verification.
+
+Failover: PHONEVERIFY_PROVIDER may list providers. A call is placed by the first
+whose circuit breaker (:mod:`.breaker`) is closed and that can call the number;
+when placing fails through the provider's fault
+(:func:`~flask_phoneverify.providers.vendor.provider_fault`), the next places it
+for the same verification, under a new call id, one transaction recording the
+switch. The verification's ``provider`` names the provider of its current call,
+which is asked for its status and whose events count.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .breaker import Breaker
 from .errors import (
     BadInput,
     CallRefused,
@@ -40,6 +50,7 @@ from .errors import (
     Locked,
     NotOpen,
     ProviderError,
+    ProviderUnavailable,
     RateLimited,
     WrongPin,
 )
@@ -60,10 +71,23 @@ from .providers.base import (
     Provider,
     Style,
 )
+from .providers.vendor import provider_fault
 from .signals import Notifier, failure_reason
 from .store import Store, Tx
 
-__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "reason_code", "MESSAGES"]
+__all__ = [
+    "Flow",
+    "Started",
+    "Applied",
+    "Policy",
+    "session_ref",
+    "reason_code",
+    "MESSAGES",
+    "CallbackURL",
+]
+
+#: the events address a provider sends with each call: one address, or built per provider
+CallbackURL = str | Callable[[Provider], str | None] | None
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -75,6 +99,10 @@ MESSAGES = {
     Status.CANCELED: "This verification was canceled.",
     Status.FAILED: "The call did not go through.",
 }
+#: a verification whose status requests failed PHONEVERIFY_MAX_POLL_ERRORS times in a row
+POLL_FAILED = "The phone service could not tell us how the call went. Please try again in a moment."
+#: every listed provider is skipped by its circuit breaker
+ALL_SKIPPED = "The phone service is not answering right now. Please try again in a moment."
 CALL_MESSAGES = {
     CallState.QUEUED: "Placing the call…",
     CallState.RINGING: "Calling your phone…",
@@ -155,12 +183,19 @@ class Flow:
         poll_interval: float,
         app_name: str,
         relay_key: bytes,
+        providers: Sequence[Provider] = (),
+        breaker: Breaker | None = None,
+        max_poll_errors: int = 5,
         notify: Notifier | None = None,
         hooks: BeforeCallHooks | None = None,
         guard: FraudGuard | None = None,
     ) -> None:
         self.store = store
-        self.provider = provider
+        #: every provider listed, in order of preference (``provider``: the first)
+        self.providers: tuple[Provider, ...] = tuple(providers) or (provider,)
+        self._by_name = {p.name: p for p in self.providers}
+        self.breaker = breaker
+        self.max_poll_errors = max_poll_errors
         self.hasher = hasher
         self.limits = limits
         self.policy = policy
@@ -177,6 +212,17 @@ class Flow:
         self.guard = guard
 
     @property
+    def provider(self) -> Provider:
+        """The first provider listed: its style is every verification's."""
+        return self.providers[0]
+
+    @provider.setter
+    def provider(self, provider: Provider) -> None:
+        """Use ``provider`` alone (a flow copy for one call on another provider)."""
+        self.providers = (provider,)
+        self._by_name = {provider.name: provider}
+
+    @property
     def style(self) -> Style:
         """The style every new verification takes: the provider's, chosen once at init_app."""
         return self.provider.style
@@ -190,7 +236,7 @@ class Flow:
         enrol: bool,
         session: str,
         ip: str | None,
-        callback_url: str | None,
+        callback_url: CallbackURL,
         user: Any = None,
     ) -> Started:
         """Check the policy, the app's before_call function, the limits and the fraud guard
@@ -201,6 +247,7 @@ class Flow:
         self._before_call(
             user=user, user_id=user_id, phone=phone, ip=ip, now=now, purpose="start", enrol=enrol
         )
+        candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
         vid = secrets.token_urlsafe(16)
         v = Verification(
@@ -208,7 +255,7 @@ class Flow:
             user_id=user_id,
             phone=phone,
             enrol=enrol,
-            provider=self.provider.name,
+            provider=self.provider.name,  # the first candidate's, once admitted
             style=self.style.value,
             status=Status.CALLING.value,
             call=CallState.QUEUED.value,
@@ -225,30 +272,30 @@ class Flow:
             expires_at=now + self.ttl,
             polled_at=0.0,
             event_at=0.0,
+            poll_errors=0,
             verified_at=None,
             claimed_at=None,
             country=country_of(phone),
         )
 
-        request = self._request(v, pin, callback_url)
-        in_store = self.provider.in_store
-
         def admit(tx: Tx) -> None:
+            candidates[:] = self._candidates(phone, tx)
+            first = v.provider = candidates[0].name
             kinds = [EventKind.STARTED, EventKind.CALL]
-            if in_store:
-                self._ring(tx, v, request)
+            if candidates[0].in_store:
+                self._ring(tx, v, candidates[0], pin, callback_url)
                 kinds.append(EventKind.CALL_PLACED)
             tx.add(v)
-            self._audit(tx, v, *kinds, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now, notes={EventKind.CALL_PLACED: f"via {first}"})
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
             self._guard(tx, user_id=user_id, phone=phone, now=now)
             tx.after_commit(lambda: self.notify.started(v))
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
-        if in_store:
-            self._rang(v, request)
+        if candidates[0].in_store:
+            self._rang(v, candidates[0], pin, callback_url)
             return Started(v, pin)
-        return Started(self._place(v, request), pin)
+        return Started(self._place(v, pin, callback_url, candidates), pin)
 
     def resend(
         self,
@@ -257,7 +304,7 @@ class Flow:
         user_id: str,
         session: str,
         ip: str | None,
-        callback_url: str | None,
+        callback_url: CallbackURL,
         user: Any = None,
     ) -> Started:
         """A new call and a new PIN for the same verification; attempts are kept."""
@@ -274,8 +321,10 @@ class Flow:
             purpose="resend",
             enrol=v.enrol,
         )
+        candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
         values = {
+            "provider": self.provider.name,
             "pin_hash": self.hasher.hash(vid, pin),
             "call_id": _call_id(),
             "provider_ref": None,
@@ -283,6 +332,7 @@ class Flow:
             "sends": v.sends + 1,
             "polled_at": 0.0,
             "event_at": 0.0,
+            "poll_errors": 0,
             "sent_at": now,
             "ip": ip,
         }
@@ -290,18 +340,18 @@ class Flow:
         old_call = v.call_id
         for name, value in values.items():
             setattr(v, name, value)
-        request = self._request(v, pin, callback_url)
-        in_store = self.provider.in_store
 
         def admit(tx: Tx) -> None:
+            candidates[:] = self._candidates(v.phone, tx)
+            first = values["provider"] = v.provider = candidates[0].name
             kinds = [EventKind.RESENT, EventKind.CALL]
-            if in_store:
-                self._ring(tx, v, request)
+            if candidates[0].in_store:
+                self._ring(tx, v, candidates[0], pin, callback_url)
                 values.update(provider_ref=v.provider_ref, call=v.call)
                 kinds.append(EventKind.CALL_PLACED)
             if not tx.change(vid, where={"call_id": old_call}, **values):
                 raise NotOpen("This verification changed meanwhile. Please reload the page.")
-            self._audit(tx, v, *kinds, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now, notes={EventKind.CALL_PLACED: f"via {first}"})
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
             )
@@ -309,10 +359,10 @@ class Flow:
             tx.after_commit(lambda: self.notify.started(v))
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
-        if in_store:
-            self._rang(v, request)
+        if candidates[0].in_store:
+            self._rang(v, candidates[0], pin, callback_url)
             return Started(v, pin)
-        return Started(self._place(v, request), pin)
+        return Started(self._place(v, pin, callback_url, candidates), pin)
 
     def _check_number(self, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
         """May this number be called at all? Checked before anything is counted."""
@@ -323,10 +373,34 @@ class Flow:
                 self.policy.refused_types,
                 self.policy.allowed_non_geographic,
             )
-            check_calling_code(phone, self.provider.calling_codes)
+            if not any(_can_call(p, phone) for p in self.providers):
+                check_calling_code(phone, self.provider.calling_codes)
         except BadInput as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit="policy")
             raise
+
+    def _candidates(self, phone: str, tx: Tx) -> list[Provider]:
+        """The providers that may place a call to ``phone`` now, in order of preference:
+        those that can call its country, less those whose breaker is open (read in the
+        admitting transaction when the process's copy is over a second old). None left:
+        503, retryable, and the transaction (so nothing counted) rolled back."""
+        able = [p for p in self.providers if _can_call(p, phone)]
+        if self.breaker is None:
+            return able
+        skipped = self.breaker.skipped((p.name for p in able), tx)
+        ready = [p for p in able if p.name not in skipped]
+        if not ready:
+            log.warning(
+                "phoneverify: call to %s not placed: every provider is skipped (%s)",
+                mask(phone),
+                ", ".join(p.name for p in able),
+            )
+            raise ProviderUnavailable(ALL_SKIPPED, detail="every provider's breaker is open")
+        return ready
+
+    def provider_of(self, v: Verification) -> Provider | None:
+        """The provider of ``v``'s current call (None: one no longer configured)."""
+        return self._by_name.get(v.provider)
 
     def _before_call(
         self,
@@ -428,27 +502,34 @@ class Flow:
         self.store.write(step)
         self.notify.refused(limit)
 
-    def _request(self, v: Verification, pin: str, callback_url: str | None) -> CallRequest:
+    def _request(
+        self, v: Verification, pin: str, callback_url: CallbackURL, provider: Provider
+    ) -> CallRequest:
         return CallRequest(
             number=v.phone,
             pin=pin,
             style=Style(v.style),
             call_id=v.call_id,
             app_name=self.app_name,
-            callback_url=callback_url,
+            callback_url=self._callback_for(provider, callback_url),
         )
 
-    def _ring(self, tx: Tx, v: Verification, request: CallRequest) -> None:
+    def _ring(
+        self, tx: Tx, v: Verification, provider: Provider, pin: str, callback_url: CallbackURL
+    ) -> None:
         """An ``in_store`` provider's call, placed in the step that admits it: a refusal
         by the limits rolls the call back with everything else."""
+        request = self._request(v, pin, callback_url, provider)
         began = time.perf_counter()
-        ticket = self.provider.ring(tx, request, owner=v.user_id)
+        ticket = provider.ring(tx, request, owner=v.user_id)
         took = time.perf_counter() - began
         tx.after_commit(lambda: self.notify.observed(v.provider, "place_call", took))
         v.provider_ref, v.call = ticket.reference, ticket.call.value
 
-    def _rang(self, v: Verification, request: CallRequest) -> None:
-        self.provider.announce(request)
+    def _rang(
+        self, v: Verification, provider: Provider, pin: str, callback_url: CallbackURL
+    ) -> None:
+        provider.announce(self._request(v, pin, callback_url, provider))
         self.notify.placed(v)
         self._log_placed(v)
 
@@ -461,15 +542,31 @@ class Flow:
             v.style,
         )
 
-    def _place(self, v: Verification, request: CallRequest) -> Verification:
-        """Place the call outside any transaction, then record what became of it."""
-        try:
-            with self.notify.timed(v.provider, "place_call"):
-                ticket = self.provider.place_call(request)
-        except ProviderError as e:
-            failure = e
-            self.store.write(lambda tx: self._not_placed(tx, v, failure))
-            raise
+    def _place(
+        self,
+        v: Verification,
+        pin: str,
+        callback_url: CallbackURL,
+        candidates: Sequence[Provider],
+    ) -> Verification:
+        """Place the call outside any transaction, failing over to the next candidate
+        when a provider fails through its own fault; then record what became of it."""
+        for index, provider in enumerate(candidates):
+            request = self._request(v, pin, callback_url, provider)
+            try:
+                with self.notify.timed(provider.name, "place_call"):
+                    ticket = provider.place_call(request)
+                break
+            except ProviderError as e:
+                failure, fault = e, provider_fault(e)
+                after = candidates[index + 1] if fault and index + 1 < len(candidates) else None
+                if after is None or not self._hand_over(v, failure, after):
+                    self._give_up(v, failure, fault)
+                    raise
+        else:  # pragma: no cover - the loop always breaks or raises
+            raise AssertionError("no provider to place the call")
+        if self.breaker is not None:
+            self.breaker.success(provider.name)
         try:
             self.store.write(lambda tx: self._placed(tx, v, ticket))
         except SQLAlchemyError as e:
@@ -491,11 +588,52 @@ class Flow:
         stored = tx.placed(v.id, v.call_id, ticket.reference, ticket.call.value)
         if stored is not None:
             v.provider_ref, v.call = ticket.reference, stored
-        self._audit(tx, v, EventKind.CALL_PLACED)
+        self._audit(tx, v, EventKind.CALL_PLACED, detail=f"via {v.provider}")
 
-    def _not_placed(self, tx: Tx, v: Verification, e: ProviderError) -> None:
+    def _hand_over(self, v: Verification, e: ProviderError, after: Provider) -> bool:
+        return self.store.write(lambda tx: self._fail_over(tx, v, e, after))
+
+    def _give_up(self, v: Verification, e: ProviderError, fault: bool) -> None:
+        self.store.write(lambda tx: self._not_placed(tx, v, e, fault=fault))
+
+    def _callback_for(self, provider: Provider, callback_url: CallbackURL) -> str | None:
+        if callable(callback_url):
+            return callback_url(provider)
+        return callback_url if provider is self.provider else None
+
+    def _fail_over(self, tx: Tx, v: Verification, e: ProviderError, after: Provider) -> bool:
+        """``v``'s provider failed through its own fault: count the fault on its breaker,
+        hand the call to ``after`` under a new call id (the failed provider's late events
+        name the old one, and no longer count). False when the verification closed
+        meanwhile."""
+        if self.breaker is not None:
+            self.breaker.fault(tx, v.provider)
+        call_id = _call_id()
+        if not tx.change(v.id, where={"call_id": v.call_id}, call_id=call_id, provider=after.name):
+            return False
+        failed, reason = v.provider, e.detail or type(e).__name__
+        detail = f"{failed} failed ({type(e).__name__}: {reason}); {after.name} places the call"
+        self._audit(tx, v, EventKind.FAILOVER, detail=detail)
+        log.warning(
+            "phoneverify: provider %s could not place the call of verification %s (%s: %s); "
+            "trying %s",
+            failed,
+            v.id[:8],
+            type(e).__name__,
+            reason,
+            after.name,
+        )
+        v.call_id, v.provider = call_id, after.name
+        return True
+
+    def _not_placed(
+        self, tx: Tx, v: Verification, e: ProviderError, *, fault: bool = False
+    ) -> None:
         """The call never happened: fail the verification, give back what it counted."""
-        self._fail(tx, v, e.message, detail=e.detail or type(e).__name__, placed=False)
+        if fault and self.breaker is not None:
+            self.breaker.fault(tx, v.provider)
+        detail = f"{v.provider}: {e.detail or type(e).__name__}"
+        self._fail(tx, v, e.message, detail=detail, placed=False)
         tx.rename_events(v.id, EventKind.CALL, EventKind.CALL_RELEASED, v.sent_at)
         self.limits.release_call(
             tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at, enrol=v.enrol
@@ -528,31 +666,42 @@ class Flow:
             v.is_open or (v.status == Status.VERIFIED and v.claimed_at is None)
         ):
             return self.store.write(lambda tx: self._expire(tx, v.id))
-        if not (v.is_open and self.provider.polled and v.provider_ref) or _settled(v):
+        provider = self.provider_of(v)
+        if provider is None or not (v.is_open and provider.polled and v.provider_ref):
             return v
-        if now - max(v.polled_at, v.event_at) < self.poll_interval:
+        if _settled(v) or now - max(v.polled_at, v.event_at) < self.poll_interval:
             return v
         placed = PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style))
         try:
-            with self.notify.timed(v.provider, "call_status"):
-                report: CallReport | None = self.provider.call_status(placed)
+            with self.notify.timed(provider.name, "call_status"):
+                report: CallReport | None = provider.call_status(placed)
             error: ProviderError | None = None
         except ProviderError as e:
             report, error = None, e
             if e.retryable:
                 log.warning(
-                    "phoneverify: status of verification %s unavailable: %s",
+                    "phoneverify: status of verification %s unavailable from %s: %s",
                     v.id[:8],
+                    provider.name,
                     e.detail or e,
                 )
+        # failed status requests in a row: a garbage, wrong-shaped or 5xx answer each
+        errors = v.poll_errors + 1 if error is not None and error.retryable else 0
 
         def learn(tx: Tx) -> Verification:
             guard = {"polled_at": v.polled_at, "call_id": v.call_id}
-            if not tx.change(v.id, where=guard, polled_at=now):
+            values: dict[str, float | int] = {"polled_at": now}
+            if errors != v.poll_errors:
+                values["poll_errors"] = errors
+            if not tx.change(v.id, where=guard, **values):
                 return _found(tx.get(v.id))  # another request asked meanwhile
-            v.polled_at = now
+            v.polled_at, v.poll_errors = now, errors
             if error is not None and not error.retryable:
                 self._fail(tx, v, error.message, detail=error.detail or type(error).__name__)
+            elif error is not None and errors >= self.max_poll_errors:
+                last = error.detail or type(error).__name__
+                detail = f"{provider.name}: {errors} status requests failed in a row, the last: "
+                self._fail(tx, v, POLL_FAILED, detail=detail + last)
             elif report is not None:
                 self._apply(tx, v, report, now)
             return v
@@ -604,10 +753,13 @@ class Flow:
             raise BadInput("Please enter the PIN from the call.")
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
         if right:
-            with self.notify.timed(v.provider, "check_code"):
-                remote = self.provider.check_code(
-                    PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style)), pin
-                )
+            provider = self.provider_of(v)
+            remote = None
+            if provider is not None:
+                with self.notify.timed(provider.name, "check_code"):
+                    remote = provider.check_code(
+                        PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style)), pin
+                    )
             right = remote is not False
         if not right:
             raise self.store.write(lambda tx: self._wrong_pin(tx, v))
@@ -743,19 +895,23 @@ class Flow:
         return reference
 
     # -- provider reports --------------------------------------------------------------
-    def apply_event(self, event: CallEvent | Callable[[Tx], CallEvent]) -> Applied:
-        """A callback event: counts only for a live verification of this provider whose
-        current call id (and number, when the event carries one) it names. Never a
-        status request to the vendor from its own callback. ``event`` may be a function
-        that reads it in the step's transaction (the simulated phone's actions)."""
+    def apply_event(
+        self, event: CallEvent | Callable[[Tx], CallEvent], *, provider: str | None = None
+    ) -> Applied:
+        """A callback event from ``provider`` (the first listed by default): counts only for
+        a live verification whose current call that provider placed, whose call id (and
+        number, when the event carries one) it names. Never a status request to the vendor
+        from its own callback. ``event`` may be a function that reads it in the step's
+        transaction (the simulated phone's actions)."""
         now = self.clock()
+        name = self.provider.name if provider is None else provider
 
         def step(tx: Tx) -> Applied:
             e = event(tx) if callable(event) else event
             return dataclasses.replace(apply(tx, e), event=e)
 
         def apply(tx: Tx, event: CallEvent) -> Applied:
-            v = tx.by_call_id(self.provider.name, event.call_id)
+            v = tx.by_call_id(name, event.call_id)
             if v is None or not v.is_open:
                 return Applied(False, v)
             if event.number is not None and event.number != v.phone:
@@ -917,9 +1073,11 @@ class Flow:
         ip: str | None = None,
         detail: str | None = None,
         at: float | None = None,
+        notes: dict[EventKind, str] | None = None,
     ) -> None:
         """Record ``kinds`` for ``v`` in the step's transaction (one statement); ``at``:
-        the step's own time where another record must match it."""
+        the step's own time where another record must match it; ``notes``: a detail of
+        its own for some kinds."""
         at = self.clock() if at is None else at
         tx.record(
             *(
@@ -930,7 +1088,7 @@ class Flow:
                     "user_id": v.user_id,
                     "phone": v.phone,
                     "ip": ip,
-                    "detail": detail,
+                    "detail": (notes or {}).get(kind, detail),
                 }
                 for kind in kinds
             )
@@ -962,6 +1120,14 @@ def _settled(v: Verification) -> bool:
 
 #: a call's progress only moves forward (a late "answered" never hides "delivered")
 _CALL_ORDER = {state: rank for rank, state in enumerate(CallState)}
+
+
+def _can_call(provider: Provider, phone: str) -> bool:
+    try:
+        check_calling_code(phone, provider.calling_codes)
+    except BadInput:
+        return False
+    return True
 
 
 def _call_id() -> str:

@@ -74,6 +74,8 @@ class EventKind(enum.StrEnum):
     CALL = "call"
     #: a counted call that was never placed (the provider refused it): no longer counted
     CALL_RELEASED = "call_released"
+    #: a provider failed to place the call through its own fault; the next one places it
+    FAILOVER = "failover"
     #: an operator cleared the budgets and cool-downs of a number, user, IP or country
     RESET = "reset"
     #: the fraud guard paused calls to a country
@@ -120,6 +122,8 @@ class Verification(Base):
     expires_at: Mapped[float] = mapped_column(Float)
     polled_at: Mapped[float] = mapped_column(Float, default=0.0)
     event_at: Mapped[float] = mapped_column(Float, default=0.0)  # last callback event
+    #: status requests of the current call that failed in a row (PHONEVERIFY_MAX_POLL_ERRORS)
+    poll_errors: Mapped[int] = mapped_column(Integer, default=0)
     verified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # session marked
     #: the number's region ('US') or non-geographic code ('+881'): the fraud guard and

@@ -155,7 +155,14 @@ _COERCE = {"str": _as_str, "int": _as_int, "float": _as_float, "bool": _as_bool,
 _REFUSED_TYPES = ["PREMIUM_RATE", "SHARED_COST", "UAN", "PAGER", "VOICEMAIL", "PERSONAL_NUMBER"]
 
 CORE_SETTINGS: tuple[Setting, ...] = (
-    Setting("PHONEVERIFY_PROVIDER", "dev", "str", "Voice provider that places the calls."),
+    Setting(
+        "PHONEVERIFY_PROVIDER",
+        ["dev"],
+        "list",
+        "Voice provider that places the calls, or a list of them in order of preference: when "
+        "one fails through its own fault (timeout, outage, an answer it cannot give), the next "
+        "places the call.",
+    ),
     Setting(
         "PHONEVERIFY_STYLE",
         None,
@@ -353,6 +360,33 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "PHONEVERIFY_BREAKER_FAILURES",
+        5,
+        "int",
+        "Consecutive faults after which a provider is skipped for PHONEVERIFY_BREAKER_COOLDOWN "
+        "seconds (counted across all workers, in the database).",
+        minimum=1,
+        maximum=1000,
+    ),
+    Setting(
+        "PHONEVERIFY_BREAKER_COOLDOWN",
+        60,
+        "int",
+        "Seconds a provider is skipped once PHONEVERIFY_BREAKER_FAILURES faults in a row tripped "
+        "its breaker; the next call after that tries it again.",
+        minimum=1,
+        maximum=86400,
+    ),
+    Setting(
+        "PHONEVERIFY_MAX_POLL_ERRORS",
+        5,
+        "int",
+        "Failed status requests in a row (garbage, wrong-shaped or 5xx answers) after which a "
+        "verification fails with a retryable message, so the user can call again.",
+        minimum=1,
+        maximum=100,
+    ),
+    Setting(
         "PHONEVERIFY_EXTERNAL_URL",
         None,
         "str",
@@ -442,7 +476,7 @@ class Settings:
     key that is not a core setting is kept as a provider option.
     """
 
-    provider: str
+    provider: tuple[str, ...]
     style: str | None
     pin_length: int
     ttl: int
@@ -473,6 +507,9 @@ class Settings:
     refused_number_types: tuple[str, ...]
     allowed_non_geographic_codes: tuple[str, ...]
     calls_per_country_per_hour: int
+    breaker_failures: int
+    breaker_cooldown: int
+    max_poll_errors: int
     external_url: str | None
     callback_max_bytes: int
     metrics: bool

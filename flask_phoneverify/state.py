@@ -45,6 +45,7 @@ class AppState:
     """Everything built for one app by ``init_app``."""
 
     settings: Settings
+    #: the first provider listed in PHONEVERIFY_PROVIDER
     provider: Provider
     store: Store
     flow: Flow
@@ -58,6 +59,12 @@ class AppState:
     #: recovery codes (PHONEVERIFY_RECOVERY_CODES) and remembered devices (_REMEMBER_DAYS)
     recovery: Recovery | None = None
     devices: Devices | None = None
+    #: every provider PHONEVERIFY_PROVIDER lists, in its order (the first is ``provider``)
+    providers: tuple[Provider, ...] = ()
+
+    def provider_named(self, name: str) -> Provider | None:
+        """The listed provider called ``name``, if any (callbacks name theirs)."""
+        return next((p for p in self.providers or (self.provider,) if p.name == name), None)
 
     @property
     def style(self) -> Style:
@@ -66,7 +73,8 @@ class AppState:
 
     def close(self) -> None:
         """Release the provider's network clients and the store's own engine."""
-        self.provider.close()
+        for provider in self.providers or (self.provider,):
+            provider.close()
         self.store.close()
 
 

@@ -207,6 +207,22 @@ _OPEN_OF_SESSION = select(V).where(
 )
 _OWNER = select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"))
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
+#: the counters' scope of the providers' circuit breakers
+BREAKER = "breaker"
+_BREAKERS = select(C.c.key, C.c.n, C.c.last_at).where(C.c.scope == BREAKER, C.c.minute == 0)
+_BREAKER = select(C.c.n, C.c.last_at).where(
+    C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0
+)
+_BREAKER_OPEN = (
+    update(C)
+    .where(C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0)
+    .values(last_at=bindparam("b_until"))
+)
+_BREAKER_RESET = (
+    update(C)
+    .where(C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0, C.c.n != 0)
+    .values(n=0, last_at=None)
+)
 #: the simulated phone trims its oldest calls once in this many new ones
 TRIM_EVERY = 50
 
@@ -389,6 +405,30 @@ class Tx:
             .where(C.c.scope == scope, C.c.key == key, C.c.minute == 0, C.c.last_at == at)
             .values(last_at=C.c.prev_at)
         )
+
+    # -- the providers' circuit breakers ---------------------------------------------
+    # One counter row per provider (scope "breaker", minute 0): ``n`` its faults in a
+    # row, ``last_at`` the time until which it is skipped.
+    def breakers(self) -> dict[str, tuple[int, float | None]]:
+        """Every provider's faults in a row and the end of its cool-down."""
+        rows = self.conn.execute(_BREAKERS)
+        return {str(key): (int(n), last_at) for key, n, last_at in rows}
+
+    def breaker_fault(
+        self, provider: str, now: float, failures: int, cooldown: float
+    ) -> tuple[int, float | None]:
+        """Count one more fault in a row; at ``failures`` the provider is skipped until
+        ``now + cooldown``. Returns its faults in a row and the end of its cool-down."""
+        self.bump([(BREAKER, provider, 0, 1)])
+        n, until = self.conn.execute(_BREAKER, {"b_key": provider}).one()
+        if int(n) >= failures:
+            until = now + cooldown
+            self.conn.execute(_BREAKER_OPEN, {"b_key": provider, "b_until": until})
+        return int(n), until
+
+    def breaker_reset(self, provider: str) -> None:
+        """A call went through: the provider's faults in a row start again from zero."""
+        self.conn.execute(_BREAKER_RESET, {"b_key": provider})
 
     # -- digits relayed once --------------------------------------------------------
     def first_relay(self, call_id: str, digits: str, at: float, key: bytes) -> bool:

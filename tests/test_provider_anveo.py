@@ -18,6 +18,7 @@ from flask_phoneverify.errors import (
 )
 from flask_phoneverify.providers.anveo import Anveo
 from flask_phoneverify.providers.base import CallRequest, CallState, Outcome, PlacedCall, Style
+from flask_phoneverify.testing import ProviderContract, Scenario
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -420,3 +421,57 @@ def test_a_support_call_that_fails_gives_back_its_cool_down_and_budget(
     del anveo.script["DIAL.CONNECT"]
     r = post(c, "/talk", {"token": body["token"]}, token=token)  # no cool-down left behind
     assert r.status_code == 200 and r.json["status"] == "bridging"
+
+
+# -- the provider contract ----------------------------------------------------------------------
+
+
+class AnveoVendor:
+    """The loopback Anveo acting the contract's scenarios (its dial status knows no
+    declined or busy call: NONE, INIT, START, END)."""
+
+    scenarios = frozenset(
+        {
+            Scenario.ANSWER,
+            Scenario.BAD_NUMBER,
+            Scenario.SERVER_ERROR,
+            Scenario.GARBAGE,
+            Scenario.HOSTILE,
+            Scenario.HANG,
+        }
+    )
+    SCRIPTS = {
+        Scenario.BAD_NUMBER: "error:Invalid PHONENUMBER",
+        Scenario.SERVER_ERROR: "http500",
+        Scenario.GARBAGE: "not_xml",
+        Scenario.HOSTILE: "dtd",
+        Scenario.HANG: "slow",
+    }
+
+    def __init__(self, server: AnveoServer, url: str) -> None:
+        self.server, self.url = server, url
+
+    def act(self, scenario: Scenario, *, on: str = "place") -> None:
+        self.server.script.clear()
+        action = "DIAL.GETSTATUS" if on == "status" else "DIAL.CALLFLOW"
+        if scenario in self.SCRIPTS:
+            self.server.script[action] = self.SCRIPTS[scenario]
+
+    def answer(self, keys: str | None) -> str | None:
+        dial = list(self.server.dials.values())[-1]
+        dial.status = "START"
+        return dial.variables["VERIFICATIONCODE"]
+
+    def events_to(self, url: str) -> None:
+        """Anveo is polled; it posts nothing."""
+
+
+class TestAnveoContract(ProviderContract):
+    provider = Anveo
+
+    def settings(self, url: str) -> dict[str, Any]:
+        return config(url)
+
+    @pytest.fixture
+    def phoneverify_vendor(self, server: tuple[AnveoServer, str]) -> AnveoVendor:
+        return AnveoVendor(*server)

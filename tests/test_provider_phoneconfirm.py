@@ -31,6 +31,7 @@ from flask_phoneverify.providers.phoneconfirm import (
     PhoneConfirm,
     TransactionMismatch,
 )
+from flask_phoneverify.testing import ProviderContract, Scenario
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -761,3 +762,61 @@ def test_close_closes_the_session_zeep_sends_through(
     assert len(pools) == 1  # the kept-alive connection to the service
     provider.close()
     assert len(pools) == 0
+
+
+# -- the provider contract ----------------------------------------------------------------------
+
+
+class PhoneConfirmVendor:
+    """The loopback Jobs.asmx acting the contract's scenarios. It has no answer that
+    refuses a number as such (an .asmx method fails with soap:Server), so that
+    scenario is not acted."""
+
+    scenarios = frozenset(Scenario) - {Scenario.BAD_NUMBER}
+    SCRIPTS = {
+        Scenario.SERVER_ERROR: "http_503",
+        Scenario.GARBAGE: "not_xml",
+        Scenario.HOSTILE: "billion_laughs",
+        Scenario.HANG: "slow",
+    }
+    ENDINGS = {Scenario.DECLINE: "Call declined", Scenario.BUSY: "Line busy"}
+
+    def __init__(self, server: PhoneConfirmServer, url: str) -> None:
+        self.server, self.url = server, url
+        self.ending: str | None = None
+
+    def act(self, scenario: Scenario, *, on: str = "place") -> None:
+        self.server.script.clear()
+        self.ending = self.ENDINGS.get(scenario)
+        if scenario in self.SCRIPTS:
+            self.server.script["GetJobStatus" if on == "status" else "AddJob"] = self.SCRIPTS[
+                scenario
+            ]
+
+    def answer(self, keys: str | None) -> str | None:
+        job = self.server.last_job()
+        if self.ending is not None:
+            self.server.settle(job.guid, "Failed", error_code="31", error_desc=self.ending)
+            return None
+        self.server.answer(job)
+        self.server.hang_up(job)
+        return job.pin if job.job_type == "Notification" else None
+
+    def events_to(self, url: str) -> None:
+        """PhoneConfirm is polled; it posts nothing."""
+
+
+class TestPhoneConfirmContract(ProviderContract):
+    provider = PhoneConfirm
+
+    def settings(self, url: str) -> dict[str, Any]:
+        return {
+            "PHONEVERIFY_PROVIDER": "phoneconfirm",
+            "PHONEVERIFY_PHONECONFIRM_URL": url,
+            "PHONEVERIFY_PHONECONFIRM_USER_GUID": USER_GUID,
+        }
+
+    @pytest.fixture
+    def phoneverify_vendor(self, server: PhoneConfirmServer, url: str) -> PhoneConfirmVendor:
+        server.out = lambda _line: None
+        return PhoneConfirmVendor(server, url)

@@ -26,6 +26,7 @@ from flask_phoneverify.providers.base import (
     Style,
 )
 from flask_phoneverify.providers.veratad import CONTINUE, GATEWAY, Veratad
+from flask_phoneverify.testing import ProviderContract, Scenario
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -481,3 +482,61 @@ def test_close_closes_the_http_client(provider: Veratad) -> None:
     assert provider.client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         provider.place_call(call())
+
+
+# -- the provider contract ----------------------------------------------------------------------
+
+
+class VeratadVendor:
+    """The loopback Veratad acting the contract's scenarios (it cannot send hostile JSON,
+    and a busy line is not something its dialer reports apart from undelivered)."""
+
+    scenarios = frozenset(
+        {
+            Scenario.ANSWER,
+            Scenario.DECLINE,
+            Scenario.BAD_NUMBER,
+            Scenario.SERVER_ERROR,
+            Scenario.GARBAGE,
+            Scenario.HANG,
+        }
+    )
+    PLACE = {
+        Scenario.BAD_NUMBER: ("gateway", "invalid"),
+        Scenario.SERVER_ERROR: ("gateway", "server"),
+        Scenario.GARBAGE: ("gateway", "not_json"),
+        Scenario.HANG: ("gateway", "slow"),
+        Scenario.DECLINE: ("continue", "undelivered"),
+    }
+    STATUS = {Scenario.GARBAGE: "not_json", Scenario.SERVER_ERROR: "server"}
+
+    def __init__(self, server: VeratadServer, url: str) -> None:
+        self.server, self.url = server, url
+
+    def act(self, scenario: Scenario, *, on: str = "place") -> None:
+        self.server.fail.clear()
+        if on == "status":
+            self.server.fail["continue"] = self.STATUS[scenario]
+        elif scenario in self.PLACE:
+            endpoint, behaviour = self.PLACE[scenario]
+            self.server.fail[endpoint] = behaviour
+
+    def answer(self, keys: str | None) -> str | None:
+        return None  # the dialer plays its message; the person only listens
+
+    def events_to(self, url: str) -> None:
+        """Veratad posts no events."""
+
+
+class TestVeratadContract(ProviderContract):
+    provider = Veratad
+
+    def settings(self, url: str) -> dict[str, Any]:
+        return {**settings(url), "PHONEVERIFY_PROVIDER": "veratad"}
+
+    @pytest.fixture
+    def phoneverify_vendor(
+        self, server: VeratadServer, served: tuple[VeratadServer, str]
+    ) -> Iterator[VeratadVendor]:
+        yield VeratadVendor(server, served[1])
+        server.fail.clear()

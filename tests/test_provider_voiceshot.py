@@ -28,6 +28,7 @@ from flask_phoneverify.providers.base import (
     Style,
 )
 from flask_phoneverify.providers.voiceshot import ERRORS, PROXY_URL, VoiceShot
+from flask_phoneverify.testing import ProviderContract, Scenario
 
 from . import providers_kit as kit
 from .conftest import Harness, get_json, post
@@ -592,3 +593,60 @@ def test_close_closes_the_http_client(build: Callable[..., VoiceShot]) -> None:
     assert provider.client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         provider.place_call(request())
+
+
+# -- the provider contract ----------------------------------------------------------------------
+
+
+class VoiceShotVendor:
+    """The loopback VoiceShot acting the contract's scenarios; it posts its events (keys
+    pressed, the call's summary) to the app's signed callback address."""
+
+    scenarios = frozenset(Scenario)
+    SCRIPTS = {
+        Scenario.BAD_NUMBER: "errorid:8",
+        Scenario.SERVER_ERROR: "http500",
+        Scenario.GARBAGE: "not_xml",
+        Scenario.HOSTILE: "dtd",
+        Scenario.HANG: "slow",
+    }
+    ENDINGS = {
+        Scenario.DECLINE: ("Unsuccessful", "No Answer"),
+        Scenario.BUSY: ("Unsuccessful", "Busy"),
+    }
+
+    def __init__(self, server: VoiceShotServer, url: str) -> None:
+        self.server, self.url = server, url
+        self.ending: tuple[str, str] | None = None
+
+    def act(self, scenario: Scenario, *, on: str = "place") -> None:
+        self.server.script.clear()
+        self.ending = self.ENDINGS.get(scenario)
+        if scenario in self.SCRIPTS:
+            self.server.script["3" if on == "status" else "0"] = self.SCRIPTS[scenario]
+
+    def answer(self, keys: str | None) -> str | None:
+        call = list(self.server.calls.values())[-1]
+        if self.ending is not None:
+            self.server.hang_up(call.callid, *self.ending)
+            return None
+        if "Your PIN is" in call.tts:
+            code = spoken_pin(call.tts)
+            self.server.hang_up(call.callid)
+            return code
+        self.server.press(call.callid, keys or "")
+        return None
+
+    def events_to(self, url: str) -> None:
+        self.server.events_url = url
+
+
+class TestVoiceShotContract(ProviderContract):
+    provider = VoiceShot
+
+    def settings(self, url: str) -> dict[str, Any]:
+        return config(url)
+
+    @pytest.fixture
+    def phoneverify_vendor(self, vs: tuple[VoiceShotServer, str]) -> VoiceShotVendor:
+        return VoiceShotVendor(*vs)

@@ -19,6 +19,7 @@ from flask_phoneverify.errors import (
 )
 from flask_phoneverify.providers.base import CallRequest, CallState, PlacedCall, Style
 from flask_phoneverify.providers.xverify import PLACECALL, VERIFYCODE, Xverify
+from flask_phoneverify.testing import ProviderContract, Scenario
 
 from .conftest import Harness, csrf, get_json, post
 from .loopback import free_port, serve
@@ -515,3 +516,56 @@ def test_close_closes_the_http_client(provider: Xverify) -> None:
     assert provider.client.is_closed
     with pytest.raises(RuntimeError, match="closed"):
         provider.place_call(call())
+
+
+# -- the provider contract ----------------------------------------------------------------------
+
+
+class XverifyVendor:
+    """The loopback Xverify acting the contract's scenarios."""
+
+    scenarios = frozenset(
+        {
+            Scenario.ANSWER,
+            Scenario.BAD_NUMBER,
+            Scenario.SERVER_ERROR,
+            Scenario.GARBAGE,
+            Scenario.HOSTILE,
+            Scenario.HANG,
+        }
+    )
+    PLACE = {
+        Scenario.BAD_NUMBER: "number",
+        Scenario.SERVER_ERROR: "server",
+        Scenario.GARBAGE: "not_json",
+        Scenario.HOSTILE: "hostile_xml",
+        Scenario.HANG: "slow",
+    }
+
+    def __init__(self, server: XverifyServer, url: str) -> None:
+        self.server, self.url = server, url
+
+    def act(self, scenario: Scenario, *, on: str = "place") -> None:
+        self.server.fail.clear()
+        if scenario in self.PLACE:
+            self.server.fail["placecall"] = self.PLACE[scenario]
+
+    def answer(self, keys: str | None) -> str | None:
+        return self.server.spoken_code()
+
+    def events_to(self, url: str) -> None:
+        """Xverify posts no events."""
+
+
+class TestXverifyContract(ProviderContract):
+    provider = Xverify
+
+    def settings(self, url: str) -> dict[str, Any]:
+        return {**settings(url), "PHONEVERIFY_PROVIDER": "xverify"}
+
+    @pytest.fixture
+    def phoneverify_vendor(
+        self, server: XverifyServer, served: tuple[XverifyServer, str]
+    ) -> Iterator[XverifyVendor]:
+        yield XverifyVendor(server, served[1])
+        server.fail.clear()

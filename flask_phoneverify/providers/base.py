@@ -1,5 +1,10 @@
 """The provider interface: what every voice provider implements.
 
+This is public API, exported from :mod:`flask_phoneverify.providers` and described
+in ``docs/providers/writing.md``; a provider package registers its class under the
+entry-point group ``flask_phoneverify.providers`` and tests it with
+:class:`flask_phoneverify.testing.ProviderContract`.
+
 A provider knows nothing of Flask, the database or sessions. It is built once
 per app from its own settings (``PHONEVERIFY_<NAME>_<OPTION>``, declared in its
 ``settings`` class attribute and handed over already checked, keys lower-cased
@@ -19,7 +24,9 @@ without the prefix), and then:
 - may bridge the user to a support line (:meth:`Provider.bridge`).
 
 Failures are raised as the :class:`~flask_phoneverify.errors.ProviderError`
-family; ``message`` is for users, ``detail`` for the log.
+family; ``message`` is for users, ``detail`` for the log. A failure to place a call
+that is the provider's fault (anything but :class:`ProviderRejected`) hands the call
+to the next provider PHONEVERIFY_PROVIDER lists, and counts on its circuit breaker.
 """
 
 from __future__ import annotations
@@ -258,6 +265,9 @@ class Provider:
     #: encrypts what a call must carry and get back (a spoken code inside a signed address);
     #: init_app sets it, with a key derived from SECRET_KEY, before any call
     sealer: Sealer | None = None
+    #: core settings under this provider's prefix that are about it (the simulated
+    #: phone's PHONEVERIFY_DEV_PHONE); any other core setting there refuses the name
+    core_settings: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str

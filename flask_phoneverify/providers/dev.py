@@ -123,6 +123,7 @@ class DevPhone(Provider):
     simulated = True
     polled = False  # every change reaches the flow as an event from the phone's page
     voicemail_safe = True
+    core_settings = frozenset({"PHONEVERIFY_DEV_PHONE"})  # its switch for demos
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str

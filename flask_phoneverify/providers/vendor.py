@@ -13,6 +13,9 @@ One place for four jobs the providers share:
   and uncoded have it sorted by a few words into whose problem it is: our
   account or settings (:class:`ProviderConfigError`), the number
   (:class:`ProviderRejected`), or something the provider decides.
+- **Blaming the provider** (:func:`provider_fault`): whether a failure to place
+  a call is the provider's fault (another provider may place it) or the number's
+  (no provider will).
 - **Mapping failures** (:func:`unreachable`, :func:`http_status_error`,
   :func:`too_large`, :func:`soap_fault`): a network failure, an HTTP status, an
   oversized answer or a SOAP fault becomes the same
@@ -53,6 +56,7 @@ __all__ = [
     "too_large",
     "soap_fault",
     "without_query",
+    "provider_fault",
 ]
 
 MASK = "[redacted]"
@@ -242,3 +246,12 @@ def soap_fault(vendor: str, where: str, code: str | None, text: str) -> Provider
 def without_query(url: str) -> str:
     """An address for a log line: its query may hold credentials."""
     return url.split("?", 1)[0]
+
+
+def provider_fault(error: ProviderError) -> bool:
+    """Whether placing a call failed through the provider's fault, so the next provider
+    listed in PHONEVERIFY_PROVIDER may place it instead: a timeout, a refused connection,
+    a 5xx, an answer we cannot read, or our account refused by this provider. A number
+    the provider refused (:class:`ProviderRejected`) would be refused elsewhere too, and
+    calling it again through another provider only rings a wrong number twice."""
+    return not isinstance(error, ProviderRejected)

@@ -48,7 +48,8 @@ def provider_callback(provider: str, token: str) -> Any:
     """Call events a provider posts. The signed address is the proof (no CSRF), and the
     vendor's own signature too for providers whose vendor signs."""
     st = state()
-    if provider != st.provider.name:
+    found = st.provider_named(provider)  # any provider PHONEVERIFY_PROVIDER lists
+    if found is None:
         abort(404)
     st.tokens.check_callback(token, provider)
     limit = st.settings.callback_max_bytes
@@ -65,7 +66,7 @@ def provider_callback(provider: str, token: str) -> Any:
         content_type=request.content_type or "",
     )
     try:
-        events = st.provider.parse_callback(seen)
+        events = found.parse_callback(seen)
     except Forbidden as e:
         log.warning("phoneverify: callback refused: %s", e.message)
         raise
@@ -74,7 +75,7 @@ def provider_callback(provider: str, token: str) -> Any:
         return Response("bad event", status=400, mimetype="text/plain")
     results = []
     for event in events:
-        applied = st.flow.apply_event(event)
+        applied = st.flow.apply_event(event, provider=found.name)
         v = applied.verification
         result = EventResult(
             current=applied.current,
@@ -82,5 +83,5 @@ def provider_callback(provider: str, token: str) -> Any:
             attempts_left=None if v is None else st.flow.attempts_left(v),
         )
         results.append((event, result))
-    reply = st.provider.callback_reply(seen, results)
+    reply = found.callback_reply(seen, results)
     return Response(reply.body, status=reply.status, mimetype=reply.content_type)

@@ -47,7 +47,7 @@ def template_context() -> dict[str, Any]:
         "phoneverify_base": st.settings.base_template or "phoneverify/_layout.html",
         "phoneverify_csrf": generate_csrf,
         "phoneverify_app_name": st.provider.app_name,
-        "phoneverify_dev": st.provider.simulated,
+        "phoneverify_dev": any(p.simulated for p in st.providers or (st.provider,)),
     }
 
 

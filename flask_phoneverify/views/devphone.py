@@ -25,7 +25,8 @@ __all__ = ["dev_phone", "dev_phone_action"]
 
 
 def _phone() -> DevPhone:
-    provider = state().provider
+    st = state()
+    provider = next((p for p in st.providers if isinstance(p, DevPhone)), st.provider)
     if not isinstance(provider, DevPhone):
         abort(404)
     return provider
@@ -72,7 +73,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
             return phone.voicemail(call_id, who.id, tx)
         return phone.hang_up(call_id, who.id, tx)
 
-    applied = st.flow.apply_event(event)
+    applied = st.flow.apply_event(event, provider=phone.name)
     assert applied.event is not None
     v = applied.verification
     answer: dict[str, Any] = {}

@@ -3,6 +3,7 @@ confirm, resend, cancel and talk. Each translates between HTTP and the flow."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import jsonify, render_template, request, session, url_for
@@ -13,7 +14,7 @@ from ..errors import BadInput, FlowError, NotFound
 from ..flow import reason_code
 from ..gate import PENDING, Identity, is_fresh, mark_verified, number_tag, wants_json
 from ..models import Status, Verification
-from ..providers.base import Style
+from ..providers.base import Provider, Style
 from ..redirects import safe_next
 from ..state import AppState, state
 from .callbacks import callback_address
@@ -56,9 +57,10 @@ def _started_json(token: str, v: Verification, pin: str) -> dict[str, Any]:
     return answer
 
 
-def _callback_url(st: AppState) -> str | None:
-    """The signed events address, for providers that send one with each call."""
-    return callback_address(st, st.provider.name) if st.provider.callback_per_call else None
+def _callback_url(st: AppState) -> Callable[[Provider], str | None]:
+    """The signed events address of the provider placing the call, for providers that
+    send one with each call (with failover, the flow picks the provider)."""
+    return lambda p: callback_address(st, p.name) if p.callback_per_call else None
 
 
 def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> None:
