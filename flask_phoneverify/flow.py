@@ -38,6 +38,7 @@ from .errors import (
     RateLimited,
     WrongPin,
 )
+from .i18n import N_, gettext, ngettext, translate
 from .limits import Limits
 from .models import EventKind, Status, Verification
 from .phone import check_calling_code, check_policy, mask
@@ -59,20 +60,23 @@ __all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "MESSAGES"]
 
 log = logging.getLogger("flask_phoneverify")
 
+#: what a page says of each status and call progress; kept in English (a closed
+#: verification's reason is stored), translated where shown (:meth:`Flow.message`)
 MESSAGES = {
-    Status.VERIFIED: "Your phone is confirmed.",
-    Status.EXPIRED: "This verification has expired. Please start again.",
-    Status.LOCKED: "Too many wrong PINs: this verification is locked. "
-    "Please start a new one later.",
-    Status.CANCELED: "This verification was canceled.",
-    Status.FAILED: "The call did not go through.",
+    Status.VERIFIED: N_("Your phone is confirmed."),
+    Status.EXPIRED: N_("This verification has expired. Please start again."),
+    Status.LOCKED: N_(
+        "Too many wrong PINs: this verification is locked. Please start a new one later."
+    ),
+    Status.CANCELED: N_("This verification was canceled."),
+    Status.FAILED: N_("The call did not go through."),
 }
 CALL_MESSAGES = {
-    CallState.QUEUED: "Placing the call…",
-    CallState.RINGING: "Calling your phone…",
-    CallState.ANSWERED: "The call was answered.",
-    CallState.DELIVERED: "The call has delivered the code.",
-    CallState.ENDED: "The call has ended.",
+    CallState.QUEUED: N_("Placing the call…"),
+    CallState.RINGING: N_("Calling your phone…"),
+    CallState.ANSWERED: N_("The call was answered."),
+    CallState.DELIVERED: N_("The call has delivered the code."),
+    CallState.ENDED: N_("The call has ended."),
 }
 
 
@@ -82,7 +86,11 @@ def session_ref(nonce: str) -> str:
 
 
 def wrong_pin_message(left: int) -> str:
-    return f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left."
+    return ngettext(
+        "That PIN is not right. %(num)d try left.",
+        "That PIN is not right. %(num)d tries left.",
+        left,
+    )
 
 
 @dataclass(frozen=True)
@@ -151,9 +159,12 @@ class Flow:
         session: str,
         ip: str | None,
         callback_url: str | None,
+        locale: str | None = None,
     ) -> Started:
         """Check the policy and limits and store the verification (one transaction),
-        place the call, then keep the call's reference (another)."""
+        place the call, then keep the call's reference (another). ``locale``: the asking
+        request's, kept so every call of this verification speaks it (when the
+        provider can)."""
         now = self.clock()
         self._check_number(user_id=user_id, phone=phone, ip=ip, now=now)
         pin = new_pin(self.pin_length)
@@ -182,6 +193,7 @@ class Flow:
             event_at=0.0,
             verified_at=None,
             claimed_at=None,
+            locale=locale,
         )
 
         def admit(tx: Tx) -> None:
@@ -215,7 +227,9 @@ class Flow:
 
         def admit(tx: Tx) -> None:
             if not tx.change(vid, where={"call_id": v.call_id}, **values):
-                raise NotOpen("This verification changed meanwhile. Please reload the page.")
+                raise NotOpen(
+                    gettext("This verification changed meanwhile. Please reload the page.")
+                )
             self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
@@ -276,6 +290,7 @@ class Flow:
             call_id=v.call_id,
             app_name=self.app_name,
             callback_url=callback_url,
+            locale=v.locale,
         )
         try:
             ticket = self.provider.place_call(request)
@@ -326,11 +341,11 @@ class Flow:
     @staticmethod
     def _owned(v: Verification | None, user_id: str, session: str | None) -> Verification:
         if v is None:
-            raise BadInput("This verification does not exist. Please start again.")
+            raise BadInput(gettext("This verification does not exist. Please start again."))
         if v.user_id != user_id:
-            raise Forbidden("This verification belongs to someone else.")
+            raise Forbidden(gettext("This verification belongs to someone else."))
         if session is not None and not secrets.compare_digest(v.session_ref, session):
-            raise Forbidden("This verification was started in another browser session.")
+            raise Forbidden(gettext("This verification was started in another browser session."))
         return v
 
     def current(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
@@ -405,17 +420,20 @@ class Flow:
         self._require_open(v)
         if Style(v.style) is Style.KEYPAD:
             raise NotOpen(
-                "The phone has not confirmed yet. Answer the call and key in the PIN shown here.",
+                gettext(
+                    "The phone has not confirmed yet. Answer the call and key in the PIN shown "
+                    "here."
+                ),
                 pending=True,
             )
         if Style(v.style) is Style.DELIVERY:
             raise NotOpen(
-                "The call has not been delivered yet. Answer your phone, then try again.",
+                gettext("The call has not been delivered yet. Answer your phone, then try again."),
                 pending=True,
             )
         pin = "".join(ch for ch in (pin or "") if not ch.isspace() and ch != "-")
         if not pin:
-            raise BadInput("Please enter the PIN from the call.")
+            raise BadInput(gettext("Please enter the PIN from the call."))
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
         if right:
             remote = self.provider.check_code(
@@ -436,7 +454,9 @@ class Flow:
                 reason=None,
             ):
                 latest = _found(tx.get(v.id))
-                raise NotOpen(self.message(latest) if not latest.is_open else "Please try again.")
+                raise NotOpen(
+                    self.message(latest) if not latest.is_open else gettext("Please try again.")
+                )
             self._audit(tx, v, EventKind.CONFIRMED)
             v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
             return v
@@ -448,7 +468,7 @@ class Flow:
     def _claim(self, tx: Tx, v: Verification) -> Verification:
         now = self.clock()
         if not tx.claim(v.id, now):
-            raise NotOpen("This verification has already been used.")
+            raise NotOpen(gettext("This verification has already been used."))
         v.claimed_at = now
         return v
 
@@ -468,7 +488,7 @@ class Flow:
             log.warning(
                 "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
-            return Locked(MESSAGES[Status.LOCKED], attempts_left=0)
+            return Locked(translate(MESSAGES[Status.LOCKED]), attempts_left=0)
         self._audit(tx, v, EventKind.WRONG_PIN)
         left = self.max_attempts - attempts
         return WrongPin(wrong_pin_message(left), attempts_left=left)
@@ -514,7 +534,9 @@ class Flow:
             v = self._owned(tx.get(vid), user_id, session)
             if v.status not in (Status.FAILED, Status.LOCKED):
                 raise BadInput(
-                    "Talking to support is offered once a verification has failed or locked."
+                    gettext(
+                        "Talking to support is offered once a verification has failed or locked."
+                    )
                 )
             self.limits.reserve_call(
                 tx,
@@ -652,16 +674,17 @@ class Flow:
         if v.is_open:
             return
         if v.status == Status.LOCKED:
-            raise Locked(MESSAGES[Status.LOCKED], attempts_left=0)
+            raise Locked(translate(MESSAGES[Status.LOCKED]), attempts_left=0)
         raise NotOpen(self.message(v))
 
     def message(self, v: Verification) -> str:
-        """What the page says about ``v`` now."""
+        """What the page says about ``v`` now, in the reader's language (a reason
+        stored in English is translated here)."""
         if v.status == Status.CALLING:
-            return CALL_MESSAGES.get(CallState(v.call), "")
+            return translate(CALL_MESSAGES.get(CallState(v.call)))
         if v.status == Status.FAILED and v.reason:
-            return v.reason
-        return MESSAGES.get(Status(v.status), "")
+            return translate(v.reason)
+        return translate(MESSAGES.get(Status(v.status)))
 
     def attempts_left(self, v: Verification) -> int:
         return max(self.max_attempts - v.attempts, 0)
@@ -696,7 +719,7 @@ class Flow:
 
 def _found(v: Verification | None) -> Verification:
     if v is None:  # rows are never deleted while a request follows them
-        raise BadInput("This verification does not exist. Please start again.")
+        raise BadInput(gettext("This verification does not exist. Please start again."))
     return v
 
 

@@ -24,6 +24,7 @@ from werkzeug.wrappers import Response
 from . import phone as phones
 from .errors import BadInput
 from .flow import session_ref
+from .i18n import gettext
 from .redirects import safe_next
 
 try:  # Flask-Login is optional: apps without it register a user_loader
@@ -228,7 +229,7 @@ def _unverified(st: AppState) -> Any:
     if wants_json() or request.method not in ("GET", "HEAD"):
         body = jsonify(
             error="phone_verification_required",
-            message="Please confirm your phone to continue.",
+            message=gettext("Please confirm your phone to continue."),
             verify_url=verify_url,
         )
         body.status_code = 401

@@ -101,6 +101,8 @@ class Verification(Base):
     event_at: Mapped[float] = mapped_column(Float, default=0.0)  # last callback event
     verified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # session marked
+    #: the locale of the request that started it (``fr``, ``es_MX``): what its calls speak
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
 
     @property
     def is_open(self) -> bool:
@@ -174,3 +176,4 @@ class DevCallRow(Base):
     app_name: Mapped[str] = mapped_column(String(255))
     sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)  # what the call says

@@ -33,6 +33,7 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from ..i18n import spoken_language
 from ..settings import Setting
 
 __all__ = [
@@ -93,6 +94,9 @@ class CallRequest:
     call_id: str  # our random reference for this call (TransactionID, callid, reference)
     app_name: str  # to name the caller in the call's text
     callback_url: str | None = None  # where the provider may post events, when it does
+    #: the locale of the request that started the verification (``fr``, ``es_MX``), or
+    #: None; :meth:`Provider.call_language` says which language the call can speak
+    locale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,9 @@ class Provider:
     #: whether :meth:`place_call` reads ``CallRequest.callback_url`` (an events address
     #: sent with each call); vendors configured once in their console do not need it
     callback_per_call: ClassVar[bool] = False
+    #: the languages its calls can be spoken in (None: every shipped language); a call
+    #: asked in another language speaks English
+    speaks: ClassVar[frozenset[str] | None] = frozenset({"en"})
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
@@ -181,6 +188,12 @@ class Provider:
     # -- calls ---------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
         raise NotImplementedError
+
+    def call_language(self, request: CallRequest) -> str:
+        """The language this call speaks (a shipped one, e.g. ``fr``): the verification's
+        when this provider can speak it, else English. Texts in it come from
+        ``i18n.for_locale(language)``."""
+        return spoken_language(request.locale, self.speaks)
 
     def call_status(self, call: PlacedCall) -> CallReport:
         """The call's progress now. Providers that are not polled never get asked."""

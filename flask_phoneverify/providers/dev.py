@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BadInput, NotFound, ProviderUnavailable
+from ..i18n import N_, for_locale, gettext
 from ..phone import mask
 from ..sealing import Sealer
 from ..store import Store
@@ -73,11 +74,18 @@ class DevCall:
         }
 
 
-def call_text(style: Style, app_name: str, pin: str | None) -> str:
+def call_text(style: Style, app_name: str, pin: str | None, locale: str | None = None) -> str:
+    """What the call says, in ``locale`` (a shipped language; English by default)."""
+    speech = for_locale(locale)
     if style is Style.SPOKEN:
         spoken = " ".join(pin or "?")
-        return f"This is {app_name}. Your PIN is {spoken}. Again: {spoken}. Goodbye."
-    return f"This is {app_name}. To confirm it is you, key in the PIN shown on your screen."
+        return speech.gettext("This is %(app)s. Your PIN is %(pin)s. Again: %(pin)s. Goodbye.") % {
+            "app": app_name,
+            "pin": spoken,
+        }
+    return speech.gettext(
+        "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
+    ) % {"app": app_name}
 
 
 def call_state(status: str | None, progress: str | None, *, superseded: bool = False) -> CallState:
@@ -95,6 +103,7 @@ class DevPhone(Provider):
     preferred_style = Style.KEYPAD
     simulated = True
     polled = False  # every change reaches the flow as an event from the phone's page
+    speaks = None  # its calls are read on a page: any shipped language
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
@@ -132,6 +141,7 @@ class DevPhone(Provider):
                 self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
             ),
             "created_at": float(self._clock()),
+            "locale": self.call_language(request),
         }
         try:
             self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
@@ -170,9 +180,9 @@ class DevPhone(Provider):
         call = self._live(call_id, owner)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
-                "The call was declined."
+                N_("The call was declined.")
                 if call.state is CallState.RINGING
-                else "The call ended before the PIN was entered."
+                else N_("The call ended before the PIN was entered.")
             )
             return CallEvent(
                 call.call_id,
@@ -184,19 +194,19 @@ class DevPhone(Provider):
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
         call = self._live(call_id, owner)
         if call.style is not Style.KEYPAD:
-            raise BadInput("This call does not ask for keys: it speaks the PIN.")
+            raise BadInput(gettext("This call does not ask for keys: it speaks the PIN."))
         digits = (digits or "").strip().rstrip("#")
         if not digits or not digits.isdigit() or len(digits) > 32:
-            raise BadInput("Key in digits only.")
+            raise BadInput(gettext("Key in digits only."))
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
 
     def _live(self, call_id: str, owner: str) -> DevCall:
         """A call of ``owner``'s that has not ended (another user's call is not found)."""
         call = self._find(call_id)
         if call is None or call.owner != owner:
-            raise NotFound("There is no such call on the simulated phone.")
+            raise NotFound(gettext("There is no such call on the simulated phone."))
         if call.state is CallState.ENDED:
-            raise BadInput("This call has ended.")
+            raise BadInput(gettext("This call has ended."))
         return call
 
     def _call(self, row: dict[str, Any]) -> DevCall:
@@ -207,7 +217,7 @@ class DevPhone(Provider):
             call_id=row["call_id"],
             number=row["number"],
             style=style,
-            text=call_text(style, row["app_name"], pin),
+            text=call_text(style, row["app_name"], pin, row["locale"]),
             state=self._state(row),
             owner=row["owner"],
             pin=pin if style is Style.SPOKEN else None,

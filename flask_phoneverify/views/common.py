@@ -22,6 +22,8 @@ from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
 from ..flow import session_ref
 from ..gate import NONCE, PENDING, Identity, anonymous, current_identity, wants_json
+from ..i18n import gettext, translate
+from ..i18n import template_context as i18n_context
 from ..redirects import safe_next
 from ..state import AppState, state
 
@@ -35,6 +37,7 @@ def template_context() -> dict[str, Any]:
         "phoneverify_csrf": generate_csrf,
         "phoneverify_app_name": st.provider.app_name,
         "phoneverify_dev": st.provider.simulated,
+        **i18n_context(),
     }
 
 
@@ -71,7 +74,7 @@ def body() -> dict[str, Any]:
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            raise BadInput("The request body is not a JSON object.")
+            raise BadInput(gettext("The request body is not a JSON object."))
         return data
     return request.form.to_dict()
 
@@ -104,7 +107,7 @@ def token_of(data: dict[str, Any] | None = None) -> str:
     """The pending token: in the body, the query, or the session."""
     token = (data or {}).get("token") or request.args.get("token") or pending().get("t")
     if not token:
-        raise BadInput("No verification is in progress. Please start again.")
+        raise BadInput(gettext("No verification is in progress. Please start again."))
     return str(token)
 
 
@@ -112,7 +115,7 @@ def verification_id(st: AppState, who: Identity, token: str) -> str:
     """The verification a pending token names, when it is this user's."""
     vid, uid = st.tokens.read_pending(token, max_age=st.settings.ttl)
     if uid != who.id:
-        raise Forbidden("This verification belongs to someone else.")
+        raise Forbidden(gettext("This verification belongs to someone else."))
     return vid
 
 
@@ -146,7 +149,8 @@ def client_network(address: str | None, ipv6_prefix: int) -> str | None:
 
 
 def flow_error(e: FlowError) -> Any:
-    payload: dict[str, Any] = {"error": e.code, "message": e.message}
+    message = translate(e.message)  # made in the request's language, or marked with N_
+    payload: dict[str, Any] = {"error": e.code, "message": message}
     payload.update({k: v for k, v in e.extra.items() if k != "pending"})
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
     if wants_json():
@@ -154,8 +158,8 @@ def flow_error(e: FlowError) -> Any:
     return (
         render_template(
             "phoneverify/message.html",
-            title="Phone confirmation",
-            error=e.message,
+            title=gettext("Phone confirmation"),
+            error=message,
             retry=e.status in (409, 429) or e.code == "bad_request",
         ),
         e.status,
@@ -165,13 +169,14 @@ def flow_error(e: FlowError) -> Any:
 
 def provider_error(e: ProviderError) -> Any:
     status = 503 if e.retryable else 502
+    message = translate(e.message)  # made in the request's language, or marked with N_
     if wants_json():
-        return jsonify(error="provider_error", message=e.message, retryable=e.retryable), status
+        return jsonify(error="provider_error", message=message, retryable=e.retryable), status
     return (
         render_template(
             "phoneverify/message.html",
-            title="The call did not go through",
-            error=e.message,
+            title=gettext("The call did not go through"),
+            error=message,
             retry=True,
         ),
         status,
@@ -180,9 +185,9 @@ def provider_error(e: ProviderError) -> Any:
 
 def store_error(e: SQLAlchemyError) -> Any:
     log.error("phoneverify: database error: %s", type(e).__name__, exc_info=current_app.debug)
-    message = "Phone confirmation is unavailable for a moment. Please try again shortly."
+    message = gettext("Phone confirmation is unavailable for a moment. Please try again shortly.")
     if wants_json():
         return jsonify(error="unavailable", message=message, retryable=True), 503
     return render_template(
-        "phoneverify/message.html", title="Unavailable", error=message, retry=True
+        "phoneverify/message.html", title=gettext("Unavailable"), error=message, retry=True
     ), 503

@@ -13,6 +13,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
 from ..gate import current_identity, wants_json
+from ..i18n import gettext
 from ..models import Status, Verification
 from ..providers.base import CallState
 from ..providers.dev import DevPhone, call_state
@@ -72,13 +73,13 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     if action == "keys":
         accepted = applied.current and v is not None and v.status == Status.VERIFIED
         if accepted:
-            message = "Thank you. You are confirmed."
+            message = gettext("Thank you. You are confirmed.")
         elif v is None or not applied.current:
-            message = "This call is no longer current: answer the newest call."
+            message = gettext("This call is no longer current: answer the newest call.")
         elif v.is_open:
             message = wrong_pin_message(st.flow.attempts_left(v))
         else:
-            message = "That PIN is not right. " + st.flow.message(v)
+            message = gettext("That PIN is not right. %(outcome)s", outcome=st.flow.message(v))
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)

@@ -12,6 +12,7 @@ from .. import signals
 from ..csrf import generate_csrf, validate_csrf
 from ..errors import BadInput, FlowError, ProviderError
 from ..gate import PENDING, Identity, mark_verified, wants_json
+from ..i18n import N_, current_locale, gettext, translate
 from ..models import Status, Verification
 from ..providers.base import Style
 from ..redirects import safe_next
@@ -33,11 +34,11 @@ from .common import (
 __all__ = ["verify", "start", "wait", "status", "confirm", "resend", "cancel", "talk"]
 
 WAIT_TITLES = {
-    Status.VERIFIED: "Confirmed",
-    Status.FAILED: "The call did not go through",
-    Status.EXPIRED: "This verification has expired",
-    Status.LOCKED: "Too many wrong PINs",
-    Status.CANCELED: "Verification canceled",
+    Status.VERIFIED: N_("Confirmed"),
+    Status.FAILED: N_("The call did not go through"),
+    Status.EXPIRED: N_("This verification has expired"),
+    Status.LOCKED: N_("Too many wrong PINs"),
+    Status.CANCELED: N_("Verification canceled"),
 }
 
 
@@ -81,9 +82,11 @@ def verify() -> Any:
     if not who.phone and not st.settings.allow_enrolment:
         return render_template(
             "phoneverify/message.html",
-            title="No phone number on file",
-            error="Your account has no phone number on file, so it cannot be confirmed by phone. "
-            "Please contact the site's support to add one.",
+            title=gettext("No phone number on file"),
+            error=gettext(
+                "Your account has no phone number on file, so it cannot be confirmed by phone. "
+                "Please contact the site's support to add one."
+            ),
             retry=False,
         ), 409
     return render_template(
@@ -104,13 +107,16 @@ def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, 
             return phones.parse(who.phone, region), False
         except BadInput:
             raise BadInput(
-                "The phone number on your account is not valid. Please contact the site's support."
+                gettext(
+                    "The phone number on your account is not valid. Please contact the site's "
+                    "support."
+                )
             ) from None
     if not st.settings.allow_enrolment:
-        raise BadInput("Your account has no phone number on file.")
+        raise BadInput(gettext("Your account has no phone number on file."))
     typed = data.get("phone")
     if not isinstance(typed, str):
-        raise BadInput("Please enter a phone number.")
+        raise BadInput(gettext("Please enter a phone number."))
     return phones.parse(typed, region), True
 
 
@@ -129,6 +135,7 @@ def start() -> Any:
             session=this_session(),
             ip=client_ip(),
             callback_url=_callback_url(st),
+            locale=current_locale(),
         )
     except FlowError as e:
         if wants_json() or e.status not in (400, 429):
@@ -155,7 +162,7 @@ def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError
             enrol=not who.phone,
             style=st.style.value,
             next_path=next_to or st.settings.default_next,
-            error=e.message,
+            error=translate(e.message),
             typed=request.form.get("phone", ""),
         ),
         e.status,
@@ -191,8 +198,8 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
         token=token,
         next_path=held.get("n") or "",
         can_bridge=st.provider.can_bridge,
-        error=error.message if error else None,
-        title=WAIT_TITLES.get(Status(v.status), "Answer your phone"),
+        error=translate(error.message) if error else None,
+        title=translate(WAIT_TITLES.get(Status(v.status), N_("Answer your phone"))),
     )
     if error is None:
         return page
@@ -225,7 +232,7 @@ def confirm() -> Any:
     token = token_of(data)
     pin = data.get("pin")
     if pin is not None and not isinstance(pin, str | int):
-        raise BadInput("The PIN must be digits.")
+        raise BadInput(gettext("The PIN must be digits."))
     try:
         vid = verification_id(st, who, token)
         v = st.flow.confirm(
@@ -298,9 +305,13 @@ def talk() -> Any:
     if not st.provider.can_bridge:
         abort(404)
     st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
-    message = "We are calling your phone to connect you with our support team."
+    message = gettext("We are calling your phone to connect you with our support team.")
     if wants_json():
         return jsonify(status="bridging", message=message)
     return render_template(
-        "phoneverify/message.html", title="Calling you", error=None, info=message, retry=False
+        "phoneverify/message.html",
+        title=gettext("Calling you"),
+        error=None,
+        info=message,
+        retry=False,
     )
