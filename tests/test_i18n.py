@@ -353,3 +353,36 @@ def test_a_provider_that_speaks_spanish_says_spanish_on_the_wire(
 
     tts = _voiceshot_call(vs, build_provider, SpanishVoiceShot)
     assert tts == ("Le llama Example. Su PIN es 4, 7, 1, 1. Repito, su PIN es 4, 7, 1, 1. Adiós.")
+
+
+@pytest.mark.parametrize("language", i18n.languages())
+@pytest.mark.parametrize("style", [Style.KEYPAD, Style.SPOKEN])
+def test_phoneconfirm_texts_in_every_language_keep_its_rules(language: str, style: Style) -> None:
+    """A translated PhoneConfirm text passes the checks a site's own text must pass: a
+    keypad call never says @PIN, a spoken one says it."""
+    from flask_phoneverify.providers.phoneconfirm import _check_text, _default_text
+
+    text = _default_text(style, "Example", language)
+    assert _check_text("text", text, style) == text
+    assert ("@PIN" in text) is (style is Style.SPOKEN)
+    if language != "en":
+        assert text != _default_text(style, "Example")  # really translated
+
+
+def test_a_phoneconfirm_translation_that_would_say_the_pin_is_not_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A (mistaken) French keypad text with @PIN in it would read the PIN out to whoever
+    answers: English is said instead."""
+    from babel.support import Translations
+
+    from flask_phoneverify.providers.phoneconfirm import _default_text
+
+    catalog = Catalog(locale="fr", domain=i18n.DOMAIN)
+    keypad = "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
+    catalog.add(keypad, "Ici %(app)s. Votre code est @PIN.")
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    monkeypatch.setitem(i18n._loaded, "fr", Translations(buffer, domain=i18n.DOMAIN))
+    assert _default_text(Style.KEYPAD, "Example", "fr") == keypad % {"app": "Example"}

@@ -502,7 +502,13 @@ def _default_text(style: Style, app_name: str, language: str = SOURCE) -> str:
         text = speech.gettext(
             "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
         )
-    return text % {"app": name}
+    text %= {"app": name}
+    if language != SOURCE:  # a translation obeys the rules a site's own text does
+        try:
+            return _check_text("the PhoneConfirm call text", text, style)
+        except ConfigError:
+            return _default_text(style, app_name)
+    return text
 
 
 def _check_text(key: str, raw: str, style: Style) -> str:
