@@ -20,6 +20,7 @@ transaction guarded by the ``polled_at`` the asking request saw.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -113,6 +114,7 @@ class Applied:
 
     current: bool
     verification: Verification | None
+    event: CallEvent | None = None
 
 
 class Flow:
@@ -196,13 +198,23 @@ class Flow:
             locale=locale,
         )
 
+        request = self._request(v, pin, callback_url)
+        in_store = self.provider.in_store
+
         def admit(tx: Tx) -> None:
+            kinds = [EventKind.STARTED, EventKind.CALL]
+            if in_store:
+                self._ring(tx, v, request)
+                kinds.append(EventKind.CALL_PLACED)
             tx.add(v)
-            self._audit(tx, v, EventKind.STARTED, EventKind.CALL, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now)
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
-        return Started(self._place(v, pin, callback_url), pin)
+        if in_store:
+            self._rang(v, request)
+            return Started(v, pin)
+        return Started(self._place(v, request), pin)
 
     def resend(
         self, vid: str, *, user_id: str, session: str, ip: str | None, callback_url: str | None
@@ -225,20 +237,32 @@ class Flow:
             "ip": ip,
         }
 
+        old_call = v.call_id
+        for name, value in values.items():
+            setattr(v, name, value)
+        request = self._request(v, pin, callback_url)
+        in_store = self.provider.in_store
+
         def admit(tx: Tx) -> None:
-            if not tx.change(vid, where={"call_id": v.call_id}, **values):
+            kinds = [EventKind.RESENT, EventKind.CALL]
+            if in_store:
+                self._ring(tx, v, request)
+                values.update(provider_ref=v.provider_ref, call=v.call)
+                kinds.append(EventKind.CALL_PLACED)
+            if not tx.change(vid, where={"call_id": old_call}, **values):
                 raise NotOpen(
                     gettext("This verification changed meanwhile. Please reload the page.")
                 )
-            self._audit(tx, v, EventKind.RESENT, EventKind.CALL, ip=ip, at=now)
+            self._audit(tx, v, *kinds, ip=ip, at=now)
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
             )
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
-        for name, value in values.items():
-            setattr(v, name, value)
-        return Started(self._place(v, pin, callback_url), pin)
+        if in_store:
+            self._rang(v, request)
+            return Started(v, pin)
+        return Started(self._place(v, request), pin)
 
     def _check_number(self, *, user_id: str, phone: str, ip: str | None, now: float) -> None:
         """May this number be called at all? Checked before anything is counted."""
@@ -281,9 +305,8 @@ class Flow:
             )
         )
 
-    def _place(self, v: Verification, pin: str, callback_url: str | None) -> Verification:
-        """Place the call outside any transaction, then record what became of it."""
-        request = CallRequest(
+    def _request(self, v: Verification, pin: str, callback_url: str | None) -> CallRequest:
+        return CallRequest(
             number=v.phone,
             pin=pin,
             style=Style(v.style),
@@ -292,6 +315,28 @@ class Flow:
             callback_url=callback_url,
             locale=v.locale,
         )
+
+    def _ring(self, tx: Tx, v: Verification, request: CallRequest) -> None:
+        """An ``in_store`` provider's call, placed in the step that admits it: a refusal
+        by the limits rolls the call back with everything else."""
+        ticket = self.provider.ring(tx, request, owner=v.user_id)
+        v.provider_ref, v.call = ticket.reference, ticket.call.value
+
+    def _rang(self, v: Verification, request: CallRequest) -> None:
+        self.provider.announce(request)
+        self._log_placed(v)
+
+    def _log_placed(self, v: Verification) -> None:
+        log.info(
+            "phoneverify: call placed to %s via %s (verification %s, %s style)",
+            mask(v.phone),
+            v.provider,
+            v.id[:8],
+            v.style,
+        )
+
+    def _place(self, v: Verification, request: CallRequest) -> Verification:
+        """Place the call outside any transaction, then record what became of it."""
         try:
             ticket = self.provider.place_call(request)
         except ProviderError as e:
@@ -309,13 +354,7 @@ class Flow:
                 type(e).__name__,
             )
             return v
-        log.info(
-            "phoneverify: call placed to %s via %s (verification %s, %s style)",
-            mask(v.phone),
-            v.provider,
-            v.id[:8],
-            v.style,
-        )
+        self._log_placed(v)
         return v
 
     def _placed(self, tx: Tx, v: Verification, ticket: CallTicket) -> None:
@@ -564,13 +603,18 @@ class Flow:
         return reference
 
     # -- provider reports --------------------------------------------------------------
-    def apply_event(self, event: CallEvent) -> Applied:
+    def apply_event(self, event: CallEvent | Callable[[Tx], CallEvent]) -> Applied:
         """A callback event: counts only for a live verification of this provider whose
         current call id (and number, when the event carries one) it names. Never a
-        status request to the vendor from its own callback."""
+        status request to the vendor from its own callback. ``event`` may be a function
+        that reads it in the step's transaction (the simulated phone's actions)."""
         now = self.clock()
 
         def step(tx: Tx) -> Applied:
+            e = event(tx) if callable(event) else event
+            return dataclasses.replace(apply(tx, e), event=e)
+
+        def apply(tx: Tx, event: CallEvent) -> Applied:
             v = tx.by_call_id(self.provider.name, event.call_id)
             if v is None or not v.is_open:
                 return Applied(False, v)
@@ -616,37 +660,58 @@ class Flow:
             and _earlier(progress, CallState.DELIVERED)
         ):
             values["call"] = CallState.DELIVERED.value
-        if values:
-            tx.change(v.id, where=guard, **values)
-            for name, value in values.items():
-                setattr(v, name, value)
+
+        def progress_only() -> None:
+            if values:
+                tx.change(v.id, where=guard, **values)
+                for name, value in values.items():
+                    setattr(v, name, value)
+
         if report.digits is not None:
             if getattr(report, "once", False) and not tx.first_relay(
                 v.call_id, report.digits, now, self.relay_key
             ):
+                progress_only()
                 return  # the same entry, reported again (an event, then the summary)
             if self.hasher.check(v.id, report.digits, v.pin_hash):
-                self._verify(tx, v, via="keypad", now=now)
+                self._verify(tx, v, via="keypad", now=now, progress=values)
             else:
+                progress_only()
                 self._wrong_pin(tx, v)  # counted; the phone's caller hears the outcome
             return
         if report.outcome is Outcome.CONFIRMED and Style(v.style) is not Style.SPOKEN:
-            self._verify(tx, v, via=v.style, now=now)
-        elif report.outcome is Outcome.FAILED:
+            self._verify(tx, v, via=v.style, now=now, progress=values)
+            return
+        progress_only()
+        if report.outcome is Outcome.FAILED:
             reason = report.reason or MESSAGES[Status.FAILED]
             self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
 
-    def _verify(self, tx: Tx, v: Verification, *, via: str, now: float) -> None:
+    def _verify(
+        self,
+        tx: Tx,
+        v: Verification,
+        *,
+        via: str,
+        now: float,
+        progress: dict[str, str | float] | None = None,
+    ) -> None:
+        """Verified, with the call's ``progress`` that came with the news (one UPDATE)."""
+        progress = progress or {}
         if now >= v.expires_at:
+            if progress and tx.change(v.id, where={"call_id": v.call_id}, **progress):
+                for name, value in progress.items():
+                    setattr(v, name, value)
             return
-        if tx.change(
-            v.id,
-            where={"call_id": v.call_id},
-            status=Status.VERIFIED.value,
-            verified_at=now,
-            reason=None,
-        ):
-            v.status, v.verified_at, v.reason = Status.VERIFIED.value, now, None
+        verified: dict[str, str | float | None] = {
+            "status": Status.VERIFIED.value,
+            "verified_at": now,
+            "reason": None,
+        }
+        changes: dict[str, str | float | None] = {**progress, **verified}
+        if tx.change(v.id, where={"call_id": v.call_id}, **changes):
+            for name, change in changes.items():
+                setattr(v, name, change)
             self._audit(tx, v, EventKind.CONFIRMED, detail=f"by the provider ({via})")
             log.info("phoneverify: verification %s confirmed on the phone (%s)", v.id[:8], via)
 

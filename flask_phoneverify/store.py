@@ -46,7 +46,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, configure_mappers
+from sqlalchemy.orm.base import manager_of_class
 
 from .models import Base, Counter, DevCallRow, Event, Relayed, Status, Verification
 
@@ -179,10 +180,29 @@ _DEV_CALLS = (
 _DEV_NEWEST = _DEV_CALLS.limit(bindparam("b_count"))
 _DEV_TO_NUMBER = _DEV_NEWEST.where(D.c.number == bindparam("b_number"))
 _DEV_ONE = _DEV_CALLS.where(D.c.id == bindparam("b_id"))
+_DEV_LISTS = {
+    (False, False): _DEV_NEWEST,
+    (True, False): _DEV_TO_NUMBER,
+    (False, True): _DEV_NEWEST.where(D.c.owner == bindparam("b_owner")),
+    (True, True): _DEV_TO_NUMBER.where(D.c.owner == bindparam("b_owner")),
+}
+_DEV_RING = insert(D).returning(D.c.seq)
 _OWNER = select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"))
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
 #: the simulated phone trims its oldest calls once in this many new ones
 TRIM_EVERY = 50
+
+
+@functools.lru_cache(maxsize=64)
+def _change(shape: tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]) -> Any:
+    """The UPDATE of :meth:`Tx.change` for one shape (the columns set, the columns
+    compared and which of them must be NULL), built once per shape."""
+    names, compared = shape
+    conditions = [V.c.id == bindparam("b_vid"), V.c.status == Status.CALLING.value]
+    for name, is_null in compared:
+        column = V.c[name]
+        conditions.append(column.is_(None) if is_null else column == bindparam(f"w_{name}"))
+    return update(V).where(*conditions).values({n: bindparam(f"v_{n}") for n in names})
 
 
 class Tx:
@@ -222,12 +242,12 @@ class Tx:
         self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
     ) -> bool:
         """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
-        conditions = [V.c.id == verification_id, V.c.status == Status.CALLING.value]
-        for name, expected in (where or {}).items():
-            column = V.c[name]
-            conditions.append(column.is_(None) if expected is None else column == expected)
-        result = self.conn.execute(update(V).where(*conditions).values(**values))
-        return bool(result.rowcount)
+        where = where or {}
+        shape = (tuple(values), tuple((k, v is None) for k, v in where.items()))
+        params = {"b_vid": verification_id}
+        params.update({f"w_{k}": v for k, v in where.items() if v is not None})
+        params.update({f"v_{k}": v for k, v in values.items()})
+        return bool(self.conn.execute(_change(shape), params).rowcount)
 
     def placed(self, verification_id: str, call_id: str, reference: str, call: str) -> str | None:
         """Keep a placed call's reference, and its progress unless an event already moved
@@ -352,12 +372,15 @@ class Tx:
         return True
 
     # -- the simulated phone ----------------------------------------------------------
+    def owner_of_call(self, call_id: str) -> str | None:
+        """The user whose verification's current call ``call_id`` is."""
+        owner: str | None = self.conn.execute(_OWNER, {"b_call_id": call_id}).scalar()
+        return owner
+
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
-        """A new call on the simulated phone, owned by the user whose verification placed
-        it; only about the newest ``keep`` stay."""
-        owner = self.conn.execute(_OWNER, {"b_call_id": row["call_id"]}).scalar()
-        values = {**row, "owner": owner}
-        seq = int(self.conn.execute(insert(D).values(values).returning(D.c.seq)).scalar_one())
+        """A new call on the simulated phone (``row`` names its owner: the user whose
+        verification placed it); only about the newest ``keep`` stay."""
+        seq = int(self.conn.execute(_DEV_RING, row).scalar_one())
         if seq % TRIM_EVERY == 0:
             self.conn.execute(_DEV_TRIM, {"b_seq": seq - keep})
 
@@ -367,9 +390,7 @@ class Tx:
         """The newest ``count`` calls (to ``number`` only, when given), oldest first, each
         with its verification's status and progress, and whether a newer call to
         its number replaced it."""
-        query = _DEV_TO_NUMBER if number else _DEV_NEWEST
-        if owner is not None:
-            query = query.where(D.c.owner == bindparam("b_owner"))
+        query = _DEV_LISTS[(bool(number), owner is not None)]
         rows = self.conn.execute(query, {"b_count": count, "b_number": number, "b_owner": owner})
         return [dict(row._mapping) for row in reversed(rows.all())]
 
@@ -483,8 +504,17 @@ class Store:
                 yield conn
 
 
+configure_mappers()  # the instances below skip the constructor that would trigger it
+_NEW_VERIFICATION: Callable[[], Verification] = manager_of_class(Verification).new_instance
+
+
 def _verification(row: Any) -> Verification:
-    return Verification(**{name: row[name] for name in _COLUMNS})
+    """A row as a detached :class:`Verification`, its attributes filled in directly:
+    the mapped constructor's per-attribute bookkeeping costs more than the query on
+    the hot path, and these objects never go into an ORM session."""
+    v = _NEW_VERIFICATION()
+    v.__dict__.update({name: row[name] for name in _COLUMNS})
+    return v
 
 
 def _create_tables(engine: Engine, tries: int = 10) -> None:

@@ -272,44 +272,6 @@ def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
     assert r.status_code == 409 and b"has not confirmed yet" in r.data
 
 
-PLACED = "UPDATE phoneverify_verifications SET call=CASE"
-
-
-def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(make_app: Any) -> None:
-    """The phone rings even when the database fails right after the provider placed the
-    call: the person gets the wait page (never a 500), and the call's events still reach
-    the stored verification."""
-    import sqlite3
-
-    from sqlalchemy import event
-
-    h = make_app()
-    st = h.ext.state(h.app)
-    broken = {"on": True, "hits": 0}
-
-    def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if broken["on"] and statement.startswith(PLACED):
-            broken["hits"] += 1
-            raise sqlite3.OperationalError("disk I/O error")
-
-    event.listen(st.store.engine, "before_cursor_execute", fail)
-    c = h.client()
-    token = csrf(c)
-    r = c.post("/phoneverify/start", data={"csrf_token": token})
-    assert r.status_code == 302 and r.headers["Location"].endswith("/phoneverify/wait")
-    page = c.get("/phoneverify/wait")
-    assert page.status_code == 200 and "Answer your phone" in page.get_data(as_text=True)
-    body = post(c, "/start", token=token).json
-    assert body["status"] == "calling" and body["pin"]
-    assert broken["hits"] == 2  # both starts met the failure
-    broken["on"] = False
-    call = dev_calls(c)[-1]
-    keyed = post(c, f"/dev/phone/{call['id']}/keys", {"digits": body["pin"]}, token=token)
-    assert keyed.json["accepted"] is True
-    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
-    event.remove(st.store.engine, "before_cursor_execute", fail)
-
-
 def test_the_simulated_phone_ends_a_call_whose_verification_closed(make_app: Any) -> None:
     """Canceled or locked on the page: the phone lists the call as ended and takes no more
     answers, keys or hang-ups, whichever worker serves it."""

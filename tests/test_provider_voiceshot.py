@@ -391,6 +391,45 @@ def test_keypad_flow_verifies_from_the_keypress_event(live: Callable[..., Live])
     assert c.get("/secret").status_code == 200
 
 
+PLACED = "UPDATE phoneverify_verifications SET call=CASE"
+
+
+def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(
+    live: Callable[..., Live],
+) -> None:
+    """The phone rings even when the database fails right after the vendor placed the
+    call: the person gets the wait page (never a 500), and the call's events still reach
+    the stored verification."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    app = live()
+    st = app.h.ext.state(app.h.app)
+    broken = {"on": True, "hits": 0}
+
+    def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if broken["on"] and statement.startswith(PLACED):
+            broken["hits"] += 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(st.store.engine, "before_cursor_execute", fail)
+    c = app.h.client()
+    token, _ = app.start(c)
+    r = c.post("/phoneverify/start", data={"csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/phoneverify/wait")
+    page = c.get("/phoneverify/wait")
+    assert page.status_code == 200 and "Answer your phone" in page.get_data(as_text=True)
+    body = post(c, "/start", token=token).json
+    assert body["status"] == "calling" and body["pin"]
+    assert broken["hits"] == 3  # every start met the failure
+    broken["on"] = False
+    event.remove(st.store.engine, "before_cursor_execute", fail)
+    assert app.server.press(app.callid(), body["pin"] + "#") == 200
+    assert app.verification().status == "verified"
+    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
+
+
 def test_wrong_keys_count_as_an_attempt_then_the_right_ones_verify(
     live: Callable[..., Live],
 ) -> None:

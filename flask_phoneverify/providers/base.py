@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..errors import (
@@ -35,6 +35,9 @@ from ..errors import (
 )
 from ..i18n import spoken_language
 from ..settings import Setting
+
+if TYPE_CHECKING:
+    from ..store import Tx
 
 __all__ = [
     "Style",
@@ -194,6 +197,18 @@ class Provider:
         when this provider can speak it, else English. Texts in it come from
         ``i18n.for_locale(language)``."""
         return spoken_language(request.locale, self.speaks)
+
+    #: places its calls as rows of the extension's own store (the simulated phone): the
+    #: flow then rings it with :meth:`ring` inside the step that admits the call, so a
+    #: start is one transaction and a failed start leaves no call behind
+    in_store: ClassVar[bool] = False
+
+    def ring(self, tx: Tx, request: CallRequest, *, owner: str | None) -> CallTicket:
+        """Place the call inside the store transaction ``tx`` (``in_store`` providers)."""
+        raise NotImplementedError
+
+    def announce(self, request: CallRequest) -> None:
+        """Say where the call rang, once its transaction committed (``in_store`` providers)."""
 
     def call_status(self, call: PlacedCall) -> CallReport:
         """The call's progress now. Providers that are not polled never get asked."""

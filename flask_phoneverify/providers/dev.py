@@ -31,7 +31,7 @@ from ..errors import BadInput, NotFound, ProviderUnavailable
 from ..i18n import N_, for_locale, gettext
 from ..phone import mask
 from ..sealing import Sealer
-from ..store import Store
+from ..store import Store, Tx
 from .base import (
     CallEvent,
     CallReport,
@@ -129,31 +129,47 @@ class DevPhone(Provider):
         assert self._sealer is not None
         return self._sealer
 
-    def place_call(self, request: CallRequest) -> CallTicket:
+    in_store = True  # its network is the extension's database
+
+    def ring(self, tx: Tx, request: CallRequest, *, owner: str | None) -> CallTicket:
+        """The call's row on the simulated phone, in the flow's transaction."""
         ref = secrets.token_hex(6)
-        row: dict[str, Any] = {
-            "id": ref,
-            "call_id": request.call_id,
-            "number": request.number,
-            "style": request.style.value,
-            "app_name": request.app_name,
-            "sealed_pin": (
-                self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
-            ),
-            "created_at": float(self._clock()),
-            "locale": self.call_language(request),
-        }
-        try:
-            self.store.write(lambda tx: tx.dev_ring(row, MAX_CALLS))
-        except SQLAlchemyError as e:  # the simulated network is down: the call never rang
-            raise ProviderUnavailable(detail=f"simulated phone: {type(e).__name__}") from e
+        tx.dev_ring(
+            {
+                "id": ref,
+                "call_id": request.call_id,
+                "owner": owner,
+                "number": request.number,
+                "style": request.style.value,
+                "app_name": request.app_name,
+                "sealed_pin": (
+                    self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
+                ),
+                "created_at": float(self._clock()),
+                "locale": self.call_language(request),
+            },
+            MAX_CALLS,
+        )
+        return CallTicket(reference=ref, call=CallState.RINGING)
+
+    def announce(self, request: CallRequest) -> None:
         print(
             f" * flask-phoneverify: simulated call to {mask(request.number)}; "
             f"answer it at {self.phone_url}",
             file=sys.stderr,
             flush=True,
         )
-        return CallTicket(reference=ref, call=CallState.RINGING)
+
+    def place_call(self, request: CallRequest) -> CallTicket:
+        """A call outside the flow's steps: its owner is the verification whose call it is."""
+        try:
+            ticket = self.store.write(
+                lambda tx: self.ring(tx, request, owner=tx.owner_of_call(request.call_id))
+            )
+        except SQLAlchemyError as e:  # the simulated network is down: the call never rang
+            raise ProviderUnavailable(detail=f"simulated phone: {type(e).__name__}") from e
+        self.announce(request)
+        return ticket
 
     @property
     def calls(self) -> list[DevCall]:
@@ -171,13 +187,13 @@ class DevPhone(Provider):
         """The calls placed for ``owner``'s verifications: nobody else's."""
         return [c.public() for c in self.newest(LISTED, number, owner)]
 
-    def answer(self, call_id: str, owner: str) -> CallEvent:
-        call = self._live(call_id, owner)
+    def answer(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        call = self._live(call_id, owner, tx)
         outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
-    def hang_up(self, call_id: str, owner: str) -> CallEvent:
-        call = self._live(call_id, owner)
+    def hang_up(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        call = self._live(call_id, owner, tx)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
                 N_("The call was declined.")
@@ -190,9 +206,9 @@ class DevPhone(Provider):
             )
         return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
-    def press(self, call_id: str, owner: str, digits: str) -> CallEvent:
+    def press(self, call_id: str, owner: str, digits: str, tx: Tx | None = None) -> CallEvent:
         """Keys pressed on the simulated keypad, relayed for the flow to check."""
-        call = self._live(call_id, owner)
+        call = self._live(call_id, owner, tx)
         if call.style is not Style.KEYPAD:
             raise BadInput(gettext("This call does not ask for keys: it speaks the PIN."))
         digits = (digits or "").strip().rstrip("#")
@@ -200,9 +216,10 @@ class DevPhone(Provider):
             raise BadInput(gettext("Key in digits only."))
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
 
-    def _live(self, call_id: str, owner: str) -> DevCall:
-        """A call of ``owner``'s that has not ended (another user's call is not found)."""
-        call = self._find(call_id)
+    def _live(self, call_id: str, owner: str, tx: Tx | None = None) -> DevCall:
+        """A call of ``owner``'s that has not ended (another user's call is not found);
+        read in ``tx`` when given, so an action and its effect share one transaction."""
+        call = self._find(call_id, tx)
         if call is None or call.owner != owner:
             raise NotFound(gettext("There is no such call on the simulated phone."))
         if call.state is CallState.ENDED:
@@ -230,6 +247,10 @@ class DevPhone(Provider):
         it from the phone's events."""
         return call_state(row["v_status"], row["v_call"], superseded=bool(row["superseded"]))
 
-    def _find(self, call_id: str) -> DevCall | None:
-        row = self.store.read(lambda tx: tx.dev_call(call_id))
+    def _find(self, call_id: str, tx: Tx | None = None) -> DevCall | None:
+        row = (
+            tx.dev_call(call_id)
+            if tx is not None
+            else self.store.read(lambda t: t.dev_call(call_id))
+        )
         return None if row is None else self._call(row)

@@ -15,9 +15,10 @@ from ..flow import wrong_pin_message
 from ..gate import current_identity, wants_json
 from ..i18n import gettext
 from ..models import Status, Verification
-from ..providers.base import CallState
+from ..providers.base import CallEvent, CallState
 from ..providers.dev import DevPhone, call_state
 from ..state import state
+from ..store import Tx
 from .common import body
 
 __all__ = ["dev_phone", "dev_phone_action"]
@@ -61,13 +62,17 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     who = current_identity()
     if who is None or action not in ("keys", "answer", "hangup"):
         abort(404)
-    if action == "keys":
-        event = phone.press(call_id, who.id, str(data.get("digits", "")))
-    elif action == "answer":
-        event = phone.answer(call_id, who.id)
-    else:
-        event = phone.hang_up(call_id, who.id)
+    digits = str(data.get("digits", ""))
+
+    def event(tx: Tx) -> CallEvent:  # read in the transaction that applies it
+        if action == "keys":
+            return phone.press(call_id, who.id, digits, tx)
+        if action == "answer":
+            return phone.answer(call_id, who.id, tx)
+        return phone.hang_up(call_id, who.id, tx)
+
     applied = st.flow.apply_event(event)
+    assert applied.event is not None
     v = applied.verification
     answer: dict[str, Any] = {}
     if action == "keys":
@@ -83,7 +88,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)
-    answer["state"] = _state_after(event.report.call, applied.verification, applied.current)
+    answer["state"] = _state_after(applied.event.report.call, applied.verification, applied.current)
     if wants_json():
         return jsonify(answer)
     if answer.get("message"):
