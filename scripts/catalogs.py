@@ -13,7 +13,9 @@ default keywords) and in templates with ``{% trans %}`` and ``_()``.
 
 from __future__ import annotations
 
+import copy
 import io
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,7 +105,9 @@ def update() -> None:
     TEMPLATE.write_bytes(buffer.getvalue())
     for language in languages():
         catalog = read(language)
-        catalog.update(template, no_fuzzy_matching=True, update_creation_date=False)
+        # a copy each: update() adds the template's own message objects, and English
+        # fills in their strings
+        catalog.update(copy.deepcopy(template), no_fuzzy_matching=True, update_creation_date=False)
         if language == SOURCE:
             fill_source(catalog)
         write(language, catalog)
@@ -143,6 +147,9 @@ def problems() -> Iterator[str]:
                 yield f"{language}: untranslated {key!r}"
             if message.fuzzy:
                 yield f"{language}: fuzzy {key!r}"
+        for message in catalog:
+            if message.id and message.string and _braces(message.id) != _braces(message.string):
+                yield f"{language}: {message.id!r}: the {{placeholders}} differ"
         for message, errors in catalog.check():
             for error in errors:
                 yield f"{language}: {message.id!r}: {error}"
@@ -154,6 +161,12 @@ def problems() -> Iterator[str]:
             compiled = read_mo(f)
         if _texts(compiled) != _texts(catalog):
             yield f"{language}: the .mo differs from the .po (run `update`)"
+
+
+def _braces(text: object) -> set[str]:
+    """The ``{name}`` placeholders a text hands to the pages' script."""
+    parts = text if isinstance(text, list | tuple) else (text,)
+    return {found for part in parts for found in re.findall(r"\{\w+\}", str(part))}
 
 
 def _texts(catalog: Catalog) -> dict[object, object]:

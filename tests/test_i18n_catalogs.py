@@ -77,3 +77,38 @@ def test_the_package_data_ships_every_catalog() -> None:
     assert len(files) >= 6
     unshipped = [f for f in files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
     assert not unshipped
+
+
+def test_update_adds_a_new_text_untranslated_except_in_english(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text new to the Spanish catalog arrives empty (to translate), never with the
+    English words filled in for the source catalog."""
+    import shutil
+
+    copy = tmp_path / "translations"
+    shutil.copytree(catalogs.TRANSLATIONS, copy)
+    monkeypatch.setattr(catalogs, "TRANSLATIONS", copy)
+    monkeypatch.setattr(catalogs, "TEMPLATE", copy / "flask_phoneverify.pot")
+    for language in ("en", "es"):
+        catalog = catalogs.read(language)
+        catalog.delete("Please try again.")
+        catalogs.write(language, catalog)
+    catalogs.update()
+    assert catalogs.read("en")["Please try again."].string == "Please try again."
+    assert catalogs.read("es")["Please try again."].string == ""
+    assert "es: untranslated 'Please try again.'" in list(catalogs.problems())
+
+
+def test_the_check_finds_a_lost_script_placeholder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    copy = tmp_path / "translations"
+    shutil.copytree(catalogs.TRANSLATIONS, copy)
+    monkeypatch.setattr(catalogs, "TRANSLATIONS", copy)
+    fr = catalogs.read("fr")
+    fr.add("{label} (in {seconds} s)", "{label} (dans {secondes} s)")
+    catalogs.write("fr", fr)
+    assert "fr: '{label} (in {seconds} s)': the {placeholders} differ" in list(catalogs.problems())
