@@ -70,6 +70,8 @@ DOMAIN = "flask_phoneverify"
 DIRECTORY = Path(__file__).resolve().parent / "translations"
 #: the language the texts are written in
 SOURCE = "en"
+#: where a request keeps the locale its Accept-Language chose
+_LOCALE_KEY = "flask_phoneverify.locale"
 #: the longest locale kept on a verification (``zh_Hans_CN``, ``sr_Latn_RS``...)
 MAX_LOCALE = 35
 
@@ -117,6 +119,14 @@ def current_locale() -> str:
     if _app_has_babel():
         chosen = babel_locale()
         return str(chosen)[:MAX_LOCALE] if chosen is not None else SOURCE
+    environ = request.environ  # read once per request: a page asks for dozens of texts
+    found: str | None = environ.get(_LOCALE_KEY)
+    if found is None:
+        found = environ[_LOCALE_KEY] = _from_accept_language()
+    return found
+
+
+def _from_accept_language() -> str:
     for value, quality in request.accept_languages:
         if quality <= 0:
             continue
