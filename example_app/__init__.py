@@ -1,6 +1,8 @@
 """A small real app on flask-phoneverify: log in, open a protected page, confirm by phone.
 
-Run it with ``flask --app example_app run``. It uses the built-in simulated
+Run it with ``flask --app example_app run``. The whole way back is on the account page:
+make recovery codes, log out as if the phone were lost, log in with "Use a recovery
+code", then confirm a new number by a call to it. It uses the built-in simulated
 phone (turned on explicitly with PHONEVERIFY_DEV_PHONE), so no calls cost money;
 settings can also come from FLASK_-prefixed environment variables, for example
 ``FLASK_PHONEVERIFY_STYLE=spoken``.
@@ -28,7 +30,13 @@ from flask_login import (
     logout_user,
 )
 
-from flask_phoneverify import PhoneVerify, is_phone_verified, phone_verified_required
+from flask_phoneverify import (
+    PhoneVerify,
+    forget_remembered_devices,
+    is_phone_verified,
+    phone_verified_required,
+    recovery_codes_left,
+)
 from flask_phoneverify.redirects import safe_next
 
 
@@ -93,6 +101,8 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
         PHONEVERIFY_APP_NAME="Example Bank",
         PHONEVERIFY_BASE_TEMPLATE="base.html",
         PHONEVERIFY_DEFAULT_NEXT="/account",
+        # "Remember this device" on the confirm page; recovery codes are on by default (10)
+        PHONEVERIFY_REMEMBER_DAYS=30,
     )
     app.config.from_prefixed_env()
     if config:
@@ -139,7 +149,15 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
     @login_required
     @phone_verified_required
     def account() -> str:
-        return render_template("account.html")
+        return render_template("account.html", recovery_left=recovery_codes_left(current_user))
+
+    @app.post("/account/forget-devices")
+    @login_required
+    @phone_verified_required
+    def forget_devices() -> Any:
+        gone = forget_remembered_devices(current_user)
+        flash(f"Forgot {gone} remembered {'device' if gone == 1 else 'devices'}.")
+        return redirect(url_for("home"))
 
     @app.get("/account/transfer")
     @login_required

@@ -23,8 +23,20 @@ from .errors import (
     ProviderUnavailable,
 )
 from .extension import PhoneVerify
-from .gate import forget_phone_verification, is_phone_verified, phone_verified_required
-from .signals import phone_enrolled, phone_verified, verification_failed, verification_started
+from .gate import (
+    forget_phone_verification,
+    forget_remembered_devices,
+    is_phone_verified,
+    phone_verified_required,
+)
+from .recovery import recovery_codes_left
+from .signals import (
+    phone_enrolled,
+    phone_verified,
+    recovery_code_used,
+    verification_failed,
+    verification_started,
+)
 
 __version__ = "0.1.0"
 
@@ -33,6 +45,8 @@ __all__ = [
     "phone_verified_required",
     "is_phone_verified",
     "forget_phone_verification",
+    "forget_remembered_devices",
+    "recovery_codes_left",
     "PhoneVerifyError",
     "ConfigError",
     "FlowError",
@@ -45,4 +59,5 @@ __all__ = [
     "phone_verified",
     "phone_enrolled",
     "verification_failed",
+    "recovery_code_used",
 ]

@@ -31,7 +31,9 @@ from .pins import PinHasher, derive_key
 from .providers import REGISTRY, load
 from .providers.base import Provider, Style
 from .providers.dev import DevPhone
+from .recovery import Recovery
 from .redirects import safe_next
+from .remember import Devices
 from .sealing import Sealer
 from .settings import CORE_SETTINGS, Settings, read_settings
 from .state import KEY, AppState, Hooks, state
@@ -154,6 +156,14 @@ class PhoneVerify:
             clock=clock,
             hooks=self.hooks,
             marker_key=derive_key(keys[0], b"flask-phoneverify marker number v1"),
+            recovery=Recovery(
+                store=store,
+                limits=limits,
+                secret_keys=keys,
+                clock=clock,
+                count=settings.recovery_codes,
+            ),
+            devices=Devices(store, keys, clock, settings.remember_days),
         )
         app.extensions[KEY] = st
         app.extensions["phoneverify"] = self

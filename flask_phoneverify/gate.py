@@ -4,6 +4,10 @@ The marker binds the verified state to the user id and the time of
 verification; it is rotated on every success and dropped on logout or when
 another user is logged in. Reading it costs no database query and no provider
 call: the gated path stays as cheap as Flask-Login's ``login_required``.
+
+A marker set by a remembered device or a recovery code carries a flag (``f``) and
+never satisfies ``max_age=``. Only a session with no marker and a device cookie makes
+the gate ask the store (:mod:`.remember`), once per login.
 """
 
 from __future__ import annotations
@@ -18,7 +22,17 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar, overload
 
-from flask import Flask, abort, current_app, jsonify, redirect, request, session, url_for
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    has_request_context,
+    jsonify,
+    redirect,
+    request,
+    session,
+    url_for,
+)
 from werkzeug.wrappers import Response
 
 from . import phone as phones
@@ -26,6 +40,7 @@ from .errors import BadInput
 from .flow import session_ref
 from .i18n import gettext
 from .redirects import safe_next
+from .remember import COOKIE
 
 try:  # Flask-Login is optional: apps without it register a user_loader
     from flask_login import current_user as _login_user
@@ -38,6 +53,7 @@ __all__ = [
     "phone_verified_required",
     "is_phone_verified",
     "forget_phone_verification",
+    "forget_remembered_devices",
     "current_identity",
     "Identity",
     "wants_json",
@@ -95,7 +111,7 @@ def is_phone_verified(max_age: int | None = None) -> bool:
     PHONEVERIFY_VERIFIED_TTL and ``max_age`` seconds."""
     st = state()
     identity = current_identity(st)
-    return identity is not None and _marker_fresh(st, identity, max_age)
+    return identity is not None and _verified(st, identity.id, identity.user, max_age)
 
 
 def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
@@ -118,10 +134,64 @@ def _fresh(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
     at = marker.get("t")
     if not isinstance(at, int | float):
         return False
+    if max_age is not None and marker.get("f"):
+        return False  # remembered device or recovery code: step-up views want the phone
     age = st.clock() - at
     ttl = st.settings.verified_ttl
     limit = ttl if max_age is None else min(max_age, ttl)
     return bool(0 <= age < limit)
+
+
+#: a marker's ``f``: opened by a remembered device, or by a recovery code, not by a call
+REMEMBERED = "remembered"
+RECOVERY = "recovery"
+
+
+def _verified(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
+    return _fresh(st, user_id, user, max_age) or _remembered(st, user_id, user, max_age)
+
+
+def _remembered(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
+    """The session holds no marker and this browser is a remembered device of the user:
+    a database query once per login, never for a session that holds a marker."""
+    devices = st.devices
+    if MARKER in session or devices is None or not devices.enabled:
+        return False
+    if COOKIE not in request.cookies:
+        return False
+    tag = tag_on_file(st, user)
+    if not devices.recall(user_id, tag, request.remote_addr):
+        return False
+    mark_flagged(st, user_id, tag, REMEMBERED)
+    return _fresh(st, user_id, user, max_age)
+
+
+def tag_on_file(st: AppState, user: Any) -> str | None:
+    """The keyed hash of the user's number on file, as the marker keeps it."""
+    raw = getattr(user, st.settings.user_phone_attr, None)
+    return number_tag(st.marker_key, str(raw) if raw else None, st.settings.default_region)
+
+
+def mark_flagged(st: AppState, user_id: str, tag: str | None, flag: str) -> None:
+    """A marker dated now that opens the gate but never satisfies ``max_age=`` views:
+    ``flag`` says what opened it (a remembered device, a recovery code)."""
+    session[MARKER] = {
+        "u": user_id,
+        "t": st.clock(),
+        "h": tag,
+        "n": secrets.token_urlsafe(8),
+        "f": flag,
+    }
+
+
+def marker_flag(user_id: str) -> str | None:
+    """What opened the session's marker for ``user_id``: None for a phone call (or no
+    marker), else :data:`REMEMBERED` or :data:`RECOVERY`."""
+    marker = session.get(MARKER)
+    if not isinstance(marker, dict) or marker.get("u") != user_id:
+        return None
+    flag = marker.get("f")
+    return flag if isinstance(flag, str) else None
 
 
 def mark_verified(st: AppState, user_id: str, at: float, phone: str) -> None:
@@ -152,6 +222,21 @@ def forget_phone_verification() -> None:
     nonce = session.pop(NONCE, None)
     if isinstance(nonce, str):
         state().flow.end_session(session_ref(nonce))
+
+
+def forget_remembered_devices(user: Any) -> int:
+    """Revoke every device remembered for ``user`` (after a password change, a lost
+    device, or from an account's security page); returns how many there were. This
+    session's own remembered-device marker goes too, when it is that user's."""
+    uid = _user_id(user)
+    if uid is None:
+        raise ValueError("forget_remembered_devices needs a user with an id")
+    st = state()
+    devices = st.devices
+    gone = devices.forget(uid, "forgotten by the app") if devices is not None else 0
+    if has_request_context() and marker_flag(uid) == REMEMBERED:
+        session.pop(MARKER, None)
+    return gone
 
 
 def wants_json() -> bool:
@@ -191,7 +276,7 @@ def phone_verified_required(
             uid = _user_id(user)
             if uid is None:
                 return anonymous()
-            if not _fresh(st, uid, user, max_age):
+            if not _fresh(st, uid, user, max_age) and not _remembered(st, uid, user, max_age):
                 return _no_store(app.make_response(_unverified(st)))
             return _no_store(app.make_response(run(*args, **kwargs)))
 

@@ -83,6 +83,13 @@ class Limits:
         rows = tx.counts([(WRONG_PIN, user_id)], minute - WINDOW + 1)[(WRONG_PIN, user_id)]
         return _over(rows, self.max_failures_per_hour, now, counted=0) is not None
 
+    def failures_wait(self, tx: Tx, user_id: str, now: float) -> int | None:
+        """Seconds until the user is back under PHONEVERIFY_MAX_FAILURES_PER_HOUR, or None
+        when they are under it (what a recovery code checks before it is tried)."""
+        first = minute_of(now) - WINDOW + 1
+        rows = tx.counts([(WRONG_PIN, user_id)], first)[(WRONG_PIN, user_id)]
+        return _over(rows, self.max_failures_per_hour, now, counted=0)
+
     def reserve_call(
         self,
         tx: Tx,

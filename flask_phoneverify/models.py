@@ -7,6 +7,9 @@
 - ``phoneverify_relayed``: digits a provider may report twice for one entry, kept as
   keyed hashes so every worker counts them once.
 - ``phoneverify_dev_calls``: the simulated phone's calls, so every worker sees them.
+- ``phoneverify_recovery_codes``: each user's unused recovery codes, as keyed hashes.
+- ``phoneverify_devices``: devices remembered after a phone confirmation, as keyed hashes
+  of the ids their signed cookies carry.
 
 They are declared on the extension's own metadata. When the app passes its
 Flask-SQLAlchemy ``db``, the tables are also added to ``db.metadata``, so
@@ -32,6 +35,8 @@ __all__ = [
     "Counter",
     "Relayed",
     "DevCallRow",
+    "RecoveryCode",
+    "Device",
     "Status",
     "EventKind",
 ]
@@ -67,6 +72,14 @@ class EventKind(enum.StrEnum):
     CALL = "call"
     #: a counted call that was never placed (the provider refused it): no longer counted
     CALL_RELEASED = "call_released"
+    #: a new set of recovery codes (the old set is gone)
+    RECOVERY_CODES = "recovery_codes"
+    RECOVERY_USED = "recovery_used"
+    RECOVERY_FAILED = "recovery_failed"
+    #: a device remembered after a phone confirmation, a login it opened, devices forgotten
+    DEVICE_REMEMBERED = "device_remembered"
+    DEVICE_LOGIN = "device_login"
+    DEVICES_FORGOTTEN = "devices_forgotten"
 
 
 class Base(DeclarativeBase):
@@ -177,3 +190,29 @@ class DevCallRow(Base):
     sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     locale: Mapped[str | None] = mapped_column(String(35), nullable=True)  # what the call says
+
+
+class RecoveryCode(Base):
+    """One unused recovery code of a user, kept only as a keyed hash; using it deletes the
+    row (one conditional DELETE), so a code works once."""
+
+    __tablename__ = "phoneverify_recovery_codes"
+
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Device(Base):
+    """A device remembered for a user and the number confirmed on it: its signed cookie
+    carries a random id, kept here only as a keyed hash, so deleting the row revokes the
+    cookie (``forget_remembered_devices``, a changed number)."""
+
+    __tablename__ = "phoneverify_devices"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), index=True)
+    number_tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    used_at: Mapped[float | None] = mapped_column(Float, nullable=True)

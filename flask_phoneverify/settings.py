@@ -356,6 +356,24 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "Largest provider callback body accepted.",
         minimum=256,
     ),
+    Setting(
+        "PHONEVERIFY_REMEMBER_DAYS",
+        0,
+        "int",
+        'Days a device stays remembered after a phone confirmation with "Remember this '
+        'device" (a signed cookie bound to the user and number, revocable); 0: off.',
+        minimum=0,
+        maximum=365,
+    ),
+    Setting(
+        "PHONEVERIFY_RECOVERY_CODES",
+        10,
+        "int",
+        "One-time recovery codes in a set a user generates after a phone confirmation; "
+        "0: no recovery codes.",
+        minimum=0,
+        maximum=50,
+    ),
 )
 
 
@@ -403,6 +421,8 @@ class Settings:
     calls_per_country_per_hour: int
     external_url: str | None
     callback_max_bytes: int
+    remember_days: int
+    recovery_codes: int
     #: every value that is not a core setting, by full key; out of ``repr`` as it holds secrets
     provider_values: Mapping[str, Any] = field(repr=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
@@ -18,6 +18,10 @@ from .providers.base import Provider, Style
 from .settings import Settings
 from .store import Store
 from .tokens import Tokens
+
+if TYPE_CHECKING:
+    from .recovery import Recovery
+    from .remember import Devices
 
 __all__ = ["AppState", "Hooks", "state", "KEY"]
 
@@ -47,6 +51,9 @@ class AppState:
     hooks: Hooks = field(default_factory=Hooks)
     #: keys the hash of the confirmed number kept in the session marker
     marker_key: bytes = b""
+    #: recovery codes (PHONEVERIFY_RECOVERY_CODES) and remembered devices (_REMEMBER_DAYS)
+    recovery: Recovery | None = None
+    devices: Devices | None = None
 
     @property
     def style(self) -> Style:

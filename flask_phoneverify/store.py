@@ -38,6 +38,7 @@ from sqlalchemy import (
     delete,
     event,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -49,7 +50,17 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 
-from .models import Base, Counter, DevCallRow, Event, Relayed, Status, Verification
+from .models import (
+    Base,
+    Counter,
+    DevCallRow,
+    Device,
+    Event,
+    RecoveryCode,
+    Relayed,
+    Status,
+    Verification,
+)
 
 __all__ = ["Store", "Tx"]
 
@@ -62,6 +73,8 @@ E: Table = Event.__table__  # type: ignore[assignment]
 C: Table = Counter.__table__  # type: ignore[assignment]
 R: Table = Relayed.__table__  # type: ignore[assignment]
 D: Table = DevCallRow.__table__  # type: ignore[assignment]
+RC: Table = RecoveryCode.__table__  # type: ignore[assignment]
+DV: Table = Device.__table__  # type: ignore[assignment]
 _COLUMNS = tuple(col.name for col in V.columns)
 _NO_EVENT = {"verification_id": None, "user_id": None, "phone": None, "ip": None, "detail": None}
 
@@ -397,6 +410,59 @@ class Tx:
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(_DEV_ONE, {"b_id": call_id}).first()
         return None if row is None else dict(row._mapping)
+
+    # -- recovery codes -------------------------------------------------------------------
+    def recovery_hashes(self, user_id: str) -> list[str]:
+        """The keyed hashes of the user's unused recovery codes."""
+        rows = self.conn.execute(select(RC.c.code_hash).where(RC.c.user_id == user_id))
+        return [str(r[0]) for r in rows]
+
+    def recovery_left(self, user_id: str) -> int:
+        found = self.conn.execute(
+            select(func.count()).select_from(RC).where(RC.c.user_id == user_id)
+        ).scalar()
+        return int(found or 0)
+
+    def replace_recovery(self, user_id: str, hashes: list[str], at: float) -> None:
+        """A new set of codes; the old set stops working in the same transaction."""
+        self.conn.execute(delete(RC).where(RC.c.user_id == user_id))
+        rows = [{"user_id": user_id, "code_hash": h, "created_at": at} for h in hashes]
+        if rows:
+            self.conn.execute(insert(RC), rows)
+
+    def use_recovery(self, user_id: str, code_hash: str) -> bool:
+        """Spend one code: one conditional DELETE, so of two requests racing with the same
+        code only one sees the row go."""
+        result = self.conn.execute(
+            delete(RC).where(RC.c.user_id == user_id, RC.c.code_hash == code_hash)
+        )
+        return bool(result.rowcount)
+
+    # -- remembered devices ---------------------------------------------------------------
+    def add_device(self, row: dict[str, Any]) -> None:
+        self.conn.execute(insert(DV).values(row))
+
+    def use_device(self, id_hash: str, user_id: str, number_tag: str | None, now: float) -> bool:
+        """Mark a remembered device used, when it is still on record for this user and
+        number and not expired; True when it was."""
+        result = self.conn.execute(
+            update(DV)
+            .where(
+                DV.c.id_hash == id_hash,
+                DV.c.user_id == user_id,
+                DV.c.number_tag == number_tag,
+                DV.c.expires_at > now,
+            )
+            .values(used_at=now)
+        )
+        return bool(result.rowcount)
+
+    def forget_devices(self, user_id: str, now: float | None = None) -> int:
+        """Delete the user's remembered devices (with ``now``: the expired ones only)."""
+        stmt = delete(DV).where(DV.c.user_id == user_id)
+        if now is not None:
+            stmt = stmt.where(DV.c.expires_at <= now)
+        return int(self.conn.execute(stmt).rowcount or 0)
 
 
 class Store:

@@ -316,11 +316,11 @@ def test_provider_failure_shows_a_readable_page(context: Any, tmp_path: Path) ->
 
     app = make_example_app(tmp_path)
 
-    def place_call(request: Any) -> Any:
+    def ring(*_: Any, **__: Any) -> Any:  # the simulated phone's network is down
         raise ProviderUnavailable(detail="test: connection refused")
 
     with app.app_context():
-        state().provider.place_call = place_call  # type: ignore[method-assign]
+        state().provider.ring = ring  # type: ignore[method-assign]
 
     with serve(app) as base:
         user = Watched(context.new_page(), "provider-error")

@@ -24,7 +24,7 @@ from flask_phoneverify.providers.base import CallRequest, Style
 from flask_phoneverify.providers.voiceshot import VoiceShot
 
 from . import providers_kit as kit
-from .helpers import Harness, begin, csrf, dev_calls, get_json, post, row, spoken_pin, wrong
+from .helpers import Harness, begin, csrf, dev_calls, get_json, post, press, row, spoken_pin, wrong
 from .providers_kit import config
 from .servers.voiceshot import VoiceShotServer
 
@@ -386,3 +386,41 @@ def test_a_phoneconfirm_translation_that_would_say_the_pin_is_not_used(
     buffer.seek(0)
     monkeypatch.setitem(i18n._loaded, "fr", Translations(buffer, domain=i18n.DOMAIN))
     assert _default_text(Style.KEYPAD, "Example", "fr") == keypad % {"app": "Example"}
+
+
+# -- recovery codes and remembered devices -------------------------------------------------------
+
+
+def test_the_recovery_pages_in_spanish(harness: Harness) -> None:
+    c = speaking(harness, "es")
+    page = c.get("/phoneverify/recover").get_data(as_text=True)
+    assert "<title>Usar un código de recuperación · " in page
+    assert ">Código de recuperación</label>" in page and ">Usar este código</button>" in page
+    r = c.post("/phoneverify/recover", data={"csrf_token": csrf(c), "code": "AAAA-BBBB-CC"})
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Ese código de recuperación no es válido. Compruébelo e inténtelo de nuevo." in page
+    page = c.get("/phoneverify/recovery-codes").get_data(as_text=True)
+    assert "Aún no tiene códigos de recuperación." in page
+    assert "Para crear códigos nuevos, confirme antes su teléfono" in page
+
+
+def test_codes_left_are_counted_in_french(harness: Harness) -> None:
+    c = speaking(harness, "fr")
+    token, body = begin(c)
+    press(c, token, dev_calls(c)[-1]["id"], body["pin"])
+    assert post(c, "/confirm", {"token": body["token"]}, token=token).status_code == 200
+    codes = post(c, "/recovery-codes", token=csrf(c)).json["codes"]
+    other = speaking(harness, "fr", user="1")
+    r = post(other, "/recover", {"code": codes[0]}, token=csrf(other))
+    assert r.status_code == 200
+    assert r.json["message"] == f"Il vous reste {len(codes) - 1} codes de secours."
+    page = c.get("/phoneverify/recovery-codes").get_data(as_text=True)
+    assert f"Il vous reste {len(codes) - 1} codes inutilisés." in page
+
+
+def test_remember_this_device_is_offered_in_french(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_REMEMBER_DAYS=1)
+    c = speaking(h, "fr")
+    c.post("/phoneverify/start", data={"csrf_token": csrf(c)})
+    page = c.get("/phoneverify/wait").get_data(as_text=True)
+    assert "Se souvenir de cet appareil pendant 1 jour" in page

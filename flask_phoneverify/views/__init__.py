@@ -1,5 +1,6 @@
-"""The blueprint, by job: the pages and JSON API (:mod:`.pages`), the simulated
-phone (:mod:`.devphone`) and provider callbacks (:mod:`.callbacks`).
+"""The blueprint, by job: the pages and JSON API (:mod:`.pages`), recovery codes and a
+new number (:mod:`.recovery`), the simulated phone (:mod:`.devphone`) and provider
+callbacks (:mod:`.callbacks`).
 
 A view answers JSON when the request prefers it (it sent JSON, or ranks
 application/json above text/html) and HTML otherwise.
@@ -11,7 +12,7 @@ from flask import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import FlowError, ProviderError
-from . import callbacks, devphone, pages
+from . import callbacks, devphone, pages, recovery
 from .common import flow_error, no_store, provider_error, store_error, template_context
 
 __all__ = ["make_blueprint"]
@@ -43,7 +44,14 @@ def make_blueprint() -> Blueprint:
     bp.add_url_rule(
         "/callback/<provider>/<token>", "callback", callbacks.provider_callback, methods=["POST"]
     )
+    bp.add_url_rule("/recovery-codes", "recovery_codes", recovery.codes_page, methods=["GET"])
+    bp.add_url_rule("/recovery-codes", "generate_codes", recovery.generate, methods=["POST"])
+    bp.add_url_rule("/recover", "recover", recovery.recover_page, methods=["GET"])
+    bp.add_url_rule("/recover", "use_code", recovery.recover, methods=["POST"])
+    bp.add_url_rule("/new-number", "new_number", recovery.new_number_page, methods=["GET"])
+    bp.add_url_rule("/new-number", "start_new_number", recovery.new_number, methods=["POST"])
     bp.context_processor(template_context)
+    bp.context_processor(recovery.template_context)
     bp.after_request(no_store)
     bp.register_error_handler(FlowError, flow_error)
     bp.register_error_handler(ProviderError, provider_error)

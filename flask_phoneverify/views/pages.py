@@ -11,7 +11,7 @@ from .. import phone as phones
 from .. import signals
 from ..csrf import generate_csrf, validate_csrf
 from ..errors import BadInput, FlowError, ProviderError
-from ..gate import PENDING, Identity, mark_verified, wants_json
+from ..gate import PENDING, Identity, mark_verified, number_tag, wants_json
 from ..i18n import N_, current_locale, gettext, translate
 from ..models import Status, Verification
 from ..providers.base import Style
@@ -245,6 +245,11 @@ def confirm() -> Any:
         return _render_wait(st, v, token, e)
     next_to = next_path(data.get("next"))
     mark_verified(st, who.id, v.verified_at or st.clock(), v.phone)  # dated at the phone's word
+    if st.devices is not None:  # "Remember this device"; a new number forgets the old ones
+        tag = number_tag(st.marker_key, v.phone, None)
+        st.devices.after_confirm(
+            who.id, tag, enrolled=v.enrol, remember=data.get("remember"), ip=client_ip()
+        )
     session.pop(PENDING, None)
     app = sender()
     if v.enrol:
