@@ -13,7 +13,9 @@ def billing(): ...
 from __future__ import annotations
 
 from .errors import (
+    CallRefused,
     ConfigError,
+    CountryPaused,
     FlowError,
     PhoneVerifyError,
     ProviderConfigError,
@@ -29,8 +31,13 @@ from .gate import (
     is_phone_verified,
     phone_verified_required,
 )
+from .guard import CallAttempt
 from .recovery import recovery_codes_left
 from .signals import (
+    VerificationInfo,
+    call_failed,
+    call_placed,
+    country_paused,
     phone_enrolled,
     phone_verified,
     recovery_code_used,
@@ -55,9 +62,16 @@ __all__ = [
     "ProviderRejected",
     "ProviderConfigError",
     "ProviderProtocolError",
+    "CallRefused",
+    "CountryPaused",
+    "CallAttempt",
+    "VerificationInfo",
     "verification_started",
+    "call_placed",
+    "call_failed",
     "phone_verified",
     "phone_enrolled",
     "verification_failed",
+    "country_paused",
     "recovery_code_used",
 ]

@@ -36,6 +36,7 @@ def _flask_wtf_in_charge() -> bool:
 
 
 def generate_csrf() -> str:
+    """This session's CSRF token (Flask-WTF's when its CSRFProtect runs), for forms and JSON."""
     if _flask_wtf_in_charge():
         from flask_wtf.csrf import generate_csrf as wtf_generate
 

@@ -10,7 +10,8 @@
     │   ├── ProviderConfigError   the provider refused our account or settings: not retryable
     │   └── ProviderProtocolError the answer did not match the documented format
     └── FlowError                 a request the flow refuses; carries an HTTP status and a code
-        (BadInput 400, WrongPin 400, Forbidden 403, NotOpen 409, Locked 429, RateLimited 429)
+        (BadInput 400, WrongPin 400, Forbidden 403, CallRefused 403, NotOpen 409,
+         Locked 429, RateLimited 429, CountryPaused 429)
 
 A :class:`ProviderError`'s ``message`` is safe to show a user; ``detail`` is for
 the log and the audit trail only and never reaches a page.
@@ -133,6 +134,36 @@ class Locked(FlowError):
 
 
 class RateLimited(FlowError):
-    """A call limit is reached; ``retry_after`` says when a new call may be asked."""
+    """A call limit is reached; ``retry_after`` says when a new call may be asked.
+
+    ``limit`` names the limit for metrics and logs (never shown to the user)."""
 
     status, code = 429, "rate_limited"
+    limit = "limit"
+
+    def limited(self, limit: str) -> RateLimited:
+        """This error, naming the limit it broke."""
+        self.limit = limit
+        return self
+
+
+class CountryPaused(RateLimited):
+    """The fraud guard paused calls to this country: too few of its recent calls were
+    confirmed (a sign of toll fraud); ``retry_after`` says when the pause ends."""
+
+    code = "country_paused"
+    limit = "country_paused"
+    #: the guard's decision when this very start paused the country (recorded with the
+    #: refusal, announced once)
+    pause: object | None = None
+
+
+class CallRefused(FlowError):
+    """Raised by an app's ``@phoneverify.before_call`` function to refuse a call; the user
+    reads ``message`` (403 ``call_refused``), and no call is counted or placed."""
+
+    status, code = 403, "call_refused"
+    default_message = N_("This call cannot be placed.")
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or gettext(self.default_message))

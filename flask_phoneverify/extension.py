@@ -25,7 +25,9 @@ from .csrf import exempt_from_flask_wtf
 from .errors import ConfigError
 from .flow import Flow, Policy
 from .gate import connect_login_signals
+from .guard import FraudGuard
 from .limits import Limits
+from .metrics import metrics
 from .models import Base
 from .pins import PinHasher, derive_key
 from .providers import REGISTRY, load
@@ -36,6 +38,7 @@ from .redirects import safe_next
 from .remember import Devices
 from .sealing import Sealer
 from .settings import CORE_SETTINGS, Settings, read_settings
+from .signals import Notifier
 from .state import KEY, AppState, Hooks, state
 from .store import Store
 from .tokens import Tokens
@@ -90,6 +93,16 @@ class PhoneVerify:
         self.hooks.unverified_handler = func
         return func
 
+    def before_call(self, func: F) -> F:
+        """Register ``func(attempt)``, called before any call is placed (start, resend,
+        support bridge) with a read-only :class:`~flask_phoneverify.guard.CallAttempt`, for
+        the app's own fraud scoring or number lookups. Raising
+        :class:`~flask_phoneverify.errors.CallRefused` refuses the call (403
+        ``call_refused`` with its message; nothing counted or placed); returning allows it.
+        It runs before the limits are counted, outside any transaction."""
+        self.hooks.before_call = func
+        return func
+
     # -- setup -------------------------------------------------------------------------
     def init_app(self, app: Flask) -> None:
         """Read and check the settings, build what the app needs, mount the pages.
@@ -130,6 +143,17 @@ class PhoneVerify:
             "PHONEVERIFY_ALLOWED_COUNTRIES", policy.allowed_regions, provider.calling_codes
         )
         clock = self.clock  # read once, like the settings
+        guard = (
+            None
+            if settings.fraud_guard_min_conversion is None
+            else FraudGuard(
+                min_conversion=settings.fraud_guard_min_conversion,
+                min_calls=settings.fraud_guard_min_calls,
+                window=settings.fraud_guard_window,
+                cooldown=settings.fraud_guard_cooldown,
+            )
+        )
+        notify = Notifier(app, metrics() if settings.metrics else None)
         flow = Flow(
             store=store,
             provider=provider,
@@ -143,7 +167,11 @@ class PhoneVerify:
             poll_interval=settings.poll_interval,
             app_name=provider.app_name,
             relay_key=derive_key(keys[0], b"flask-phoneverify relayed digits v1"),
+            notify=notify,
+            hooks=self.hooks,
+            guard=guard,
         )
+        provider.sealer = Sealer(keys, label=b"flask-phoneverify provider seal v1")
         if isinstance(provider, DevPhone):
             provider.attach(store, Sealer(keys), clock)
             provider.phone_url = settings.url_prefix.rstrip("/") + "/dev/phone"
@@ -257,6 +285,19 @@ class PhoneVerify:
             log.warning(
                 "phoneverify: PHONEVERIFY_STYLE='delivery': a delivered call proves that a line "
                 "answered, not that the user holds that phone"
+            )
+        if cls.needs_external_url and not settings.external_url:
+            raise ConfigError(
+                "PHONEVERIFY_EXTERNAL_URL",
+                f"is unset, and provider {cls.name!r} signs the address of each request it "
+                "makes to this site",
+                "set it to the site's public base URL, such as 'https://example.com'",
+            )
+        if style is Style.SPOKEN and not cls.voicemail_safe:
+            log.warning(
+                "phoneverify: provider %r speaks the code to whatever answers, voicemail "
+                "included (no key is asked first); see its page in docs/providers/",
+                cls.name,
             )
         if cls.simulated and not (app.debug or app.testing or settings.dev_phone):
             raise ConfigError(

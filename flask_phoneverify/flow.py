@@ -24,13 +24,17 @@ import dataclasses
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import (
     BadInput,
+    CallRefused,
+    CountryPaused,
     FlowError,
     Forbidden,
     Locked,
@@ -39,12 +43,14 @@ from .errors import (
     RateLimited,
     WrongPin,
 )
+from .guard import CallAttempt, FraudGuard, Pause, attempt_for
 from .i18n import N_, gettext, ngettext, translate
 from .limits import Limits
 from .models import EventKind, Status, Verification
-from .phone import check_calling_code, check_policy, mask
+from .phone import check_calling_code, check_policy, country_of, mask
 from .pins import PinHasher, new_pin
 from .providers.base import (
+    VOICEMAIL_REASON,
     CallEvent,
     CallReport,
     CallRequest,
@@ -55,9 +61,10 @@ from .providers.base import (
     Provider,
     Style,
 )
+from .signals import Notifier, failure_reason
 from .store import Store, Tx
 
-__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "MESSAGES"]
+__all__ = ["Flow", "Started", "Applied", "Policy", "session_ref", "reason_code", "MESSAGES"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -81,6 +88,15 @@ CALL_MESSAGES = {
 }
 
 
+#: failure reasons a client can tell apart (``reason`` in the status answer), by message
+REASONS = {VOICEMAIL_REASON: "voicemail"}
+
+
+def reason_code(v: Verification) -> str | None:
+    """The machine-readable reason a failed verification failed, when it has one."""
+    return REASONS.get(v.reason or "") if v.status == Status.FAILED else None
+
+
 def session_ref(nonce: str) -> str:
     """What the store keeps of the asking session's nonce."""
     return hashlib.sha256(nonce.encode()).hexdigest()
@@ -96,6 +112,8 @@ def wrong_pin_message(left: int) -> str:
 
 @dataclass(frozen=True)
 class Policy:
+    """Which numbers may be called at all, checked before anything is counted."""
+
     allowed_regions: frozenset[str]
     refused_types: frozenset[int]
     allowed_non_geographic: frozenset[int] = frozenset()
@@ -103,6 +121,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class Started:
+    """A placed call: the verification and its PIN."""
+
     verification: Verification
     pin: str  # handed to the page only in keypad style
 
@@ -117,7 +137,17 @@ class Applied:
     event: CallEvent | None = None
 
 
+class BeforeCallHooks(Protocol):
+    """Where the app's ``before_call`` function is found (the extension's hooks), read at
+    each call so a function registered after init_app counts."""
+
+    before_call: Callable[[CallAttempt], object] | None
+
+
 class Flow:
+    """The verification state machine, free of HTTP: each step is one short transaction of the
+    store, and a provider is asked only between transactions."""
+
     def __init__(
         self,
         *,
@@ -133,6 +163,9 @@ class Flow:
         poll_interval: float,
         app_name: str,
         relay_key: bytes,
+        notify: Notifier | None = None,
+        hooks: BeforeCallHooks | None = None,
+        guard: FraudGuard | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -146,9 +179,14 @@ class Flow:
         self.poll_interval = poll_interval
         self.app_name = app_name
         self.relay_key = relay_key
+        #: signals and metrics, sent once a step has committed
+        self.notify = notify or Notifier()
+        self.hooks = hooks
+        self.guard = guard
 
     @property
     def style(self) -> Style:
+        """The style every new verification takes: the provider's, chosen once at init_app."""
         return self.provider.style
 
     # -- start and resend ---------------------------------------------------------------
@@ -161,14 +199,18 @@ class Flow:
         session: str,
         ip: str | None,
         callback_url: str | None,
+        user: Any = None,
         locale: str | None = None,
     ) -> Started:
-        """Check the policy and limits and store the verification (one transaction),
-        place the call, then keep the call's reference (another). ``locale``: the asking
-        request's, kept so every call of this verification speaks it (when the
-        provider can)."""
+        """Check the policy, the app's before_call function, the limits and the fraud guard
+        and store the verification (one transaction), place the call, then keep the call's
+        reference (another). ``locale``: the asking request's, kept so every call of this
+        verification speaks it (when the provider can)."""
         now = self.clock()
         self._check_number(user_id=user_id, phone=phone, ip=ip, now=now)
+        self._before_call(
+            user=user, user_id=user_id, phone=phone, ip=ip, now=now, purpose="start", enrol=enrol
+        )
         pin = new_pin(self.pin_length)
         vid = secrets.token_urlsafe(16)
         v = Verification(
@@ -195,6 +237,7 @@ class Flow:
             event_at=0.0,
             verified_at=None,
             claimed_at=None,
+            country=country_of(phone),
             locale=locale,
         )
 
@@ -209,6 +252,8 @@ class Flow:
             tx.add(v)
             self._audit(tx, v, *kinds, ip=ip, at=now)
             self.limits.reserve_call(tx, user_id=user_id, phone=phone, ip=ip, now=now, enrol=enrol)
+            self._guard(tx, user_id=user_id, phone=phone, now=now)
+            tx.after_commit(lambda: self.notify.started(v))
 
         self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now)
         if in_store:
@@ -217,13 +262,29 @@ class Flow:
         return Started(self._place(v, request), pin)
 
     def resend(
-        self, vid: str, *, user_id: str, session: str, ip: str | None, callback_url: str | None
+        self,
+        vid: str,
+        *,
+        user_id: str,
+        session: str,
+        ip: str | None,
+        callback_url: str | None,
+        user: Any = None,
     ) -> Started:
         """A new call and a new PIN for the same verification; attempts are kept."""
         now = self.clock()
         v = self.current(vid, user_id=user_id, session=session)
         self._require_open(v)
         self._check_number(user_id=user_id, phone=v.phone, ip=ip, now=now)
+        self._before_call(
+            user=user,
+            user_id=user_id,
+            phone=v.phone,
+            ip=ip,
+            now=now,
+            purpose="resend",
+            enrol=v.enrol,
+        )
         pin = new_pin(self.pin_length)
         values = {
             "pin_hash": self.hasher.hash(vid, pin),
@@ -257,6 +318,8 @@ class Flow:
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
             )
+            self._guard(tx, user_id=user_id, phone=v.phone, now=now)
+            tx.after_commit(lambda: self.notify.started(v))
 
         self._admit(admit, user_id=user_id, phone=v.phone, ip=ip, now=now)
         if in_store:
@@ -275,8 +338,66 @@ class Flow:
             )
             check_calling_code(phone, self.provider.calling_codes)
         except BadInput as e:
-            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)
+            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit="policy")
             raise
+
+    def _before_call(
+        self,
+        *,
+        user: Any,
+        user_id: str,
+        phone: str,
+        ip: str | None,
+        now: float,
+        purpose: str,
+        enrol: bool,
+    ) -> None:
+        """The app's before_call function, before anything is counted: a CallRefused it
+        raises is audited and answered 403; nothing is counted or placed."""
+        func = self.hooks.before_call if self.hooks is not None else None
+        if func is None:
+            return
+        attempt = attempt_for(
+            number=phone,
+            user=user,
+            user_id=user_id,
+            ip=ip,
+            style=self.style.value,
+            purpose=purpose,
+            enrol=enrol,
+        )
+        try:
+            func(attempt)
+        except CallRefused as e:
+            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit="before_call")
+            raise
+
+    def _guard(self, tx: Tx, *, user_id: str, phone: str, now: float) -> None:
+        """The fraud guard, once the limits admitted the call (inside their transaction)."""
+        if self.guard is None:
+            return
+        decided = self.guard.check(
+            tx, country=country_of(phone), user_id=user_id, phone=phone, now=now
+        )
+        if decided is not None:
+            self._announce(tx, decided, now)
+
+    def _announce(self, tx: Tx, pause: Pause, now: float) -> None:
+        """A pause this worker set: audited, logged and signalled once."""
+        tx.record({"kind": EventKind.COUNTRY_PAUSED, "at": now, "detail": _pause_detail(pause)})
+
+        def announce() -> None:
+            log.warning(
+                "phoneverify: calls to %s paused for %d s: %.0f%% of %d ended verifications "
+                "verified",
+                pause.country,
+                round(pause.until - now),
+                pause.conversion * 100,
+                pause.calls,
+            )
+            self.notify.paused(pause.country, pause.until, pause.calls, pause.conversion)
+
+        tx.after_commit(announce)
 
     def _admit(
         self, step: Callable[[Tx], None], *, user_id: str, phone: str, ip: str | None, now: float
@@ -285,15 +406,23 @@ class Flow:
         try:
             self.store.write(step)
         except RateLimited as e:
-            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now)
+            self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit=e.limit)
             raise
 
     def _refused(
-        self, e: FlowError, *, user_id: str, phone: str, ip: str | None, now: float
+        self,
+        e: FlowError,
+        *,
+        user_id: str,
+        phone: str,
+        ip: str | None,
+        now: float,
+        limit: str = "limit",
     ) -> None:
         log.warning("phoneverify: call to %s refused: %s", mask(phone), e.message)
-        self.store.write(
-            lambda tx: tx.record(
+
+        def step(tx: Tx) -> None:
+            tx.record(
                 {
                     "kind": EventKind.REFUSED,
                     "at": now,
@@ -303,7 +432,14 @@ class Flow:
                     "detail": e.message,
                 }
             )
-        )
+            pause = e.pause if isinstance(e, CountryPaused) else None
+            if isinstance(pause, Pause) and tx.guard_pause(
+                pause.country, pause.until, pause.calls, pause.conversion, now
+            ):
+                self._announce(tx, pause, now)
+
+        self.store.write(step)
+        self.notify.refused(limit)
 
     def _request(self, v: Verification, pin: str, callback_url: str | None) -> CallRequest:
         return CallRequest(
@@ -319,11 +455,15 @@ class Flow:
     def _ring(self, tx: Tx, v: Verification, request: CallRequest) -> None:
         """An ``in_store`` provider's call, placed in the step that admits it: a refusal
         by the limits rolls the call back with everything else."""
+        began = time.perf_counter()
         ticket = self.provider.ring(tx, request, owner=v.user_id)
+        took = time.perf_counter() - began
+        tx.after_commit(lambda: self.notify.observed(v.provider, "place_call", took))
         v.provider_ref, v.call = ticket.reference, ticket.call.value
 
     def _rang(self, v: Verification, request: CallRequest) -> None:
         self.provider.announce(request)
+        self.notify.placed(v)
         self._log_placed(v)
 
     def _log_placed(self, v: Verification) -> None:
@@ -338,7 +478,8 @@ class Flow:
     def _place(self, v: Verification, request: CallRequest) -> Verification:
         """Place the call outside any transaction, then record what became of it."""
         try:
-            ticket = self.provider.place_call(request)
+            with self.notify.timed(v.provider, "place_call"):
+                ticket = self.provider.place_call(request)
         except ProviderError as e:
             failure = e
             self.store.write(lambda tx: self._not_placed(tx, v, failure))
@@ -353,7 +494,9 @@ class Flow:
                 v.id[:8],
                 type(e).__name__,
             )
+            self.notify.placed(v)
             return v
+        self.notify.placed(v)
         self._log_placed(v)
         return v
 
@@ -366,7 +509,7 @@ class Flow:
 
     def _not_placed(self, tx: Tx, v: Verification, e: ProviderError) -> None:
         """The call never happened: fail the verification, give back what it counted."""
-        self._fail(tx, v, e.message, detail=e.detail or type(e).__name__)
+        self._fail(tx, v, e.message, detail=e.detail or type(e).__name__, placed=False)
         tx.rename_events(v.id, EventKind.CALL, EventKind.CALL_RELEASED, v.sent_at)
         self.limits.release_call(
             tx, user_id=v.user_id, phone=v.phone, ip=v.ip, at=v.sent_at, enrol=v.enrol
@@ -405,7 +548,8 @@ class Flow:
             return v
         placed = PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style))
         try:
-            report: CallReport | None = self.provider.call_status(placed)
+            with self.notify.timed(v.provider, "call_status"):
+                report: CallReport | None = self.provider.call_status(placed)
             error: ProviderError | None = None
         except ProviderError as e:
             report, error = None, e
@@ -440,6 +584,7 @@ class Flow:
         if changed:
             self._audit(tx, v, EventKind.EXPIRED)
             v.status, v.reason = Status.EXPIRED.value, MESSAGES[Status.EXPIRED]
+            self._ended(tx, v, "expired")
         return v
 
     # -- confirming ---------------------------------------------------------------------
@@ -475,9 +620,10 @@ class Flow:
             raise BadInput(gettext("Please enter the PIN from the call."))
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
         if right:
-            remote = self.provider.check_code(
-                PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style)), pin
-            )
+            with self.notify.timed(v.provider, "check_code"):
+                remote = self.provider.check_code(
+                    PlacedCall(v.provider_ref, v.call_id, v.phone, Style(v.style)), pin
+                )
             right = remote is not False
         if not right:
             raise self.store.write(lambda tx: self._wrong_pin(tx, v))
@@ -524,6 +670,7 @@ class Flow:
             status = v.status = Status.LOCKED.value
         if status == Status.LOCKED:  # this attempt locked it: audited and logged once
             self._audit(tx, v, EventKind.WRONG_PIN, EventKind.LOCKED)
+            self._ended(tx, v, "locked")
             log.warning(
                 "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
@@ -538,9 +685,13 @@ class Flow:
         for other in tx.open_of_user(v.user_id):
             if tx.change(other.id, status=Status.LOCKED.value) and other.id != v.id:
                 self._audit(tx, other, EventKind.LOCKED, detail="the hourly failure cap")
+                other.status = Status.LOCKED.value
+                self._ended(tx, other, "locked")
         log.warning("phoneverify: user's verifications locked at the hourly failure cap")
 
     def cancel(self, vid: str, *, user_id: str, session: str) -> Verification:
+        """Cancel an open verification of this user and session (the user gave up)."""
+
         def step(tx: Tx) -> Verification:
             v = self._owned(tx.get(vid), user_id, session)
             self._require_open(v)
@@ -548,6 +699,7 @@ class Flow:
                 self._require_open(_found(tx.get(v.id)))
             self._audit(tx, v, EventKind.CANCELED)
             v.status, v.reason = Status.CANCELED.value, MESSAGES[Status.CANCELED]
+            self._ended(tx, v, "canceled")
             return v
 
         return self.store.write(step)
@@ -560,14 +712,29 @@ class Flow:
             for v in ended:
                 if tx.change(v.id, status=Status.CANCELED.value, reason=MESSAGES[Status.CANCELED]):
                     self._audit(tx, v, EventKind.CANCELED, detail="the login session ended")
+                    v.status = Status.CANCELED.value
+                    self._ended(tx, v, "canceled")
             return len(ended)
 
         return self.store.write(step)
 
-    def bridge(self, vid: str, *, user_id: str, session: str, ip: str | None) -> str:
+    def bridge(
+        self, vid: str, *, user_id: str, session: str, ip: str | None, user: Any = None
+    ) -> str:
         """Connect a user whose verification failed or locked to the support line.
         It costs a call like any other, so the same limits apply; it verifies nothing."""
         now = self.clock()
+        if self.hooks is not None and self.hooks.before_call is not None:
+            known = self.owned(vid, user_id=user_id, session=session)
+            self._before_call(
+                user=user,
+                user_id=user_id,
+                phone=known.phone,
+                ip=ip,
+                now=now,
+                purpose="bridge",
+                enrol=known.enrol,
+            )
 
         def admit(tx: Tx) -> Verification:
             v = self._owned(tx.get(vid), user_id, session)
@@ -590,7 +757,8 @@ class Flow:
 
         v = self.store.write(admit)
         try:
-            reference = self.provider.bridge(v.phone)
+            with self.notify.timed(v.provider, "bridge"):
+                reference = self.provider.bridge(v.phone)
         except ProviderError:
             self.store.write(
                 lambda tx: self.limits.release_call(
@@ -686,6 +854,9 @@ class Flow:
         if report.outcome is Outcome.FAILED:
             reason = report.reason or MESSAGES[Status.FAILED]
             self._fail(tx, v, reason, detail=report.detail, kind=EventKind.CALL_FAILED)
+        elif report.outcome is Outcome.VOICEMAIL:  # a machine answered: it never hears a code
+            detail = report.detail or "voicemail"
+            self._fail(tx, v, VOICEMAIL_REASON, detail=detail, kind=EventKind.CALL_FAILED)
 
     def _verify(
         self,
@@ -723,10 +894,16 @@ class Flow:
         *,
         detail: str | None,
         kind: EventKind = EventKind.PROVIDER_ERROR,
+        placed: bool = True,
     ) -> None:
+        """The call failed (``placed`` False: it never happened), and the verification with
+        it: one ``call_failed`` and one ``verification_failed`` once committed."""
         if tx.change(v.id, where={"call_id": v.call_id}, status=Status.FAILED.value, reason=reason):
             v.status, v.reason = Status.FAILED.value, reason
             self._audit(tx, v, kind, detail=detail)
+            info = _copy(v)
+            tx.after_commit(lambda: self.notify.call_failed(info, reason, placed=placed))
+            self._ended(tx, v, failure_reason(v.status, reason) or "call_failed")
             log.warning(
                 "phoneverify: verification %s to %s failed: %s",
                 v.id[:8],
@@ -735,6 +912,12 @@ class Flow:
             )
 
     # -- helpers ------------------------------------------------------------------------
+    def _ended(self, tx: Tx, v: Verification, reason: str) -> None:
+        """``v`` ended unverified in this step: ``verification_failed`` once it commits (a
+        copy, as ``v`` may change before then)."""
+        info = _copy(v)
+        tx.after_commit(lambda: self.notify.ended(info, reason))
+
     def _require_open(self, v: Verification) -> None:
         if v.is_open:
             return
@@ -752,6 +935,7 @@ class Flow:
         return translate(MESSAGES.get(Status(v.status)))
 
     def attempts_left(self, v: Verification) -> int:
+        """Wrong PINs ``v`` may still take before it locks."""
         return max(self.max_attempts - v.attempts, 0)
 
     def _audit(
@@ -780,6 +964,15 @@ class Flow:
                 for kind in kinds
             )
         )
+
+
+def _copy(v: Verification) -> Verification:
+    """A detached copy of ``v`` as it is now, for a notice sent after the commit."""
+    return Verification(**{col.name: getattr(v, col.name) for col in Verification.__table__.c})
+
+
+def _pause_detail(pause: Pause) -> str:
+    return f"{pause.country}: {pause.conversion:.0%} of {pause.calls} ended verifications verified"
 
 
 def _found(v: Verification | None) -> Verification:

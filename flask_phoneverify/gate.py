@@ -69,6 +69,8 @@ NONCE = "_phoneverify_sid"
 
 @dataclass(frozen=True)
 class Identity:
+    """The logged-in user as the extension needs it: the object, its id and its number."""
+
     user: Any
     id: str
     phone: str | None

@@ -25,7 +25,7 @@ from .i18n import N_, gettext, ngettext
 from .phone import country_of
 from .store import Tx
 
-__all__ = ["Limits", "HOUR"]
+__all__ = ["Limits", "HOUR", "reset_keys"]
 
 HOUR = 3600.0
 MINUTE = 60
@@ -62,6 +62,9 @@ def minute_of(at: float) -> int:
 
 @dataclass(frozen=True)
 class Limits:
+    """The call and failure budgets, counted inside the flow's transactions so that every
+    worker sees the same counts."""
+
     max_failures_per_hour: int
     per_number: int
     per_user: int
@@ -127,7 +130,7 @@ class Limits:
                         wait=_words(wait),
                     ),
                     retry_after=wait,
-                )
+                ).limited("failures")
         if last is not None and self.number_cooldown and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
@@ -136,11 +139,13 @@ class Limits:
                     wait=_words(wait),
                 ),
                 retry_after=wait,
-            )
+            ).limited("cooldown")
         for scope, key, limit, message in budgets:
             over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
-                raise RateLimited(gettext(message, wait=_words(over)), retry_after=over)
+                raise RateLimited(gettext(message, wait=_words(over)), retry_after=over).limited(
+                    scope
+                )
 
     def release_call(
         self,
@@ -179,6 +184,29 @@ class Limits:
         budgets.append(("country", country_of(phone), self.per_country, TOO_MANY_TO_COUNTRY))
         budgets.append(("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE))
         return budgets
+
+
+def reset_keys(
+    *,
+    number: str | None = None,
+    user: str | None = None,
+    ip: str | None = None,
+    country: str | None = None,
+) -> list[tuple[str, str]]:
+    """The (scope, key) counter rows an operator's reset clears: every budget and cool-down
+    keyed by the number (E.164), the user id (their wrong PINs too), the client network or
+    the country. Given here, next to the scopes, so a new budget cannot be missed."""
+    keys: list[tuple[str, str]] = []
+    if number is not None:
+        keys += [("number", number), ("enrol_number", number)]
+        keys += [(LAST_CALL, number), (ENROL_LAST_CALL, number)]
+    if user is not None:
+        keys += [("user", user), ("enrol_user", user), (WRONG_PIN, user)]
+    if ip is not None:
+        keys.append(("ip", ip))
+    if country is not None:
+        keys.append(("country", country))
+    return keys
 
 
 def _over(rows: list[tuple[int, int]], limit: int, now: float, *, counted: int) -> int | None:

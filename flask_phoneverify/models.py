@@ -7,6 +7,7 @@
 - ``phoneverify_relayed``: digits a provider may report twice for one entry, kept as
   keyed hashes so every worker counts them once.
 - ``phoneverify_dev_calls``: the simulated phone's calls, so every worker sees them.
+- ``phoneverify_guard``: the fraud guard's word per country (last checked, paused until).
 - ``phoneverify_recovery_codes``: each user's unused recovery codes, as keyed hashes.
 - ``phoneverify_devices``: devices remembered after a phone confirmation, as keyed hashes
   of the ids their signed cookies carry.
@@ -35,6 +36,7 @@ __all__ = [
     "Counter",
     "Relayed",
     "DevCallRow",
+    "GuardRow",
     "RecoveryCode",
     "Device",
     "Status",
@@ -72,6 +74,10 @@ class EventKind(enum.StrEnum):
     CALL = "call"
     #: a counted call that was never placed (the provider refused it): no longer counted
     CALL_RELEASED = "call_released"
+    #: an operator cleared the budgets and cool-downs of a number, user, IP or country
+    RESET = "reset"
+    #: the fraud guard paused calls to a country
+    COUNTRY_PAUSED = "country_paused"
     #: a new set of recovery codes (the old set is gone)
     RECOVERY_CODES = "recovery_codes"
     RECOVERY_USED = "recovery_used"
@@ -83,6 +89,8 @@ class EventKind(enum.StrEnum):
 
 
 class Base(DeclarativeBase):
+    """The extension's own declarative base, so its tables can join an app's metadata."""
+
     metadata = MetaData()
 
 
@@ -114,11 +122,17 @@ class Verification(Base):
     event_at: Mapped[float] = mapped_column(Float, default=0.0)  # last callback event
     verified_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # session marked
+    #: the number's region ('US') or non-geographic code ('+881'): the fraud guard and
+    #: the stats count per country
+    country: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
     #: the locale of the request that started it (``fr``, ``es_MX``): what its calls speak
     locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
 
+    __table_args__ = (Index("ix_phoneverify_verifications_country", "country", "created_at"),)
+
     @property
     def is_open(self) -> bool:
+        """True while the verification may still change (status ``calling``)."""
         return self.status == Status.CALLING
 
 
@@ -190,6 +204,20 @@ class DevCallRow(Base):
     sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     locale: Mapped[str | None] = mapped_column(String(35), nullable=True)  # what the call says
+
+
+class GuardRow(Base):
+    """The fraud guard's state for one country (the key limits count countries under):
+    when its conversion was last computed, and until when its calls are paused. Every
+    worker reads it, so a pause holds across workers."""
+
+    __tablename__ = "phoneverify_guard"
+
+    country: Mapped[str] = mapped_column(String(8), primary_key=True)
+    checked_at: Mapped[float] = mapped_column(Float, default=0.0)
+    until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0)  # ended verifications counted
+    conversion: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class RecoveryCode(Base):

@@ -110,6 +110,7 @@ class Recovery:
 
     @property
     def enabled(self) -> bool:
+        """True when recovery codes are on (``PHONEVERIFY_RECOVERY_CODES`` above 0)."""
         return self.count > 0
 
     def _hash(self, key: bytes, user_id: str, code: str) -> str:
@@ -139,6 +140,7 @@ class Recovery:
         return codes
 
     def left(self, user_id: str) -> int:
+        """How many unused codes ``user_id`` has (one count query)."""
         return self.store.read(lambda tx: tx.recovery_left(user_id))
 
     def use(self, user_id: str, typed: Any, *, ip: str | None) -> Recovered:

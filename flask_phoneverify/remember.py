@@ -68,6 +68,7 @@ class Devices:
 
     @property
     def enabled(self) -> bool:
+        """True when devices may be remembered (``PHONEVERIFY_REMEMBER_DAYS`` above 0)."""
         return self.days > 0
 
     def _id_hash(self, device_id: str) -> str:

@@ -357,6 +357,44 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         minimum=256,
     ),
     Setting(
+        "PHONEVERIFY_METRICS",
+        False,
+        "bool",
+        "Count calls, outcomes, provider latency and refusals as Prometheus metrics (needs "
+        "the `metrics` extra: prometheus_client); the app serves `/metrics` itself.",
+    ),
+    Setting(
+        "PHONEVERIFY_FRAUD_GUARD_MIN_CONVERSION",
+        None,
+        "float",
+        "Fraud guard: pause calls to a country when fewer than this share (0-1) of its recent "
+        "ended verifications were verified; unset: the guard is off.",
+        minimum=0,
+        maximum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_FRAUD_GUARD_MIN_CALLS",
+        20,
+        "int",
+        "Fraud guard: ended verifications to one country, within the window, before its "
+        "conversion is judged.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_FRAUD_GUARD_WINDOW",
+        3600,
+        "int",
+        "Fraud guard: seconds of started verifications whose conversion is judged.",
+        minimum=60,
+    ),
+    Setting(
+        "PHONEVERIFY_FRAUD_GUARD_COOLDOWN",
+        3600,
+        "int",
+        "Fraud guard: seconds a paused country stays paused.",
+        minimum=1,
+    ),
+    Setting(
         "PHONEVERIFY_REMEMBER_DAYS",
         0,
         "int",
@@ -373,6 +411,12 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "0: no recovery codes.",
         minimum=0,
         maximum=50,
+    ),
+    Setting(
+        "PHONEVERIFY_OPENAPI",
+        False,
+        "bool",
+        "Serve the JSON API's OpenAPI 3.1 document at `<prefix>/openapi.json`.",
     ),
 )
 
@@ -421,8 +465,14 @@ class Settings:
     calls_per_country_per_hour: int
     external_url: str | None
     callback_max_bytes: int
+    metrics: bool
+    fraud_guard_min_conversion: float | None
+    fraud_guard_min_calls: int
+    fraud_guard_window: int
+    fraud_guard_cooldown: int
     remember_days: int
     recovery_codes: int
+    openapi: bool
     #: every value that is not a core setting, by full key; out of ``repr`` as it holds secrets
     provider_values: Mapping[str, Any] = field(repr=False)
 

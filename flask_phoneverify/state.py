@@ -36,6 +36,8 @@ class Hooks:
     user_loader: Callable[[], Any] | None = None
     phone_saver: Callable[[Any, str], Any] | None = None
     unverified_handler: Callable[[], Any] | None = None
+    #: ``func(attempt)`` before any call is placed; raises CallRefused to refuse it
+    before_call: Callable[[Any], Any] | None = None
 
 
 @dataclass
@@ -57,6 +59,7 @@ class AppState:
 
     @property
     def style(self) -> Style:
+        """The confirmation style of this app's provider."""
         return self.provider.style
 
     def close(self) -> None:

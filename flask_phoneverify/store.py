@@ -56,6 +56,7 @@ from .models import (
     DevCallRow,
     Device,
     Event,
+    GuardRow,
     RecoveryCode,
     Relayed,
     Status,
@@ -73,6 +74,7 @@ E: Table = Event.__table__  # type: ignore[assignment]
 C: Table = Counter.__table__  # type: ignore[assignment]
 R: Table = Relayed.__table__  # type: ignore[assignment]
 D: Table = DevCallRow.__table__  # type: ignore[assignment]
+G: Table = GuardRow.__table__  # type: ignore[assignment]
 RC: Table = RecoveryCode.__table__  # type: ignore[assignment]
 DV: Table = Device.__table__  # type: ignore[assignment]
 _COLUMNS = tuple(col.name for col in V.columns)
@@ -226,29 +228,40 @@ class Tx:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self._after: list[Callable[[], None]] = []
+
+    def after_commit(self, func: Callable[[], None]) -> None:
+        """Run ``func`` once this step's transaction has committed (signals, metrics): never
+        for a step that rolled back, and once even when the store ran the step twice."""
+        self._after.append(func)
 
     # -- verifications -------------------------------------------------------------
     def get(self, verification_id: str) -> Verification | None:
+        """The verification ``verification_id``, or None."""
         row = self.conn.execute(_GET, {"vid": verification_id}).first()
         return None if row is None else _verification(row._mapping)
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        """The verification of ``provider`` whose current call is ``call_id``, or None."""
         row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
         return None if row is None else _verification(row._mapping)
 
     def open_of_user(self, user_id: str) -> list[Verification]:
+        """The user's open verifications (to lock them all at the failure cap)."""
         rows = self.conn.execute(
             select(V).where(V.c.user_id == user_id, V.c.status == Status.CALLING.value)
         )
         return [_verification(row._mapping) for row in rows]
 
     def open_of_session(self, session: str) -> list[Verification]:
+        """A login session's open verifications (to end them at logout)."""
         rows = self.conn.execute(
             select(V).where(V.c.session_ref == session, V.c.status == Status.CALLING.value)
         )
         return [_verification(row._mapping) for row in rows]
 
     def add(self, v: Verification) -> None:
+        """Insert a new verification."""
         self.conn.execute(_ADD, {name: getattr(v, name) for name in _COLUMNS})
 
     def change(
@@ -316,6 +329,8 @@ class Tx:
         self.conn.execute(_RECORD, rows if len(rows) > 1 else rows[0])
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
+        """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
+        never placed is no longer counted)."""
         self.conn.execute(
             update(E)
             .where(E.c.verification_id == verification_id, E.c.kind == kind, E.c.at == at)
@@ -408,6 +423,7 @@ class Tx:
         return [dict(row._mapping) for row in reversed(rows.all())]
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
+        """One simulated call with its verification's state, or None."""
         row = self.conn.execute(_DEV_ONE, {"b_id": call_id}).first()
         return None if row is None else dict(row._mapping)
 
@@ -418,6 +434,7 @@ class Tx:
         return [str(r[0]) for r in rows]
 
     def recovery_left(self, user_id: str) -> int:
+        """How many unused recovery codes ``user_id`` has."""
         found = self.conn.execute(
             select(func.count()).select_from(RC).where(RC.c.user_id == user_id)
         ).scalar()
@@ -440,6 +457,7 @@ class Tx:
 
     # -- remembered devices ---------------------------------------------------------------
     def add_device(self, row: dict[str, Any]) -> None:
+        """Record a remembered device (its id kept only as a keyed hash)."""
         self.conn.execute(insert(DV).values(row))
 
     def use_device(self, id_hash: str, user_id: str, number_tag: str | None, now: float) -> bool:
@@ -464,6 +482,164 @@ class Tx:
             stmt = stmt.where(DV.c.expires_at <= now)
         return int(self.conn.execute(stmt).rowcount or 0)
 
+    # -- the fraud guard ----------------------------------------------------------------
+    def guard_row(self, country: str) -> tuple[float, float | None] | None:
+        """(checked_at, until) of ``country``'s guard row: one primary-key read."""
+        row = self.conn.execute(_GUARD_ROW, {"b_country": country}).first()
+        return None if row is None else (float(row[0]), row[1])
+
+    def guard_claim(self, country: str, seen: float | None, now: float) -> bool:
+        """Take the turn to compute ``country``'s conversion: True for one caller per
+        ``seen`` checked_at (None: there was no row)."""
+        if seen is None:
+            return self._insert_once(G, {"country": country, "checked_at": now, "calls": 0})
+        result = self.conn.execute(
+            update(G).where(G.c.country == country, G.c.checked_at == seen).values(checked_at=now)
+        )
+        return bool(result.rowcount)
+
+    def conversion(self, country: str, since: float, now: float) -> tuple[int, int]:
+        """(ended, verified) of the verifications to ``country`` started since ``since``:
+        ended = closed, or open past their end (the pumper's page need not ask); a call
+        never placed (the provider refused it) is not counted, so an outage pauses nobody."""
+        ended = or_(V.c.status != Status.CALLING.value, V.c.expires_at <= now)
+        never_placed = and_(V.c.status == Status.FAILED.value, V.c.provider_ref.is_(None))
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(case((V.c.status == Status.VERIFIED.value, 1), else_=0)), 0),
+        ).where(V.c.country == country, V.c.created_at >= since, ended, ~never_placed)
+        row = self.conn.execute(query).one()
+        return int(row[0]), int(row[1])
+
+    def guard_pause(
+        self, country: str, until: float, calls: int, conversion: float, now: float
+    ) -> bool:
+        """Pause ``country`` until ``until`` unless a pause already holds; True when this
+        call set it (so it is announced once, whichever worker decided it)."""
+        values = {"until": until, "calls": calls, "conversion": conversion, "checked_at": now}
+        result = self.conn.execute(
+            update(G)
+            .where(G.c.country == country, or_(G.c.until.is_(None), G.c.until <= now))
+            .values(**values)
+        )
+        if result.rowcount:
+            return True
+        return self._insert_once(G, {"country": country, **values})
+
+    def paused(self, now: float) -> list[dict[str, Any]]:
+        """The countries paused now, with what paused them."""
+        rows = self.conn.execute(select(G).where(G.c.until > now).order_by(G.c.country))
+        return [dict(row._mapping) for row in rows]
+
+    def lift_pause(self, country: str) -> int:
+        """End a fraud-guard pause of ``country`` (``flask phoneverify reset --country``)."""
+        return self.conn.execute(
+            update(G).where(G.c.country == country, G.c.until.is_not(None)).values(until=None)
+        ).rowcount
+
+    def verified_before(self, user_id: str, phone: str) -> bool:
+        """Has this user verified this number before (on the user_id index)?"""
+        query = select(V.c.id).where(
+            V.c.user_id == user_id, V.c.phone == phone, V.c.status == Status.VERIFIED.value
+        )
+        return self.conn.execute(query.limit(1)).first() is not None
+
+    def _insert_once(self, table: Table, values: dict[str, Any]) -> bool:
+        """Insert the row unless its key exists; True when this call inserted it."""
+        name = self.conn.dialect.name
+        if name in ("sqlite", "postgresql"):
+            dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
+            stmt = dialect_insert(table).values(values).on_conflict_do_nothing()
+            return bool(self.conn.execute(stmt).rowcount)
+        self.conn.execute(insert(table).values(values))  # pragma: no cover - other databases
+        return True  # pragma: no cover
+
+    # -- operations (the CLI) ----------------------------------------------------------
+    def forget_counters(self, keys: list[tuple[str, str]]) -> int:
+        """Delete every counter row (budgets, cool-downs, wrong PINs) of these (scope, key)
+        pairs; how many went."""
+        gone = 0
+        for scope, key in keys:
+            gone += self.conn.execute(delete(C).where(C.c.scope == scope, C.c.key == key)).rowcount
+        return gone
+
+    def find(self, prefix: str) -> list[Verification]:
+        """Verifications whose id is or starts with ``prefix`` (logs show 8 characters)."""
+        rows = self.conn.execute(
+            select(V).where(V.c.id.startswith(prefix, autoescape=True)).limit(2)
+        )
+        return [_verification(row._mapping) for row in rows]
+
+    def events_of(self, verification_id: str) -> list[dict[str, Any]]:
+        """One verification's audit events, oldest first (``flask phoneverify show``)."""
+        rows = self.conn.execute(
+            select(E).where(E.c.verification_id == verification_id).order_by(E.c.id)
+        )
+        return [dict(row._mapping) for row in rows]
+
+    def purge_verifications(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` finished verifications created before ``before`` (open
+        ones past their end count as finished)."""
+        finished = or_(V.c.status != Status.CALLING.value, V.c.expires_at < before)
+        ids = select(V.c.id).where(V.c.created_at < before, finished).limit(batch)
+        found = [row[0] for row in self.conn.execute(ids)]
+        if not found:
+            return 0
+        self.conn.execute(delete(V).where(V.c.id.in_(found)))
+        return len(found)
+
+    def purge_events(self, before: float, batch: int) -> int:
+        """Delete up to ``batch`` audit events older than ``before``; how many went."""
+        ids = [
+            row[0] for row in self.conn.execute(select(E.c.id).where(E.c.at < before).limit(batch))
+        ]
+        if not ids:
+            return 0
+        self.conn.execute(delete(E).where(E.c.id.in_(ids)))
+        return len(ids)
+
+    def purge_leftovers(self, before: float, stale_minute: int) -> int:
+        """Rows no check reads any more: counter minutes before ``stale_minute`` (anchors and
+        cool-downs, minute 0, stay), relayed digits and simulated calls before ``before``."""
+        gone = self.conn.execute(
+            delete(C).where(C.c.minute > 0, C.c.minute < stale_minute)
+        ).rowcount
+        gone += self.conn.execute(delete(R).where(R.c.at < before)).rowcount
+        gone += self.conn.execute(delete(D).where(D.c.created_at < before)).rowcount
+        return int(gone)
+
+    def ended_since(self, since: float) -> list[dict[str, Any]]:
+        """What the stats need of each verification started since ``since``."""
+        cols = (
+            V.c.provider,
+            V.c.country,
+            V.c.phone,
+            V.c.status,
+            V.c.reason,
+            V.c.created_at,
+            V.c.verified_at,
+            V.c.expires_at,
+            V.c.provider_ref,
+        )
+        return [
+            dict(row._mapping)
+            for row in self.conn.execute(select(*cols).where(V.c.created_at >= since))
+        ]
+
+    def placed_since(self, since: float) -> list[tuple[str, str | None, str, int]]:
+        """(provider, country, phone, calls placed) per verification with calls placed since
+        ``since`` (each call, resends included, leaves one ``call_placed`` event)."""
+        query = (
+            select(V.c.provider, V.c.country, V.c.phone, func.count())
+            .select_from(E.join(V, V.c.id == E.c.verification_id))
+            .where(E.c.kind == "call_placed", E.c.at >= since)
+            .group_by(V.c.id, V.c.provider, V.c.country, V.c.phone)
+        )
+        return [(r[0], r[1], r[2], int(r[3])) for r in self.conn.execute(query)]
+
+
+_GUARD_ROW = select(G.c.checked_at, G.c.until).where(G.c.country == bindparam("b_country"))
+
 
 class Store:
     """The extension's database: the app's engine, or an engine of its own."""
@@ -483,6 +659,7 @@ class Store:
 
     @property
     def engine(self) -> Engine:
+        """The database engine: the app's (``db.engine``) or the store's own, made on first use."""
         if self._shared is not None:
             return self._shared()
         if self._own is None:
@@ -510,6 +687,7 @@ class Store:
         return self.read(lambda tx: tx.get(verification_id))
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
+        """The verification of ``provider`` whose current call is ``call_id``."""
         return self.read(lambda tx: tx.by_call_id(provider, call_id))
 
     def events(self, verification_id: str) -> list[Event]:
@@ -536,11 +714,16 @@ class Store:
         for attempt in (1, 2):
             try:
                 with self._transaction(write) as conn:
-                    return step(Tx(conn))
+                    tx = Tx(conn)
+                    result = step(tx)
             except DBAPIError as e:
                 if attempt == 2 or not e.connection_invalidated:
                     raise
                 log.warning("phoneverify: database connection lost; trying once more")
+                continue
+            for notice in tx._after:  # committed: only now may the world hear of it
+                notice()
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager

@@ -28,7 +28,7 @@ def test_enrolment_verifies_then_saves(make_app: Any) -> None:
     )
     seen: list[str] = []
 
-    def on_enrolled(sender: Any, user: Any, phone: str) -> None:
+    def on_enrolled(sender: Any, user: Any, phone: str, **extra: Any) -> None:
         seen.append(phone)
 
     phone_enrolled.connect(on_enrolled, h.app)

@@ -8,7 +8,7 @@ the request that started its verification, when its provider can.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -424,3 +424,53 @@ def test_remember_this_device_is_offered_in_french(make_app: Any) -> None:
     c.post("/phoneverify/start", data={"csrf_token": csrf(c)})
     page = c.get("/phoneverify/wait").get_data(as_text=True)
     assert "Se souvenir de cet appareil pendant 1 jour" in page
+
+
+# -- a provider that speaks Spanish and French: Twilio ---------------------------------------------
+
+
+@pytest.fixture
+def twilio_app(make_app: Callable[..., Harness]) -> Iterator[tuple[Harness, Any]]:
+    """An app on a loopback Twilio (which signs its posts and plays the call), served at
+    the address PHONEVERIFY_EXTERNAL_URL names."""
+    from .loopback import free_port, serve
+    from .servers.twilio import ACCOUNT_SID, AUTH_TOKEN, FROM, TwilioServer
+
+    server = TwilioServer()
+    with serve(server) as api:
+        port = free_port()
+        h = make_app(
+            PHONEVERIFY_PROVIDER="twilio",
+            PHONEVERIFY_TWILIO_ACCOUNT_SID=ACCOUNT_SID,
+            PHONEVERIFY_TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            PHONEVERIFY_TWILIO_FROM=FROM,
+            PHONEVERIFY_TWILIO_URL=api,
+            PHONEVERIFY_EXTERNAL_URL=f"http://127.0.0.1:{port}",
+            PHONEVERIFY_STYLE="spoken",
+        )
+        with serve(h.app, port=port):
+            yield h, server
+    server.close()
+
+
+def test_twilio_speaks_the_spoken_code_in_spanish(twilio_app: tuple[Harness, Any]) -> None:
+    h, server = twilio_app
+    c = speaking(h, "es-MX,es;q=0.9")
+    token, body = begin(c)
+    call = list(server.calls.values())[-1]
+    server.answer(call.sid)
+    prompt = call.heard[-1]
+    assert prompt.startswith("Le llama ") and "Para oír su código, pulse " in prompt
+    assert b'<Say language="es-ES">' in call.documents[-1]
+    digit = prompt.rsplit(" ", 1)[1].rstrip(".")
+    server.press(call.sid, digit)
+    assert call.heard[-1].startswith("Su código es ")
+    assert b'<Say language="es-ES">Su c' in call.documents[-1]
+
+
+def test_twilio_speaks_english_without_a_language(twilio_app: tuple[Harness, Any]) -> None:
+    h, server = twilio_app
+    begin(speaking(h, "de"))
+    call = list(server.calls.values())[-1]
+    server.answer(call.sid)
+    assert call.heard[-1].startswith("This is ") and b"language=" not in call.documents[-1]

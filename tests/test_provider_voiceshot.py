@@ -18,6 +18,8 @@ from flask_phoneverify.errors import (
     ProviderUnavailable,
 )
 from flask_phoneverify.providers.base import (
+    CallbackReply,
+    CallbackRequest,
     CallReport,
     CallRequest,
     CallState,
@@ -32,6 +34,12 @@ from .conftest import Harness, get_json, post
 from .loopback import free_port, serve
 from .providers_kit import Live, config
 from .servers.voiceshot import MENU_ID, PATH, VoiceShotServer
+
+
+def cb(body: bytes) -> CallbackRequest:
+    """An XML post to our callback address, as VoiceShot makes it."""
+    return CallbackRequest("https://example.com/cb", body=body, content_type="text/xml")
+
 
 # the shared fixtures: a loopback VoiceShot, and apps served on loopback that it posts to
 voiceshot_server, vs, live = kit.voiceshot_server, kit.vs, kit.live
@@ -281,6 +289,47 @@ def test_calls_that_reach_nobody_fail_with_a_readable_reason(
     assert report.detail is not None and status in report.detail
 
 
+@pytest.mark.parametrize(
+    ("status", "comment"),
+    [
+        ("Successful", "Answering Machine"),
+        ("Unsuccessful", "Machine Answer"),
+        ("Successful", "Voicemail"),
+    ],
+)
+@pytest.mark.parametrize("style", [Style.SPOKEN, Style.KEYPAD])
+def test_a_machine_answer_is_voicemail_even_when_successful(
+    vs: tuple[VoiceShotServer, str],
+    build: Callable[..., VoiceShot],
+    status: str,
+    comment: str,
+    style: Style,
+) -> None:
+    server, _ = vs
+    server.summaries = False
+    provider = build(style)
+    provider.place_call(request(style))
+    server.hang_up(CALL_ID, status, comment)
+    report = provider.call_status(PlacedCall(CALL_ID, CALL_ID, NUMBER, style))
+    assert (report.outcome, report.call) == (Outcome.VOICEMAIL, CallState.ENDED)
+    assert report.detail is not None and comment in report.detail
+
+
+def test_voicemail_summary_fails_the_verification_with_its_reason(
+    live: Callable[..., Live],
+) -> None:
+    app = live(PHONEVERIFY_STYLE="spoken")
+    c = app.h.client()
+    _token, r = app.start(c)
+    assert app.server.hang_up(app.callid(), "Successful", "Answering Machine") == 200
+    status = get_json(c, f"/status?token={r.json['token']}").json
+    assert (status["status"], status["reason"], status["message"]) == (
+        "failed",
+        "voicemail",
+        "The call reached voicemail, not you.",
+    )
+
+
 def test_call_query_errors_are_provider_errors(
     vs: tuple[VoiceShotServer, str], build: Callable[..., VoiceShot]
 ) -> None:
@@ -300,18 +349,18 @@ def test_keypress_events_relay_the_keys_of_prompt_1_marked_once(
 ) -> None:
     provider = build()
     event = f'<prompt menuid="{MENU_ID}" callid="{CALL_ID}" promptid="1" keypress="908172#"/>'
-    [parsed] = provider.parse_callback(event.encode(), "text/xml")
+    [parsed] = provider.parse_callback(cb(event.encode()))
     assert parsed.call_id == CALL_ID and parsed.report.digits == "908172"
     assert parsed.report.call is CallState.ANSWERED and parsed.number is None
     assert parsed.report.once  # the flow counts these digits once per call and number
     # a replay (to this worker or another) is relayed again: no memory in the provider
-    assert build().parse_callback(event.encode(), "text/xml") == [parsed]
-    assert provider.parse_callback(event.encode(), "text/xml") == [parsed]
+    assert build().parse_callback(cb(event.encode())) == [parsed]
+    assert provider.parse_callback(cb(event.encode())) == [parsed]
     other_prompt = event.replace('promptid="1"', 'promptid="2"').replace("908172", "5")
     other_menu = event.replace(MENU_ID, "1-9999").replace("908172", "6")
-    assert provider.parse_callback(other_prompt.encode(), "text/xml") == []
-    assert provider.parse_callback(other_menu.encode(), "text/xml") == []
-    assert build(Style.SPOKEN).parse_callback(event.encode(), "text/xml") == []
+    assert provider.parse_callback(cb(other_prompt.encode())) == []
+    assert provider.parse_callback(cb(other_menu.encode())) == []
+    assert build(Style.SPOKEN).parse_callback(cb(event.encode())) == []
 
 
 @pytest.mark.parametrize("digits", [11, 10])
@@ -324,9 +373,9 @@ def test_summary_carries_the_number_and_the_keys(
     provider.place_call(request())
     server.calls[CALL_ID].keys = "123456"
     server.calls[CALL_ID].status, server.calls[CALL_ID].comment = "Successful", "Human Answer"
-    [event] = provider.parse_callback(server.summary(server.calls[CALL_ID]), "text/xml")
+    [event] = provider.parse_callback(cb(server.summary(server.calls[CALL_ID])))
     assert event.number == NUMBER and event.report.digits == "123456" and event.report.once
-    [again] = provider.parse_callback(server.summary(server.calls[CALL_ID]), "text/xml")
+    [again] = provider.parse_callback(cb(server.summary(server.calls[CALL_ID])))
     assert again == event  # repeated for the flow to count once, in the database
 
 
@@ -338,10 +387,10 @@ def test_summary_without_keys_fails_a_keypad_call_and_delivers_a_spoken_one(
     keypad.place_call(request())
     call = server.calls[CALL_ID]
     call.status, call.comment = "Successful", "Human Answer"
-    [event] = keypad.parse_callback(server.summary(call), "text/xml")
+    [event] = keypad.parse_callback(cb(server.summary(call)))
     assert event.report.outcome is Outcome.FAILED
     assert event.report.reason == "The call ended before the PIN was keyed in."
-    [spoken] = build(Style.SPOKEN).parse_callback(server.summary(call), "text/xml")
+    [spoken] = build(Style.SPOKEN).parse_callback(cb(server.summary(call)))
     assert spoken.report.outcome is Outcome.CONFIRMED and spoken.report.digits is None
     assert not spoken.report.once and not event.report.once  # no digits, nothing to count
 
@@ -360,16 +409,16 @@ def test_summary_without_keys_fails_a_keypad_call_and_delivers_a_spoken_one(
 )
 def test_events_we_cannot_read_are_refused(build: Callable[..., VoiceShot], body: bytes) -> None:
     with pytest.raises(ProviderProtocolError):
-        build().parse_callback(body, "text/xml")
+        build().parse_callback(cb(body))
 
 
 def test_answer_and_hangup_events_change_nothing(build: Callable[..., VoiceShot]) -> None:
     provider = build()
     answer = f'<campaign menuid="{MENU_ID}" callid="{CALL_ID}" action="4" callerid="2015550100"/>'
     hangup = f'<campaign menuid="{MENU_ID}" callid="{CALL_ID}" action="5" duration="24"/>'
-    assert provider.parse_callback(answer.encode(), "text/xml") == []
-    assert provider.parse_callback(hangup.encode(), "text/xml") == []
-    assert provider.callback_reply() == ("", "text/plain")
+    assert provider.parse_callback(cb(answer.encode())) == []
+    assert provider.parse_callback(cb(hangup.encode())) == []
+    assert provider.callback_reply(cb(b""), []) == CallbackReply("", "text/plain")
 
 
 # -- the whole flow through the extension, events posted to the served app ---------------------

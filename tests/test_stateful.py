@@ -319,11 +319,14 @@ class PhoneFlow(RuleBasedStateMachine):
     @precondition(lambda self: self.current is not None and self.style == "spoken")
     @rule()
     def press_on_a_spoken_call(self) -> None:
-        """Keys on a call that speaks the PIN are refused and change nothing."""
+        """Keys other than the one digit a spoken call asks for hang up without the code
+        (or are refused, before the answer and after the code); they count no attempt."""
         assert self.current is not None
         before = self._row(self.current)
         r = self._phone("keys", self.seen[self.current].pin)
-        assert r is None or r.status_code == 400
+        assert r is None or r.status_code in (200, 400)
+        if r is not None and r.status_code == 200:
+            assert r.json["heard"] is False
         after = self._row(self.current)
         assert (after.status, after.attempts) == (before.status, before.attempts)
 
@@ -331,6 +334,13 @@ class PhoneFlow(RuleBasedStateMachine):
     @rule()
     def answer(self) -> None:
         r = self._phone("answer")
+        assert r is None or r.status_code in (200, 400)
+
+    @precondition(lambda self: self.current is not None)
+    @rule()
+    def voicemail(self) -> None:
+        """Voicemail answers a ringing call: it fails, and hears no code."""
+        r = self._phone("voicemail")
         assert r is None or r.status_code in (200, 400)
 
     @precondition(lambda self: self.current is not None)

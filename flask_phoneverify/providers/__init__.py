@@ -19,6 +19,7 @@ REGISTRY: dict[str, str] = {
     "veratad": "flask_phoneverify.providers.veratad:Veratad",
     "anveo": "flask_phoneverify.providers.anveo:Anveo",
     "voiceshot": "flask_phoneverify.providers.voiceshot:VoiceShot",
+    "twilio": "flask_phoneverify.providers.twilio:Twilio",
 }
 
 

@@ -111,6 +111,9 @@ def _prefix(option: str) -> str:
 
 
 class Anveo(Provider):
+    """The Anveo API: DIAL.CALLFLOW speaks the PIN, polled with DIAL.GETSTATUS;
+    DIAL.CONNECT bridges to the support line."""
+
     name = "anveo"
     styles = frozenset({Style.SPOKEN})
     preferred_style = Style.SPOKEN
@@ -202,6 +205,7 @@ class Anveo(Provider):
 
     # -- calls ----------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Dial the number into the configured call flow, passing the PIN as a variable."""
         params: list[ET.Element] = [
             _param("PHONENUMBER", request.number.lstrip("+")),
             _param("CALLERID", self.caller_id),

@@ -8,8 +8,13 @@ without the prefix), and then:
 - declares the styles it can do (``styles``) and the one it prefers;
 - places a call (:meth:`Provider.place_call`) and returns a :class:`CallTicket`;
 - reports a call's progress when polled (:meth:`Provider.call_status`), or
-  turns what it posts to our callback address into :class:`CallEvent` values
-  (:meth:`Provider.parse_callback`);
+  turns a request the vendor makes to our callback address, whole
+  (:class:`CallbackRequest`: the address as the vendor requested it, headers,
+  body), into :class:`CallEvent` values (:meth:`Provider.parse_callback`), after
+  checking the vendor's signature when it signs; then answers that request per
+  event (:meth:`Provider.callback_reply`, a :class:`CallbackReply`), so a vendor
+  that expects instructions back (Twilio's TwiML) gets them, built from what
+  each event did (:class:`EventResult`);
 - may check a typed code itself (:meth:`Provider.check_code`);
 - may bridge the user to a support line (:meth:`Provider.bridge`).
 
@@ -20,10 +25,10 @@ family; ``message`` is for users, ``detail`` for the log.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ..errors import (
     ConfigError,
@@ -33,10 +38,11 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from ..i18n import spoken_language
+from ..i18n import N_, gettext, spoken_language
 from ..settings import Setting
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the sealer and the store are init_app's; providers only use them
+    from ..sealing import Sealer
     from ..store import Tx
 
 __all__ = [
@@ -48,6 +54,10 @@ __all__ = [
     "PlacedCall",
     "CallReport",
     "CallEvent",
+    "CallbackRequest",
+    "CallbackReply",
+    "EventResult",
+    "VOICEMAIL_REASON",
     "Provider",
     "ConfigError",
     "ProviderError",
@@ -85,6 +95,11 @@ class Outcome(enum.StrEnum):
     PENDING = "pending"  # nothing decided yet
     CONFIRMED = "confirmed"  # keypad: right digits pressed; delivery: delivered; spoken: PIN heard
     FAILED = "failed"  # the call did not do its job; ``reason`` says why
+    VOICEMAIL = "voicemail"  # a machine answered: the verification fails (VOICEMAIL_REASON)
+
+
+#: what the user reads when a machine answered the call (failure reason ``voicemail``)
+VOICEMAIL_REASON = N_("The call reached voicemail, not you.")
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,77 @@ class CallEvent:
     number: str | None = None  # E.164, when the event carries the number
 
 
+#: form fields read from a callback body at most (vendors send a few dozen)
+MAX_FORM_FIELDS = 200
+
+
+@dataclass(frozen=True)
+class CallbackRequest:
+    """A request a vendor made to our callback address, whole, so a provider can check a
+    vendor's signature over exactly what was sent.
+
+    ``url`` is the address as the vendor requested it, query included: built on
+    PHONEVERIFY_EXTERNAL_URL when it is set (behind a proxy the app's own view of
+    its address differs from the one the vendor signed)."""
+
+    url: str
+    method: str = "POST"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    content_type: str = ""
+
+    def header(self, name: str) -> str | None:
+        """A header's value, whatever the case of its name."""
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    @property
+    def form(self) -> list[tuple[str, str]]:
+        """The body's fields when it is form-encoded (in order, repeats kept), else none."""
+        if self.content_type.split(";", 1)[0].strip().lower() != (
+            "application/x-www-form-urlencoded"
+        ):
+            return []
+        try:
+            text = self.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return []
+        try:
+            return parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+        except ValueError:  # more fields than any vendor sends: read as none
+            return []
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The address's query fields (the first of each name)."""
+        fields: dict[str, str] = {}
+        for name, value in parse_qsl(urlsplit(self.url).query, keep_blank_values=True):
+            fields.setdefault(name, value)
+        return fields
+
+
+@dataclass(frozen=True)
+class CallbackReply:
+    """How to answer a callback request: instructions for vendors that take them."""
+
+    body: str | bytes = "OK"
+    content_type: str = "text/plain"
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class EventResult:
+    """What one callback event did, for the provider's reply (say thanks, ask again...).
+
+    ``current``: the event named a live verification's current call; ``status``: the
+    verification's status after it (``calling``, ``verified``, ``failed``...), None when
+    no verification was found."""
+
+    current: bool
+    status: str | None = None
+    attempts_left: int | None = None
+
+
 class Provider:
     """Base class of the voice providers. Subclasses set the class attributes and
     implement :meth:`place_call` and, for polled providers, :meth:`call_status`."""
@@ -170,6 +256,15 @@ class Provider:
     #: the languages its calls can be spoken in (None: every shipped language); a call
     #: asked in another language speaks English
     speaks: ClassVar[frozenset[str] | None] = frozenset({"en"})
+    #: whether init_app must refuse to start without PHONEVERIFY_EXTERNAL_URL (a vendor that
+    #: signs the address it requested needs the address as the world sees it)
+    needs_external_url: ClassVar[bool] = False
+    #: spoken style: whether the call speaks the code only after a key a machine does not
+    #: press (and never to an answering machine it detects); init_app warns otherwise
+    voicemail_safe: ClassVar[bool] = False
+    #: encrypts what a call must carry and get back (a spoken code inside a signed address);
+    #: init_app sets it, with a key derived from SECRET_KEY, before any call
+    sealer: Sealer | None = None
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
@@ -190,6 +285,8 @@ class Provider:
 
     # -- calls ---------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Place the call ``request`` describes; the ticket's reference is how it is followed.
+        Raises the ProviderError family when the call cannot be placed."""
         raise NotImplementedError
 
     def call_language(self, request: CallRequest) -> str:
@@ -219,13 +316,19 @@ class Provider:
         return None
 
     # -- callbacks ------------------------------------------------------------
-    def parse_callback(self, body: bytes, content_type: str) -> list[CallEvent]:
-        """Turn a body the provider posted to our callback address into events."""
-        raise ProviderProtocolError("This provider does not post call events.")
+    def parse_callback(self, request: CallbackRequest) -> list[CallEvent]:
+        """Turn a request the vendor made to our callback address into events.
 
-    def callback_reply(self) -> tuple[str, str]:
-        """The body and content type to answer a callback post with."""
-        return "OK", "text/plain"
+        Raise :class:`~flask_phoneverify.errors.Forbidden` when a vendor that signs its
+        requests did not sign this one (answered 403), a ProviderError for a body that
+        cannot be read (answered 400)."""
+        raise ProviderProtocolError(gettext("This provider does not post call events."))
+
+    def callback_reply(
+        self, request: CallbackRequest, results: Sequence[tuple[CallEvent, EventResult]]
+    ) -> CallbackReply:
+        """The answer to ``request``, once its events were applied (``results``, in order)."""
+        return CallbackReply()
 
     # -- bridge to a person ------------------------------------------------------
     @property

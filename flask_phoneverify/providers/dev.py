@@ -10,8 +10,15 @@ Its calls live in the extension's database (``phoneverify_dev_calls``), so every
 worker process lists, answers and keys the same calls. A keypad call's PIN is not
 kept at all; a spoken call's PIN is kept only sealed under a key derived from
 SECRET_KEY (see :mod:`flask_phoneverify.sealing`), to show it on the phone's page.
+
 Unlike the vendor providers it therefore knows the store: the database is the
 simulated phone network.
+
+A spoken call is voicemail-safe, as a real provider's call should be: it first
+asks for one random digit ("To hear your code, press 7") and speaks the code
+only once that digit is keyed; any other key hangs up without it. The phone can
+also let voicemail answer a ringing call: like a provider with answering-machine
+detection, it reports a machine, and the verification fails without the code.
 
 It is refused outside debug or testing mode unless PHONEVERIFY_DEV_PHONE is set,
 so it cannot end up in production by accident.
@@ -62,8 +69,12 @@ class DevCall:
     state: CallState
     pin: str | None  # spoken calls only; a keypad call never says it
     owner: str | None = None  # the user whose verification placed it
+    digit: str | None = None  # spoken calls: the key that plays the code
+    heard: bool = False  # spoken calls: the code was played (the right digit was keyed)
 
     def public(self) -> dict[str, Any]:
+        """The listing's entry, the number masked. ``pin`` stays in it for spoken calls,
+        heard or not: a test affordance (the page shows the code only once it played)."""
         return {
             "id": self.id,
             "number": mask(self.number),
@@ -71,13 +82,28 @@ class DevCall:
             "text": self.text,
             "state": self.state.value,
             "pin": self.pin,
+            "digit": self.digit,
+            "heard": self.heard,
         }
 
 
-def call_text(style: Style, app_name: str, pin: str | None, locale: str | None = None) -> str:
-    """What the call says, in ``locale`` (a shipped language; English by default)."""
+def call_text(
+    style: Style,
+    app_name: str,
+    pin: str | None,
+    digit: str | None = None,
+    heard: bool = True,
+    locale: str | None = None,
+) -> str:
+    """What the simulated call says, in ``locale`` (a shipped language; English by
+    default): the PIN in spoken style once its digit was keyed, never in keypad style."""
     speech = for_locale(locale)
     if style is Style.SPOKEN:
+        if digit is not None and not heard:
+            return speech.gettext("This is %(app)s. To hear your code, press %(digit)s.") % {
+                "app": app_name,
+                "digit": digit,
+            }
         spoken = " ".join(pin or "?")
         return speech.gettext("This is %(app)s. Your PIN is %(pin)s. Again: %(pin)s. Goodbye.") % {
             "app": app_name,
@@ -86,6 +112,12 @@ def call_text(style: Style, app_name: str, pin: str | None, locale: str | None =
     return speech.gettext(
         "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
     ) % {"app": app_name}
+
+
+def prompt_digit() -> str:
+    """The key a spoken call asks for before the code: random, so a greeting's tone or a
+    machine pressing "any key" does not hear it."""
+    return secrets.choice("123456789")
 
 
 def call_state(status: str | None, progress: str | None, *, superseded: bool = False) -> CallState:
@@ -98,11 +130,14 @@ def call_state(status: str | None, progress: str | None, *, superseded: bool = F
 
 
 class DevPhone(Provider):
+    """The simulated phone: calls ring on a page of the app, for development and tests."""
+
     name = "dev"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
     simulated = True
     polled = False  # every change reaches the flow as an event from the phone's page
+    voicemail_safe = True
     speaks = None  # its calls are read on a page: any shipped language
 
     def __init__(
@@ -120,12 +155,14 @@ class DevPhone(Provider):
 
     @property
     def store(self) -> Store:
+        """The extension's store, where the phone keeps its calls (set by init_app)."""
         if self._store is None:
             raise RuntimeError("the simulated phone is used before init_app attached it")
         return self._store
 
     @property
-    def sealer(self) -> Sealer:
+    def pin_sealer(self) -> Sealer:
+        """Seals a spoken call's prompt digit and PIN (its own key, as before the prompt)."""
         assert self._sealer is not None
         return self._sealer
 
@@ -143,7 +180,9 @@ class DevPhone(Provider):
                 "style": request.style.value,
                 "app_name": request.app_name,
                 "sealed_pin": (
-                    self.sealer.seal(request.pin) if request.style is Style.SPOKEN else None
+                    self.pin_sealer.seal(f"{prompt_digit()}:{request.pin}")
+                    if request.style is Style.SPOKEN
+                    else None
                 ),
                 "created_at": float(self._clock()),
                 "locale": self.call_language(request),
@@ -188,11 +227,25 @@ class DevPhone(Provider):
         return [c.public() for c in self.newest(LISTED, number, owner)]
 
     def answer(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        """Answered by a person. A spoken call asks for its digit first (a call sealed
+        before the prompt existed speaks its code at once)."""
         call = self._live(call_id, owner, tx)
-        outcome = Outcome.CONFIRMED if call.style is Style.SPOKEN else Outcome.PENDING
+        at_once = call.style is Style.SPOKEN and call.digit is None
+        outcome = Outcome.CONFIRMED if at_once else Outcome.PENDING
         return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, outcome=outcome))
 
+    def voicemail(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        """Voicemail answers a ringing call: detected as a machine, it hears no code."""
+        call = self._live(call_id, owner, tx)
+        if call.state is not CallState.RINGING:
+            raise BadInput(gettext("Only a ringing call can go to voicemail."))
+        report = CallReport(
+            call=CallState.ENDED, outcome=Outcome.VOICEMAIL, detail="simulated answering machine"
+        )
+        return CallEvent(call.call_id, report)
+
     def hang_up(self, call_id: str, owner: str, tx: Tx | None = None) -> CallEvent:
+        """Decline or end a call; before the PIN was entered it fails the verification."""
         call = self._live(call_id, owner, tx)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
@@ -207,14 +260,24 @@ class DevPhone(Provider):
         return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
     def press(self, call_id: str, owner: str, digits: str, tx: Tx | None = None) -> CallEvent:
-        """Keys pressed on the simulated keypad, relayed for the flow to check."""
+        """Keys pressed on the simulated keypad: a keypad call's are relayed for the flow
+        to check; a spoken call's must be its one digit, which plays the code, and any
+        other key hangs up without it."""
         call = self._live(call_id, owner, tx)
-        if call.style is not Style.KEYPAD:
+        if call.style is not Style.KEYPAD and (call.digit is None or call.heard):
             raise BadInput(gettext("This call does not ask for keys: it speaks the PIN."))
         digits = (digits or "").strip().rstrip("#")
         if not digits or not digits.isdigit() or len(digits) > 32:
             raise BadInput(gettext("Key in digits only."))
-        return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
+        if call.style is Style.KEYPAD:
+            return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
+        if call.state is CallState.RINGING:
+            raise BadInput(gettext("Answer the call first."))
+        if call.digit is not None and secrets.compare_digest(digits, call.digit):
+            return CallEvent(
+                call.call_id, CallReport(call=CallState.ANSWERED, outcome=Outcome.CONFIRMED)
+            )
+        return CallEvent(call.call_id, CallReport(call=CallState.ENDED))
 
     def _live(self, call_id: str, owner: str, tx: Tx | None = None) -> DevCall:
         """A call of ``owner``'s that has not ended (another user's call is not found);
@@ -228,16 +291,23 @@ class DevPhone(Provider):
 
     def _call(self, row: dict[str, Any]) -> DevCall:
         style = Style(row["style"])
-        pin = self.sealer.open(row["sealed_pin"]) if row["sealed_pin"] is not None else None
+        sealed = self.pin_sealer.open(row["sealed_pin"]) if row["sealed_pin"] is not None else None
+        digit, _, pin = (sealed or "").rpartition(":")
+        # played once the flow recorded the code as delivered
+        heard = style is Style.SPOKEN and (not digit or row["v_call"] == CallState.DELIVERED)
         return DevCall(
             id=row["id"],
             call_id=row["call_id"],
             number=row["number"],
             style=style,
-            text=call_text(style, row["app_name"], pin, row["locale"]),
+            text=call_text(
+                style, row["app_name"], pin or None, digit or None, heard, row["locale"]
+            ),
             state=self._state(row),
             owner=row["owner"],
-            pin=pin if style is Style.SPOKEN else None,
+            pin=(pin or None) if style is Style.SPOKEN else None,
+            digit=digit or None,
+            heard=heard,
         )
 
     def _state(self, row: dict[str, Any]) -> CallState:

@@ -284,6 +284,8 @@ class PhoneConfirm(Provider):
 
     # -- calls ---------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """AddJob (AddJobEx with job details): the service queues the call and answers its job
+        GUID at once."""
         if not _E164.fullmatch(request.number):
             raise ProviderRejected(detail="number is not in E.164 form")
         common = {

@@ -145,6 +145,7 @@ class ErrorWords:
     number_message: str | None = None
 
     def blame(self, text: str) -> Blame:
+        """Whose fault ``text`` says it is: the account's, the number's, or neither."""
         lowered = text.lower()
         if any(word.lower() in lowered for word in self.account):
             return Blame.ACCOUNT
@@ -153,9 +154,11 @@ class ErrorWords:
         return Blame.UNKNOWN
 
     def account_error(self, detail: str) -> ProviderConfigError:
+        """The error for a refusal of our account or settings."""
         return ProviderConfigError(detail=f"{detail}; {self.fix}" if self.fix else detail)
 
     def number_error(self, detail: str) -> ProviderRejected:
+        """The error for a refusal of the number called."""
         message = gettext(self.number_message) if self.number_message else None
         return ProviderRejected(message, detail=detail)
 

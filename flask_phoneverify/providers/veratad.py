@@ -115,6 +115,9 @@ def target_phone(e164: str) -> str:
 
 
 class Veratad(Provider):
+    """Veratad PhoneMatch Dialer: plays a recorded message and reports delivery only
+    (the opt-in delivery style)."""
+
     name = "veratad"
     styles = frozenset({Style.DELIVERY})
     preferred_style = Style.DELIVERY
@@ -200,6 +203,7 @@ class Veratad(Provider):
 
     # -- calls --------------------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Start the dialer; the continuation token follows the call."""
         body = {
             "user": self.user,
             "pass": self.password,

@@ -59,7 +59,7 @@ from __future__ import annotations
 import logging
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - building only; answers go through parse_xml
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -76,11 +76,14 @@ from ..i18n import N_, for_locale, gettext
 from ..phone import split
 from ..settings import Setting
 from .base import (
+    CallbackReply,
+    CallbackRequest,
     CallEvent,
     CallReport,
     CallRequest,
     CallState,
     CallTicket,
+    EventResult,
     Outcome,
     PlacedCall,
     Provider,
@@ -154,6 +157,10 @@ ERRORS: dict[int, tuple[type[ProviderError], str | None, str]] = {
 #: final "Successful"; a call query made mid-call must not end the verification)
 _UNDER_WAY = ("pend", "progress", "queue", "calling", "ringing", "dialing", "schedul", "active")
 
+#: words of a call's status or comment that say a machine answered (VoiceShot's comments
+#: are free text; its SDK samples show "Human Answer")
+_MACHINE = ("machine", "voicemail")
+
 #: words of a call's status or comment, and what they tell the user (kept in English:
 #: callbacks report them, translated where shown)
 _FAILURES = (
@@ -161,8 +168,6 @@ _FAILURES = (
     ("no answer", N_("The call was not answered.")),
     ("noanswer", N_("The call was not answered.")),
     ("not answered", N_("The call was not answered.")),
-    ("machine", N_("The call reached an answering machine, not you.")),
-    ("voicemail", N_("The call reached voicemail, not you.")),
     ("fax", N_("The number answered as a fax line.")),
     ("invalid", N_("The number could not be reached.")),
     ("disconnected", N_("The number could not be reached.")),
@@ -174,6 +179,9 @@ def _prefix(option: str) -> str:
 
 
 class VoiceShot(Provider):
+    """The VoiceShot IVR API: places calls into an IVR menu; keypresses and summaries
+    come back as call events."""
+
     name = "voiceshot"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD
@@ -235,6 +243,7 @@ class VoiceShot(Provider):
 
     # -- calls ----------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """Post the call (action 0) with our prompt; VoiceShot answers errorid 0 when queued."""
         number = _national(request.number)
         campaign = ET.Element("campaign", menuid=self.menu_id, action="0", callerid=self.caller_id)
         prompts = ET.SubElement(campaign, "prompts")
@@ -274,8 +283,8 @@ class VoiceShot(Provider):
         return CallReport()  # not called yet, or still on the line
 
     # -- callbacks ------------------------------------------------------------------
-    def parse_callback(self, body: bytes, content_type: str) -> list[CallEvent]:
-        root = parse_xml(body, vendor=VENDOR)
+    def parse_callback(self, request: CallbackRequest) -> list[CallEvent]:
+        root = parse_xml(request.body, vendor=VENDOR)
         if root.tag not in ("prompt", "campaign"):
             raise ProviderProtocolError(detail=f"{VENDOR} posted <{root.tag[:40]}>")
         if root.get("menuid") != self.menu_id:
@@ -292,8 +301,10 @@ class VoiceShot(Provider):
         number = _e164(said) if said else None
         return [CallEvent(call_id, self._report(root), number=number)]
 
-    def callback_reply(self) -> tuple[str, str]:
-        return "", "text/plain"  # no call command: the menu goes on as designed
+    def callback_reply(
+        self, request: CallbackRequest, results: Sequence[tuple[CallEvent, EventResult]]
+    ) -> CallbackReply:
+        return CallbackReply("", "text/plain")  # no call command: the menu goes on as designed
 
     def close(self) -> None:
         self.client.close()
@@ -315,6 +326,10 @@ class VoiceShot(Provider):
         detail = f"{VENDOR} status {said!r}, comment {why!r}"
         if not status or any(word in status.lower() for word in _UNDER_WAY):
             return CallReport()  # not finished: only a final status decides
+        if any(word in f"{status} {comment}".lower() for word in _MACHINE):
+            # "Successful" too: a machine took the call, and in spoken style the code with
+            # it; the verification fails, so the recorded code is worth nothing
+            return CallReport(call=CallState.ENDED, outcome=Outcome.VOICEMAIL, detail=detail)
         if status.lower() != "successful":
             return CallReport(
                 call=CallState.ENDED,

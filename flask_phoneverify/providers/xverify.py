@@ -104,6 +104,8 @@ class _Answer:
 
 
 class Xverify(Provider):
+    """Xverify Phone Confirm (REST): the call speaks the code; verifycode checks it too."""
+
     name = "xverify"
     styles = frozenset({Style.SPOKEN})
     preferred_style = Style.SPOKEN
@@ -191,6 +193,7 @@ class Xverify(Provider):
 
     # -- calls --------------------------------------------------------------------------
     def place_call(self, request: CallRequest) -> CallTicket:
+        """placecall: Xverify speaks the code and answers a transaction number."""
         country_code, national = split(request.number)
         query: dict[str, str] = {
             "phone": national,

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from flask import Blueprint
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from ..errors import FlowError, ProviderError
-from . import callbacks, devphone, pages, recovery
+from . import apidoc, callbacks, devphone, pages, recovery
 from .common import flow_error, no_store, provider_error, store_error, template_context
 
 __all__ = ["make_blueprint"]
 
 
 def make_blueprint() -> Blueprint:
+    """The extension's blueprint: every route, its error handlers and template context."""
     bp = Blueprint(
         "phoneverify",
         __name__,
@@ -50,10 +52,12 @@ def make_blueprint() -> Blueprint:
     bp.add_url_rule("/recover", "use_code", recovery.recover, methods=["POST"])
     bp.add_url_rule("/new-number", "new_number", recovery.new_number_page, methods=["GET"])
     bp.add_url_rule("/new-number", "start_new_number", recovery.new_number, methods=["POST"])
+    bp.add_url_rule("/openapi.json", "openapi", apidoc.openapi_json, methods=["GET"])
     bp.context_processor(template_context)
     bp.context_processor(recovery.template_context)
     bp.after_request(no_store)
     bp.register_error_handler(FlowError, flow_error)
     bp.register_error_handler(ProviderError, provider_error)
     bp.register_error_handler(SQLAlchemyError, store_error)
+    bp.register_error_handler(HTTPException, apidoc.http_error)
     return bp

@@ -31,6 +31,7 @@ log = logging.getLogger("flask_phoneverify")
 
 
 def template_context() -> dict[str, Any]:
+    """What every template of the blueprint receives (see docs/templates.md)."""
     st = state()
     return {
         "phoneverify_base": st.settings.base_template or "phoneverify/_layout.html",
@@ -57,6 +58,7 @@ PAGE_HEADERS = {
 
 
 def no_store(response: Response) -> Response:
+    """Never cache an answer of the extension; never frame its pages."""
     headers = response.headers
     headers["Cache-Control"] = "no-store"
     for name, value in PAGE_HEADERS.items():
@@ -66,6 +68,7 @@ def no_store(response: Response) -> Response:
 
 
 def iso(ts: float) -> str:
+    """UNIX seconds as ISO 8601 UTC, as the JSON API writes times."""
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -99,6 +102,7 @@ def this_session() -> str:
 
 
 def pending() -> dict[str, Any]:
+    """The session's pending verification: token, next page and (keypad) PIN."""
     data = session.get(PENDING)
     return data if isinstance(data, dict) else {}
 
@@ -120,6 +124,7 @@ def verification_id(st: AppState, who: Identity, token: str) -> str:
 
 
 def next_path(value: Any = None) -> str:
+    """A safe same-site path to go to: ``value``, the session's, or the default."""
     default: str = state().settings.default_next
     return safe_next(value) or safe_next(pending().get("n")) or default
 
@@ -149,6 +154,7 @@ def client_network(address: str | None, ipv6_prefix: int) -> str | None:
 
 
 def flow_error(e: FlowError) -> Any:
+    """A refused request as ``{error, message}`` JSON, or the message page."""
     message = translate(e.message)  # made in the request's language, or marked with N_
     payload: dict[str, Any] = {"error": e.code, "message": message}
     payload.update({k: v for k, v in e.extra.items() if k != "pending"})
@@ -168,6 +174,7 @@ def flow_error(e: FlowError) -> Any:
 
 
 def provider_error(e: ProviderError) -> Any:
+    """A provider failure: 503 when trying again may help, 502 otherwise."""
     status = 503 if e.retryable else 502
     message = translate(e.message)  # made in the request's language, or marked with N_
     if wants_json():
@@ -184,6 +191,7 @@ def provider_error(e: ProviderError) -> Any:
 
 
 def store_error(e: SQLAlchemyError) -> Any:
+    """A database failure: 503, logged without its details."""
     log.error("phoneverify: database error: %s", type(e).__name__, exc_info=current_app.debug)
     message = gettext("Phone confirmation is unavailable for a moment. Please try again shortly.")
     if wants_json():

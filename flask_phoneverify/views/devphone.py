@@ -1,4 +1,5 @@
-"""The simulated phone's page: list calls, answer, hang up, key in digits.
+"""The simulated phone's page: list calls, answer, hang up, key in digits, let
+voicemail answer.
 
 Its actions reach the flow as call events, the way a keypad-relaying provider's
 callbacks do; the calls live in the database, so any worker serves any call.
@@ -15,7 +16,7 @@ from ..flow import wrong_pin_message
 from ..gate import current_identity, wants_json
 from ..i18n import gettext
 from ..models import Status, Verification
-from ..providers.base import CallEvent, CallState
+from ..providers.base import CallEvent, CallState, Outcome
 from ..providers.dev import DevPhone, call_state
 from ..state import state
 from ..store import Tx
@@ -42,6 +43,7 @@ def _state_after(reported: CallState | None, v: Verification | None, current: bo
 
 
 def dev_phone() -> Any:
+    """The simulated phone's page, or its calls as JSON: the user's own only."""
     phone = _phone()
     who = current_identity()  # a visitor sees the calls of their own verifications only
     number = request.args.get("number") or None
@@ -60,7 +62,7 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     validate_csrf()
     data = body()
     who = current_identity()
-    if who is None or action not in ("keys", "answer", "hangup"):
+    if who is None or action not in ("keys", "answer", "hangup", "voicemail"):
         abort(404)
     digits = str(data.get("digits", ""))
 
@@ -69,13 +71,26 @@ def dev_phone_action(call_id: str, action: str) -> Any:
             return phone.press(call_id, who.id, digits, tx)
         if action == "answer":
             return phone.answer(call_id, who.id, tx)
+        if action == "voicemail":
+            return phone.voicemail(call_id, who.id, tx)
         return phone.hang_up(call_id, who.id, tx)
 
     applied = st.flow.apply_event(event)
     assert applied.event is not None
     v = applied.verification
     answer: dict[str, Any] = {}
-    if action == "keys":
+    report = applied.event.report
+    if action == "keys" and report.digits is None:  # a spoken call's prompt digit
+        heard = applied.current and report.outcome is Outcome.CONFIRMED
+        message = (
+            gettext("The call reads your code.")
+            if heard
+            else gettext("That was not the key the call asked for: it hung up without the code.")
+        )
+        answer.update(heard=heard, message=message)
+    elif action == "voicemail":
+        answer["message"] = st.flow.message(v) if v is not None else gettext("The call has ended.")
+    elif action == "keys":
         accepted = applied.current and v is not None and v.status == Status.VERIFIED
         if accepted:
             message = gettext("Thank you. You are confirmed.")

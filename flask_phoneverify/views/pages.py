@@ -8,9 +8,9 @@ from typing import Any
 from flask import abort, jsonify, redirect, render_template, request, session, url_for
 
 from .. import phone as phones
-from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, ProviderError
+from ..errors import BadInput, FlowError
+from ..flow import reason_code
 from ..gate import PENDING, Identity, mark_verified, number_tag, wants_json
 from ..i18n import N_, current_locale, gettext, translate
 from ..models import Status, Verification
@@ -25,7 +25,6 @@ from .common import (
     iso,
     next_path,
     pending,
-    sender,
     this_session,
     token_of,
     verification_id,
@@ -68,6 +67,7 @@ def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> Non
 
 
 def verify() -> Any:
+    """The verify page; JSON: a CSRF token and what the page offers."""
     st = state()
     who = identity()
     next_to = next_path(request.args.get("next"))
@@ -121,6 +121,7 @@ def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, 
 
 
 def start() -> Any:
+    """Place a call (the number on file, or one typed to enrol)."""
     st = state()
     who = identity()
     validate_csrf()
@@ -135,19 +136,16 @@ def start() -> Any:
             session=this_session(),
             ip=client_ip(),
             callback_url=_callback_url(st),
+            user=who.user,
             locale=current_locale(),
         )
     except FlowError as e:
         if wants_json() or e.status not in (400, 429):
             raise
         return _verify_again(st, who, next_to, e)
-    except ProviderError as e:
-        signals.verification_failed.send(sender(), reason=e.message)
-        raise
     v = started.verification
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
-    signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     return redirect(url_for("phoneverify.wait"))
@@ -171,6 +169,7 @@ def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError
 
 
 def wait() -> Any:
+    """The wait page of the session's pending verification."""
     st = state()
     who = identity()
     held = pending()
@@ -208,13 +207,16 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
 
 
 def status() -> Any:
+    """The verification now, for the wait page's polling (JSON)."""
     st = state()
     who = identity()
     if not wants_json() and not request.args.get("token"):
         return redirect(url_for("phoneverify.wait"))
     vid = verification_id(st, who, token_of())
     v = st.flow.current(vid, user_id=who.id)
+    reason = reason_code(v)
     return jsonify(
+        **({"reason": reason} if reason else {}),
         status=v.status,
         call=v.call,
         attempts_left=st.flow.attempts_left(v),
@@ -225,6 +227,7 @@ def status() -> Any:
 
 
 def confirm() -> Any:
+    """Take the confirmation into the session: the typed PIN, or the phone's word."""
     st = state()
     who = identity()
     validate_csrf()
@@ -251,13 +254,11 @@ def confirm() -> Any:
             who.id, tag, enrolled=v.enrol, remember=data.get("remember"), ip=client_ip()
         )
     session.pop(PENDING, None)
-    app = sender()
     if v.enrol:
         saver = st.hooks.phone_saver
         if saver is not None:
             saver(who.user, v.phone)
-        signals.phone_enrolled.send(app, user=who.user, phone=v.phone)
-    signals.phone_verified.send(app, user=who.user, phone=v.phone)
+    st.flow.notify.claimed(v, who.user)  # phone_enrolled (enrolment), phone_verified
     if wants_json():
         return jsonify(status=Status.VERIFIED, next=next_to)
     return redirect(next_to)
@@ -275,6 +276,7 @@ def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
 
 
 def resend() -> Any:
+    """A new call and PIN for the same verification."""
     st, who, _, token, vid = _action()
     started = st.flow.resend(
         vid,
@@ -282,6 +284,7 @@ def resend() -> Any:
         session=this_session(),
         ip=client_ip(),
         callback_url=_callback_url(st),
+        user=who.user,
     )
     v = started.verification
     if pending().get("t") == token:
@@ -292,6 +295,7 @@ def resend() -> Any:
 
 
 def cancel() -> Any:
+    """Cancel the pending verification."""
     st, who, _, token, vid = _action()
     next_to = pending().get("n")
     st.flow.cancel(vid, user_id=who.id, session=this_session())
@@ -309,7 +313,7 @@ def talk() -> Any:
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
         abort(404)
-    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip())
+    st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip(), user=who.user)
     message = gettext("We are calling your phone to connect you with our support team.")
     if wants_json():
         return jsonify(status="bridging", message=message)

@@ -18,7 +18,7 @@ from flask import abort, jsonify, redirect, render_template, request, session, u
 from .. import phone as phones
 from .. import signals
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError, ProviderError
+from ..errors import BadInput, FlowError
 from ..gate import (
     PENDING,
     RECOVERY,
@@ -52,6 +52,7 @@ FEW = 2
 
 
 def template_context() -> dict[str, Any]:
+    """What the recovery and remember-device templates need on every page."""
     st = state()
     return {
         "phoneverify_recovery": st.recovery is not None and st.recovery.enabled,
@@ -94,6 +95,7 @@ def _fresh_phone(st: AppState, who: Identity) -> bool:
 
 
 def codes_page() -> Any:
+    """The recovery codes page; JSON: codes left and whether a new set may be made."""
     st = state()
     who = identity()
     rec = _recovery(st)
@@ -112,6 +114,7 @@ def codes_page() -> Any:
 
 
 def generate() -> Any:
+    """Make a new set of codes, shown once; needs a fresh phone confirmation."""
     st = state()
     who = identity()
     validate_csrf()
@@ -155,6 +158,7 @@ def _left_message(left: int) -> str:
 
 
 def recover_page() -> Any:
+    """The recovery code form, or the outcome of the last code used."""
     st = state()
     who = identity()
     _recovery(st)
@@ -175,6 +179,7 @@ def recover_page() -> Any:
 
 
 def recover() -> Any:
+    """Spend a recovery code: the gate opens, flagged so ``max_age=`` views still ask."""
     st = state()
     who = identity()
     validate_csrf()
@@ -213,6 +218,7 @@ def _may_change(st: AppState, who: Identity) -> bool:
 
 
 def new_number_page() -> Any:
+    """The new-number form, for a session whose phone was confirmed."""
     st = state()
     who = identity()
     if not _may_change(st, who):
@@ -251,6 +257,7 @@ def new_number() -> Any:
             session=this_session(),
             ip=client_ip(),
             callback_url=_callback_url(st),
+            user=who.user,
             locale=current_locale(),
         )
     except FlowError as e:
@@ -258,13 +265,9 @@ def new_number() -> Any:
             raise
         _flash(error=e.message, typed=typed if isinstance(typed, str) else "")
         return redirect(url_for("phoneverify.new_number"), 303)
-    except ProviderError as e:
-        signals.verification_failed.send(sender(), reason=e.message)
-        raise
-    v = started.verification
+    v = started.verification  # the flow sent verification_started (and call_failed, if so)
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
-    signals.verification_started.send(sender(), verification=v)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     return redirect(url_for("phoneverify.wait"), 303)
