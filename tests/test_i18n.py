@@ -307,15 +307,24 @@ def test_the_simulated_phone_speaks_the_language_that_started_the_verification(
     c = speaking(h, "es")
     token, body = begin(c)
     assert row(h, body["token"]).locale == "es"
-    pin = spoken_pin(h, body["token"])
-    spoken = " ".join(pin)
+    call = dev_calls(c)[-1]
+    assert post(c, f"/dev/phone/{call['id']}/answer", {}, token=token).status_code == 200
+    call = dev_calls(c)[-1]
+    assert call["text"] == f"Le llama Banco Ejemplo. Para oír su código, pulse {call['digit']}."
+    press(c, token, call["id"], call["digit"])
+    spoken = " ".join(spoken_pin(h, body["token"]))
     expected = f"Le llama Banco Ejemplo. Su PIN es {spoken}. Repito: {spoken}. Adiós."
     assert dev_calls(c)[-1]["text"] == expected
     # the phone's listing is read in French, but the call was placed in Spanish
     assert dev_calls(speaking(h, "fr"))[-1]["text"] == expected
     # a new call for the same verification speaks the same language
-    post(speaking(h, "fr"), "/resend", {"token": body["token"]}, token=token)
-    assert dev_calls(c)[-1]["text"].startswith("Le llama Banco Ejemplo. Su PIN es")
+    r = c.post(
+        "/phoneverify/resend",
+        json={"token": body["token"]},
+        headers={"Accept": "application/json", "X-CSRFToken": token, "Accept-Language": "fr"},
+    )
+    assert r.status_code == 200, r.json
+    assert dev_calls(c)[-1]["text"].startswith("Le llama Banco Ejemplo. Para oír su código")
 
 
 def test_a_keypad_call_in_french_on_the_simulated_phone(harness: Harness) -> None:
