@@ -101,6 +101,18 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
         PHONEVERIFY_APP_NAME="Example Bank",
         PHONEVERIFY_BASE_TEMPLATE="base.html",
         PHONEVERIFY_DEFAULT_NEXT="/account",
+        # The demo's own limits, roomy enough to try every style, the wrong-PIN lock and each
+        # provider recipe in a row (the production defaults are 3 calls per number and 5 per
+        # account an hour, 30 s between calls to one number). `flask phoneverify reset`
+        # clears the counts kept in the instance database.
+        PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=60,
+        PHONEVERIFY_CALLS_PER_USER_PER_HOUR=60,
+        PHONEVERIFY_CALLS_PER_IP_PER_HOUR=120,
+        PHONEVERIFY_ENROL_CALLS_PER_NUMBER_PER_HOUR=60,
+        PHONEVERIFY_ENROL_CALLS_PER_USER_PER_HOUR=60,
+        PHONEVERIFY_BRIDGE_CALLS_PER_USER_PER_HOUR=20,
+        PHONEVERIFY_MAX_FAILURES_PER_HOUR=50,
+        PHONEVERIFY_NUMBER_COOLDOWN=10,
         # "Remember this device" on the confirm page; recovery codes are on by default (10)
         PHONEVERIFY_REMEMBER_DAYS=30,
     )

@@ -126,6 +126,7 @@ class PhoneVerify:
             per_country=settings.calls_per_country_per_hour,
             enrol_per_number=settings.enrol_calls_per_number_per_hour,
             enrol_per_user=settings.enrol_calls_per_user_per_hour,
+            bridge_per_user=settings.bridge_calls_per_user_per_hour,
             number_cooldown=settings.number_cooldown,
         )
         policy = Policy(

@@ -47,7 +47,7 @@ from .guard import CallAttempt, FraudGuard, Pause, attempt_for
 from .i18n import N_, gettext, ngettext, translate
 from .limits import Limits
 from .models import EventKind, Status, Verification
-from .phone import check_calling_code, check_policy, country_of, mask
+from .phone import ascii_digits, check_calling_code, check_policy, country_of, mask
 from .pins import PinHasher, new_pin
 from .providers.base import (
     VOICEMAIL_REASON,
@@ -615,7 +615,8 @@ class Flow:
                 gettext("The call has not been delivered yet. Answer your phone, then try again."),
                 pending=True,
             )
-        pin = "".join(ch for ch in (pin or "") if not ch.isspace() and ch != "-")
+        # any keyboard's digits count as their value; anything else stays a wrong PIN
+        pin = "".join(ch for ch in ascii_digits(pin or "") if not ch.isspace() and ch != "-")
         if not pin:
             raise BadInput(gettext("Please enter the PIN from the call."))
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
@@ -721,8 +722,10 @@ class Flow:
     def bridge(
         self, vid: str, *, user_id: str, session: str, ip: str | None, user: Any = None
     ) -> str:
-        """Connect a user whose verification failed or locked to the support line.
-        It costs a call like any other, so the same limits apply; it verifies nothing."""
+        """Connect a user whose verification failed or locked to the support line; it
+        verifies nothing. It costs a call, counted on a budget of its own
+        (PHONEVERIFY_BRIDGE_CALLS_PER_USER_PER_HOUR) and the app's, never on the
+        verification's number and cool-down, which are what locked the person out."""
         now = self.clock()
         if self.hooks is not None and self.hooks.before_call is not None:
             known = self.owned(vid, user_id=user_id, session=session)
@@ -744,15 +747,7 @@ class Flow:
                         "Talking to support is offered once a verification has failed or locked."
                     )
                 )
-            self.limits.reserve_call(
-                tx,
-                user_id=user_id,
-                phone=v.phone,
-                ip=ip,
-                now=now,
-                check_failures=False,
-                enrol=v.enrol,
-            )
+            self.limits.reserve_bridge(tx, user_id=user_id, now=now)
             return v
 
         v = self.store.write(admit)
@@ -760,11 +755,7 @@ class Flow:
             with self.notify.timed(v.provider, "bridge"):
                 reference = self.provider.bridge(v.phone)
         except ProviderError:
-            self.store.write(
-                lambda tx: self.limits.release_call(
-                    tx, user_id=user_id, phone=v.phone, ip=ip, at=now, enrol=v.enrol
-                )
-            )
+            self.store.write(lambda tx: self.limits.release_bridge(tx, user_id=user_id, at=now))
             raise
         detail = f"reference {reference[:12]}"
         self.store.write(lambda tx: self._audit(tx, v, EventKind.BRIDGE, ip=ip, detail=detail))

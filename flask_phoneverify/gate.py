@@ -36,7 +36,7 @@ from flask import (
 from werkzeug.wrappers import Response
 
 from . import phone as phones
-from .errors import BadInput
+from .errors import BadInput, ConfigError
 from .flow import session_ref
 from .i18n import gettext
 from .redirects import safe_next
@@ -92,9 +92,12 @@ def _user(st: AppState, app: Flask | None = None) -> Any:
     if loader is not None:
         return loader()
     if _login_user is None or not hasattr(app or current_app, "login_manager"):
-        raise RuntimeError(
-            "flask-phoneverify needs to know the current user: set up Flask-Login, or register "
-            "a function with @phoneverify.user_loader."
+        raise ConfigError(
+            "@phoneverify.user_loader",
+            "is not registered and the app has no Flask-Login LoginManager, so flask-phoneverify "
+            "cannot tell who the current user is",
+            "set up Flask-Login (login_manager = LoginManager(app)), or register a function "
+            "that returns the current user with @phoneverify.user_loader",
         )
     return _login_user._get_current_object()
 
@@ -114,6 +117,12 @@ def is_phone_verified(max_age: int | None = None) -> bool:
     st = state()
     identity = current_identity(st)
     return identity is not None and _verified(st, identity.id, identity.user, max_age)
+
+
+def is_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
+    """The gate would open for ``identity`` at ``max_age`` (the verify page's "already
+    confirmed"): the marker, or a remembered device, which never meets ``max_age``."""
+    return _verified(st, identity.id, identity.user, max_age)
 
 
 def _marker_fresh(st: AppState, identity: Identity, max_age: int | None) -> bool:
@@ -279,7 +288,7 @@ def phone_verified_required(
             if uid is None:
                 return anonymous()
             if not _fresh(st, uid, user, max_age) and not _remembered(st, uid, user, max_age):
-                return _no_store(app.make_response(_unverified(st)))
+                return _no_store(app.make_response(_unverified(st, max_age)))
             return _no_store(app.make_response(run(*args, **kwargs)))
 
         return wrapper  # type: ignore[return-value]
@@ -303,16 +312,17 @@ def anonymous() -> Any:
     abort(401)
 
 
-def _unverified(st: AppState) -> Any:
+def _unverified(st: AppState, max_age: int | None = None) -> Any:
     handler = st.hooks.unverified_handler
     if handler is not None:
         return handler()
     next_path = safe_next(request.full_path.rstrip("?")) if request.method == "GET" else None
-    verify_url = (
-        url_for("phoneverify.verify", next=next_path)
-        if next_path
-        else url_for("phoneverify.verify")
-    )
+    # the freshness this view needs travels along, so the verify page does not call an
+    # older confirmation "confirmed" and send a step-up view round in a loop
+    args: dict[str, Any] = {"next": next_path} if next_path else {}
+    if max_age is not None:
+        args["max_age"] = max_age
+    verify_url = url_for("phoneverify.verify", **args)
     if wants_json() or request.method not in ("GET", "HEAD"):
         body = jsonify(
             error="phone_verification_required",

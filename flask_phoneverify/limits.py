@@ -35,6 +35,7 @@ LAST_CALL = "last_call"
 ENROL_LAST_CALL = "enrol_last"
 WRONG_PIN = "wrong_pin"
 APP_KEY = "*"
+BRIDGE_USER = "bridge_user"
 #: the minute of a budget's anchor row: locked by every start, never counted
 ANCHOR = 0
 
@@ -50,6 +51,10 @@ TOO_MANY_FROM_NETWORK = N_(
 )
 TOO_MANY_TO_COUNTRY = N_(
     "Too many calls to this country in the last hour. Please try again in %(wait)s."
+)
+TOO_MANY_TO_SUPPORT = N_(
+    "Too many calls to our support team for your account in the last hour. Please try again "
+    "in %(wait)s."
 )
 TOO_MANY_FROM_SITE = N_(
     "Too many calls from this site in the last hour. Please try again in %(wait)s."
@@ -76,6 +81,8 @@ class Limits:
     #: of their own, so nobody can use up the calls that protect a number's owner
     enrol_per_number: int = 3
     enrol_per_user: int = 3
+    #: calls to the support line for one user (after a failed or locked verification)
+    bridge_per_user: int = 2
 
     def count_failure(self, tx: Tx, user_id: str, now: float) -> bool:
         """Count one wrong PIN against the user's hourly failures; True once the user has
@@ -146,6 +153,30 @@ class Limits:
                 raise RateLimited(gettext(message, wait=_words(over)), retry_after=over).limited(
                     scope
                 )
+
+    def reserve_bridge(self, tx: Tx, *, user_id: str, now: float) -> None:
+        """Count one call to the support line against the user's bridge budget and the app's,
+        or raise RateLimited. Not the number's budget or cool-down: a person locked out by
+        those is exactly who asks to talk to someone."""
+        minute = minute_of(now)
+        budgets = [
+            (BRIDGE_USER, user_id, self.bridge_per_user, TOO_MANY_TO_SUPPORT),
+            ("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE),
+        ]
+        tx.bump(
+            [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
+            + [(scope, key, minute, 1) for scope, key, _, _ in budgets]
+        )
+        rows = tx.counts([(scope, key) for scope, key, _, _ in budgets], minute - WINDOW + 1)
+        for scope, key, limit, message in budgets:
+            over = _over(rows[(scope, key)], limit, now, counted=1)
+            if over is not None:
+                raise RateLimited(gettext(message, wait=_words(over)), retry_after=over)
+
+    def release_bridge(self, tx: Tx, *, user_id: str, at: float) -> None:
+        """Give back what :meth:`reserve_bridge` counted at ``at`` for a call never placed."""
+        minute = minute_of(at)
+        tx.bump([(BRIDGE_USER, user_id, minute, -1), ("app", APP_KEY, minute, -1)])
 
     def release_call(
         self,

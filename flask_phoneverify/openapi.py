@@ -94,6 +94,11 @@ _SCHEMAS: dict[str, Any] = {
         },
         style=_STYLE,
         enrolment={"type": "boolean", "description": "The user may type a number to enrol."},
+        verified={
+            "type": "boolean",
+            "description": "The phone is confirmed for this session (fresh for `max_age` when "
+            "given): no new call is needed.",
+        },
     ),
     "Started": _obj(
         ["token", "status", "call", "style", "expires_at"],
@@ -132,6 +137,11 @@ _SCHEMAS: dict[str, Any] = {
         text={"type": "string", "description": "What the call says."},
         state={"type": "string", "enum": ["ringing", "answered", "ended"]},
         pin={"type": ["string", "null"], "description": "Spoken calls only."},
+        digit={
+            "type": ["string", "null"],
+            "description": "Spoken calls: the key that plays the code.",
+        },
+        heard={"type": "boolean", "description": "Spoken calls: the code was played."},
     ),
     "DevCalls": _obj(["calls"], calls={"type": "array", "items": _ref("DevCall")}),
     "DevKeys": _obj(

@@ -5,6 +5,7 @@ mask numbers for logs and pages."""
 from __future__ import annotations
 
 import functools
+import unicodedata
 from collections.abc import Iterable
 
 import phonenumbers
@@ -15,6 +16,7 @@ from .i18n import gettext
 
 __all__ = [
     "parse",
+    "ascii_digits",
     "split",
     "mask",
     "check_policy",
@@ -95,7 +97,20 @@ def parse(text: str, default_region: str | None) -> str:
         raise BadInput(gettext("Please enter a phone number."))
     if len(text) > MAX_INPUT:
         raise BadInput(gettext("That phone number is too long."))
-    return _parse(text, default_region)
+    return _parse(ascii_digits(text), default_region)
+
+
+def ascii_digits(text: str) -> str:
+    """Every Unicode decimal digit (fullwidth, Arabic-Indic, Devanagari...) as its ASCII
+    digit, so a number or PIN typed on another keyboard reads as what it says; NFKC alone
+    leaves Arabic-Indic digits as they are. Anything else is kept, for the caller to judge."""
+    if text.isascii():
+        return text
+    out = []
+    for ch in text:
+        value = unicodedata.decimal(ch, None)
+        out.append(ch if value is None else str(value))
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -206,7 +206,8 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         "PHONEVERIFY_BASE_TEMPLATE",
         None,
         "str",
-        "Template the pages extend (must define a `content` block); unset: a standalone layout.",
+        "Template the pages extend (must define a `content` block, and a `title` block for the "
+        "page's title); unset: a standalone layout.",
     ),
     Setting(
         "PHONEVERIFY_USER_PHONE_ATTR",
@@ -291,6 +292,14 @@ CORE_SETTINGS: tuple[Setting, ...] = (
         3,
         "int",
         "Calls in an hour to numbers one account is enrolling.",
+        minimum=1,
+    ),
+    Setting(
+        "PHONEVERIFY_BRIDGE_CALLS_PER_USER_PER_HOUR",
+        2,
+        "int",
+        'Calls to the support line ("Talk to us" after a failed or locked verification) for '
+        "one user in an hour; counted apart from the verification calls.",
         minimum=1,
     ),
     Setting(
@@ -456,6 +465,7 @@ class Settings:
     calls_per_ip_per_hour: int
     enrol_calls_per_number_per_hour: int
     enrol_calls_per_user_per_hour: int
+    bridge_calls_per_user_per_hour: int
     ipv6_prefix: int
     calls_per_hour: int
     number_cooldown: int

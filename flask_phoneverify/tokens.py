@@ -1,6 +1,7 @@
 """Signed tokens, one serializer per purpose, each with its own salt.
 
-- pending: the verification id and user id, held by the browser; max_age = TTL.
+- pending: the verification id and user id, held by the browser; max_age = TTL for
+  every POST, TTL + READ_GRACE for reading its status (GET /status and /wait).
 - callback: the provider name, in the address a provider posts its events to;
   long-lived because it is pasted once into a vendor console.
 - csrf: the session's CSRF secret (when Flask-WTF is not in charge).
@@ -20,7 +21,11 @@ from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTime
 from .errors import BadInput, Forbidden
 from .i18n import gettext
 
-__all__ = ["Tokens"]
+__all__ = ["Tokens", "READ_GRACE"]
+
+#: seconds past a verification's lifetime its pending token still reads it (status and
+#: wait page only, never a POST), so a page left open learns it expired instead of failing
+READ_GRACE = 600
 
 PENDING_SALT = "phoneverify.pending"
 CALLBACK_SALT = "phoneverify.callback"

@@ -5,6 +5,7 @@ Everything a test talks to runs here: no test reaches the internet.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,8 +52,11 @@ def run_cli(app: WSGIApp, description: str, default_port: int) -> None:
     parser.add_argument("--port", type=int, default=default_port)
     args = parser.parse_args()
     server = make_server("127.0.0.1", args.port, app, threaded=True)
+    # the real port (``--port 0`` picks a free one) and how to stop a background run
     print(
-        f"{description}: listening on http://127.0.0.1:{server.port} (Ctrl+C to stop)", flush=True
+        f"{description}: listening on http://127.0.0.1:{server.port} "
+        f"(process {os.getpid()}: Ctrl+C, or kill {os.getpid()}, to stop)",
+        flush=True,
     )
     try:
         server.serve_forever()

@@ -10,7 +10,9 @@ PyPI (its own browser download is never used). Without them the tests are
 skipped, or fail when CI is set, so a CI machine cannot pass them silently.
 
 Set PHONEVERIFY_SHOTS=/some/dir to save screenshots of every page the tests
-see, at a desktop (1280x800) and a phone (390x844) size.
+see, at a desktop (1280x800) and a phone (375x812) size. Every page state is also
+checked with axe-core (the ``axe.min.js`` bundled in the ``axe-playwright-python``
+package, so nothing is downloaded at test time): no serious or critical violation.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+SIZES = {"desktop": (1280, 800), "phone": (375, 812)}
+PHONE_WIDTH = SIZES["phone"][0]
 SHOTS = os.environ.get("PHONEVERIFY_SHOTS")
 TIMEOUT_MS = 10_000
 
@@ -122,24 +125,50 @@ class Watched:
         self.page.set_viewport_size(before)
 
     def fits_a_phone(self) -> None:
-        """Nothing sticks out sideways on a 390 px wide phone."""
+        """Nothing sticks out sideways on a 375 px wide phone."""
         before = self.page.viewport_size
-        self.page.set_viewport_size({"width": 390, "height": 844})
+        self.page.set_viewport_size({"width": PHONE_WIDTH, "height": SIZES["phone"][1]})
         try:
             width = self.page.evaluate("document.scrollingElement.scrollWidth")
-            assert width <= 390, f"{self.page.url} is {width} px wide on a 390 px phone"
+            assert width <= PHONE_WIDTH, f"{self.page.url} is {width} px wide on a phone"
         finally:
             self.page.set_viewport_size(before)
 
+    def accessible(self) -> None:
+        """axe-core finds no serious or critical violation on the page as it is now."""
+        self.page.add_script_tag(content=axe_source())
+        found = self.page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+            ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html)}))"
+        )
+        bad = [v for v in found if v["impact"] in ("serious", "critical")]
+        assert bad == [], f"axe on {self.name} ({self.page.url}): {bad}"
+
+    def check(self, label: str) -> None:
+        """A page state as a person meets it: axe-clean, fits a phone, photographed."""
+        self.accessible()
+        self.fits_a_phone()
+        self.shot(label)
+
     def no_js_errors(self) -> None:
         assert self.errors == [], f"JavaScript errors on {self.name}: {self.errors}"
+
+
+def axe_source() -> str:
+    try:
+        from importlib.resources import files
+
+        return files("axe_playwright_python").joinpath("axe.min.js").read_text()
+    except (ImportError, FileNotFoundError):
+        _missing("the Python package 'axe-playwright-python' (it bundles axe.min.js)")
+        raise
 
 
 def log_in(user: Watched, base: str, email: str, password: str) -> None:
     page = user.page
     page.goto(base + "/account")
     assert "/login" in page.url
-    user.shot("login")
+    user.check("login")
     page.fill("#email", email)
     page.fill("#password", password)
     page.get_by_role("button", name="Log in").click()
@@ -175,25 +204,25 @@ def test_keypad_call_confirms_and_the_wait_page_moves_on(context: Any, tmp_path:
         log_in(user, base, "demo@example.com", "demo")
         assert user.page.locator(".pv-number").inner_text() == "+1******0123"
         user.fits_a_phone()
-        user.shot("verify")
+        user.check("verify")
 
         user.page.get_by_role("button", name="Call me").click()
         user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
         pin = shown_pin(user)
         assert user.page.locator("#pv-message").inner_text() == "Calling your phone…"
         user.fits_a_phone()
-        user.shot("wait")
+        user.check("wait")
 
         phone = open_phone(context, base)
         call = newest_call(phone)
         assert call.locator(".pv-badge").first.inner_text() == "ringing"
         assert call.get_by_text("Incoming call").is_visible()
-        phone.shot("keypad-ringing")
+        phone.check("keypad-ringing")
         call.get_by_role("button", name="Answer").click()
         call = newest_call(phone)
         assert "key in the PIN shown on your screen" in call.locator(".pv-call-text").inner_text()
         phone.fits_a_phone()
-        phone.shot("keypad-answered")
+        phone.check("keypad-answered")
 
         # The wait page follows the call by itself.
         user.page.locator("#pv-message", has_text="The call was answered.").wait_for()
@@ -203,20 +232,20 @@ def test_keypad_call_confirms_and_the_wait_page_moves_on(context: Any, tmp_path:
         call.get_by_role("button", name="Send keys").click()
         notice = phone.page.get_by_role("status")
         assert re.fullmatch(r"That PIN is not right\. \d tries left\.", notice.inner_text())
-        phone.shot("keypad-wrong-pin")
+        phone.check("keypad-wrong-pin")
         assert user.page.url.endswith("/phoneverify/wait")
 
         newest_call(phone).get_by_label("Keypad").fill(pin)
         newest_call(phone).get_by_role("button", name="Send keys").click()
         assert phone.page.get_by_role("status").inner_text() == "Thank you. You are confirmed."
         assert newest_call(phone).locator(".pv-badge").first.inner_text() == "ended"
-        phone.shot("keypad-confirmed")
+        phone.check("keypad-confirmed")
 
         # No click on the wait page: its script sees "verified" and moves on.
         user.page.wait_for_url(re.compile(r"/account$"))
         assert user.page.get_by_role("heading", name="Your account").is_visible()
         assert "+12015550123 is confirmed" in user.page.inner_text("main")
-        user.shot("account")
+        user.check("account")
         user.no_js_errors()
         phone.no_js_errors()
 
@@ -226,14 +255,14 @@ def test_spoken_pin_typed_on_the_page_with_a_wrong_try_first(context: Any, tmp_p
         user = Watched(context.new_page(), "spoken")
         log_in(user, base, "demo@example.com", "demo")
         assert "read you a PIN" in user.page.locator(".pv-lead").inner_text()
-        user.shot("verify")
+        user.check("verify")
 
         user.page.get_by_role("button", name="Call me").click()
         user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
         assert user.page.locator(".pv-pin").count() == 0  # the page never shows a spoken PIN
         pin_box = user.page.get_by_label("PIN from the call")
         assert pin_box.is_visible()
-        user.shot("wait")
+        user.check("wait")
 
         phone = open_phone(context, base)
         newest_call(phone).get_by_role("button", name="Answer").click()
@@ -249,7 +278,7 @@ def test_spoken_pin_typed_on_the_page_with_a_wrong_try_first(context: Any, tmp_p
         phone.fits_a_phone()
         text = newest_call(phone).locator(".pv-call-text").inner_text()
         assert " ".join(spoken) in text
-        phone.shot("spoken-answered")
+        phone.check("spoken-answered")
         user.page.locator("#pv-message", has_text="The call has delivered the code.").wait_for()
 
         # A wrong PIN: a readable error, the form is still there.
@@ -260,7 +289,7 @@ def test_spoken_pin_typed_on_the_page_with_a_wrong_try_first(context: Any, tmp_p
         said = re.fullmatch(r"That PIN is not right\. (\d) tries left\.", error.inner_text())
         assert said, error.inner_text()
         assert user.page.locator(".pv-hint").count() == 0  # said once, in the alert
-        user.shot("wrong-pin")
+        user.check("wrong-pin")
 
         # The right one, typed the way people type what they hear.
         user.page.get_by_label("PIN from the call").fill(" ".join(spoken))
@@ -277,7 +306,7 @@ def test_new_user_enters_a_number_and_keeps_it_once_confirmed(context: Any, tmp_
         log_in(user, base, "new@example.com", "new")
         number = user.page.get_by_role("textbox", name="Phone number")
         assert number.is_visible()
-        user.shot("verify")
+        user.check("verify")
 
         number.fill("201 555 0199")
         user.page.get_by_role("button", name="Call me").click()
@@ -310,7 +339,7 @@ def test_declined_call_offers_a_fresh_start(context: Any, tmp_path: Path) -> Non
         user.page.locator("#pv-message", has_text="The call was declined.").wait_for()
         start_again.wait_for()
         assert not user.page.locator(".pv-pin").is_visible()
-        user.shot("wait")
+        user.check("wait")
         start_again.click()
         user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
         assert user.page.locator("#pv-message").inner_text() == "Calling your phone…"
@@ -338,15 +367,19 @@ def test_provider_failure_shows_a_readable_page(context: Any, tmp_path: Path) ->
             lambda r: response_status.append(r.status) if r.url.endswith("/start") else None,
         )
         user.page.get_by_role("button", name="Call me").click()
-        user.page.get_by_role("heading", name="The call did not go through").wait_for()
-        assert response_status == [503]
+        # Post/Redirect/Get: back on the verify page, the error said once, "Call me" at hand
+        user.page.get_by_role("alert").wait_for()
+        assert response_status == [303]
         assert (
             user.page.get_by_role("alert").inner_text()
             == "The phone service is not answering right now. Please try again in a moment."
         )
-        user.shot("page")
-        user.page.get_by_role("link", name="Try again").click()
-        user.page.get_by_role("heading", name="Confirm it's you").wait_for()
+        assert user.page.get_by_role("heading", name="Confirm it's you").is_visible()
+        assert user.page.evaluate("document.activeElement.id") == "pv-error"
+        user.check("page")
+        user.page.reload()
+        assert user.page.get_by_role("alert").count() == 0
+        assert user.page.get_by_role("button", name="Call me").is_enabled()
         user.no_js_errors()
 
 
@@ -357,7 +390,7 @@ def test_built_in_layout_puts_the_development_note_above_the_card(
     with example_app(tmp_path, PHONEVERIFY_BASE_TEMPLATE=None) as base:
         user = Watched(context.new_page(), "standalone")
         log_in(user, base, "demo@example.com", "demo")
-        user.shot("verify")
+        user.check("verify")
         for size in SIZES.values():
             user.page.set_viewport_size({"width": size[0], "height": size[1]})
             note = user.page.locator(".pv-devnote").bounding_box()
@@ -365,3 +398,224 @@ def test_built_in_layout_puts_the_development_note_above_the_card(
             assert note and card
             assert note["y"] + note["height"] <= card["y"], (size, note, card)
             assert abs(note["width"] - card["width"]) <= 1, (size, note, card)
+
+
+# -- pages that never strand anyone ----------------------------------------------------------
+
+
+def call_me(user: Watched) -> None:
+    user.page.get_by_role("button", name="Call me").click()
+    user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
+
+
+def test_wrong_pin_reload_costs_no_try_and_focus_lands_on_the_field(
+    context: Any, tmp_path: Path
+) -> None:
+    with example_app(tmp_path, PHONEVERIFY_STYLE="spoken") as base:
+        user = Watched(context.new_page(), "prg")
+        log_in(user, base, "demo@example.com", "demo")
+        call_me(user)
+        phone = open_phone(context, base)
+        newest_call(phone).get_by_role("button", name="Answer").click()
+        spoken = hear_the_code(phone)
+        phone.check("spoken-answered")
+
+        user.page.get_by_label("PIN from the call").fill(other_pin(spoken))
+        user.page.get_by_role("button", name="Confirm").click()
+        user.page.get_by_role("alert").wait_for()
+        assert user.page.url.endswith("/phoneverify/wait")  # redirected, not rendered by POST
+        field = user.page.get_by_label("PIN from the call")
+        assert field.get_attribute("aria-invalid") == "true"
+        assert field.get_attribute("aria-describedby") == "pv-error"
+        assert user.page.evaluate("document.activeElement.id") == "pv-pin-input"
+        user.check("wrong-pin")
+        user.page.reload()  # a reload sends a GET: no try is spent, the error is gone
+        assert user.page.get_by_role("alert").count() == 0
+        user.page.get_by_label("PIN from the call").fill(other_pin(spoken))
+        user.page.get_by_role("button", name="Confirm").click()
+        assert "3 tries left" in user.page.get_by_role("alert").inner_text()
+
+        # Arabic-Indic digits are digits
+        user.page.get_by_label("PIN from the call").fill(spoken.translate(ARABIC_INDIC))
+        user.page.get_by_role("button", name="Confirm").click()
+        user.page.wait_for_url(re.compile(r"/account$"))
+
+        # Back to the verify page: already confirmed, no second call offered
+        user.page.goto(base + "/phoneverify/?next=/account")
+        assert user.page.get_by_role("heading", name="Your phone is confirmed").is_visible()
+        assert user.page.get_by_role("button", name="Call me").count() == 0
+        user.check("already-confirmed")
+        user.page.get_by_role("link", name="Continue").click()
+        user.page.wait_for_url(re.compile(r"/account$"))
+        user.no_js_errors()
+        phone.no_js_errors()
+
+
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def hear_the_code(phone: Watched) -> str:
+    """Voicemail-safe spoken call: press the digit it asks for, read the code it says."""
+    prompt = newest_call(phone).locator(".pv-call-text").inner_text()
+    asked = re.search(r"To hear your code, press (\d)\.", prompt)
+    assert asked, prompt
+    newest_call(phone).get_by_label("Keypad").fill(asked.group(1))
+    newest_call(phone).get_by_role("button", name="Send keys").click()
+    return str(newest_call(phone).locator(".pv-pin-inline").inner_text().strip())
+
+
+def test_resend_counts_down_then_announces_a_new_pin(context: Any, tmp_path: Path) -> None:
+    with example_app(tmp_path, PHONEVERIFY_NUMBER_COOLDOWN=4) as base:
+        user = Watched(context.new_page(), "resend")
+        log_in(user, base, "demo@example.com", "demo")
+        call_me(user)
+        first = shown_pin(user)
+        again = user.page.locator("#pv-resend")
+        assert again.is_disabled() and re.fullmatch(
+            r"Call me again \(in [1-4] s\)", again.inner_text()
+        )
+        user.check("wait-countdown")
+        user.page.wait_for_function("!document.getElementById('pv-resend').disabled")
+        assert again.inner_text() == "Call me again"
+        again.click()
+        user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
+        notice = user.page.locator("#pv-notice")
+        assert "new PIN" in notice.inner_text() and notice.get_attribute("role") == "status"
+        assert "Your new PIN." in user.page.locator("#pv-pin-label").inner_text()
+        assert len(shown_pin(user)) == len(first)
+        assert again.is_disabled()  # the cool-down started again with the new call
+        user.check("wait-new-pin")
+
+        # pressed too soon anyway (a second tab): refused, still on the wait page
+        user.page.evaluate("document.getElementById('pv-resend').disabled = false")
+        again.click()
+        user.page.get_by_role("alert").wait_for()
+        assert user.page.url.endswith("/phoneverify/wait")
+        assert "A call was just made" in user.page.get_by_role("alert").inner_text()
+        assert user.page.locator("#pv-resend").is_disabled()
+        assert user.page.get_by_role("heading", name="Answer your phone").is_visible()
+        user.check("wait-resend-refused")
+
+        # Cancel hangs up the simulated call
+        phone = open_phone(context, base)
+        assert newest_call(phone).locator(".pv-badge").first.inner_text() == "ringing"
+        phone.check("ringing")
+        user.page.get_by_role("button", name="Cancel").click()
+        user.page.wait_for_url(re.compile(r"/phoneverify/(\?.*)?$"))
+        phone.page.reload()
+        assert newest_call(phone).locator(".pv-badge").first.inner_text() == "ended"
+        phone.check("ended-after-cancel")
+        user.no_js_errors()
+
+
+def test_expiry_turns_the_open_wait_page_into_the_expired_state(
+    context: Any, tmp_path: Path
+) -> None:
+    # The shortest lifetime allowed; the page is left open and follows it by itself.
+    with example_app(tmp_path, PHONEVERIFY_STYLE="spoken", PHONEVERIFY_TTL=30) as base:
+        user = Watched(context.new_page(), "expiry")
+        log_in(user, base, "demo@example.com", "demo")
+        call_me(user)
+        user.page.get_by_role("heading", name="This verification has expired").wait_for(
+            timeout=45_000
+        )
+        assert not user.page.get_by_label("PIN from the call").is_visible()
+        assert user.page.get_by_role("button", name="Start again").is_visible()
+        assert not user.page.get_by_role("button", name="Call me again").is_visible()
+        assert "pv-error" in (user.page.locator("#pv-message").get_attribute("class") or "")
+        assert user.page.title().startswith("This verification has expired")
+        user.check("expired-live")
+        user.page.reload()  # the server says the same
+        assert user.page.get_by_role("heading", name="This verification has expired").is_visible()
+        assert user.page.get_by_label("PIN from the call").count() == 0
+        user.check("expired")
+        user.page.get_by_role("button", name="Start again").click()
+        user.page.wait_for_url(re.compile(r"/phoneverify/wait$"))
+        assert user.page.get_by_label("PIN from the call").is_visible()
+        user.no_js_errors()
+
+
+def test_locked_and_enrolment_errors_and_the_standalone_states_pass_axe(
+    context: Any, tmp_path: Path
+) -> None:
+    with example_app(tmp_path, PHONEVERIFY_MAX_ATTEMPTS=1) as base:
+        user = Watched(context.new_page(), "states")
+        log_in(user, base, "new@example.com", "new")
+        number = user.page.get_by_role("textbox", name="Phone number")
+        number.fill("not a number")
+        call_me_button = user.page.get_by_role("button", name="Call me")
+        call_me_button.click()
+        user.page.get_by_role("alert").wait_for()
+        assert number.get_attribute("aria-invalid") == "true"
+        assert "pv-error" in (number.get_attribute("aria-describedby") or "")
+        assert number.input_value() == "not a number"
+        assert user.page.evaluate("document.activeElement.id") == "pv-phone"
+        user.check("enrol-error")
+        number.fill("+1 201 555 0199")
+        call_me(user)
+        pin = shown_pin(user)
+        user.check("wait-keypad")
+
+        phone = open_phone(context, base)
+        newest_call(phone).get_by_role("button", name="Answer").click()
+        phone.check("keypad-answered")
+        newest_call(phone).get_by_label("Keypad").fill(other_pin(pin))
+        newest_call(phone).get_by_role("button", name="Send keys").click()
+        assert newest_call(phone).locator(".pv-badge").first.inner_text() == "ended"
+        assert newest_call(phone).get_by_label("Keypad").count() == 0
+        phone.check("locked-call-ended")
+
+        user.page.get_by_role("heading", name="Too many wrong PINs").wait_for()
+        assert "pv-error" in (user.page.locator("#pv-message").get_attribute("class") or "")
+        user.check("locked")
+        user.page.reload()
+        assert user.page.get_by_role("heading", name="Too many wrong PINs").is_visible()
+        user.check("locked-reloaded")
+        user.no_js_errors()
+        phone.no_js_errors()
+
+        empty = Watched(context.browser.new_context().new_page(), "devphone-visitor")
+        empty.page.goto(base + "/phoneverify/dev/phone")
+        empty.check("empty")
+        empty.page.context.close()
+
+
+def test_declined_call_is_said_in_the_error_style(context: Any, tmp_path: Path) -> None:
+    with example_app(tmp_path, PHONEVERIFY_BASE_TEMPLATE=None) as base:
+        user = Watched(context.new_page(), "standalone-declined")
+        log_in(user, base, "demo@example.com", "demo")
+        assert user.page.title() == "Confirm your phone · Example Bank"
+        call_me(user)
+        phone = open_phone(context, base)
+        newest_call(phone).get_by_role("button", name="Decline").click()
+        user.page.locator("#pv-message.pv-error", has_text="The call was declined.").wait_for()
+        user.check("declined")
+        user.page.reload()
+        assert "pv-error" in (user.page.locator("#pv-message").get_attribute("class") or "")
+        assert user.page.title().startswith("The call did not go through")
+        user.check("declined-reloaded")
+        user.no_js_errors()
+
+
+def test_message_pages_pass_axe_and_lead_somewhere(context: Any, tmp_path: Path) -> None:
+    with example_app(tmp_path, PHONEVERIFY_ALLOW_ENROLMENT=False) as base:
+        user = Watched(context.new_page(), "message")
+        page = user.page
+        page.goto(base + "/account")
+        page.fill("#email", "new@example.com")
+        page.fill("#password", "new")
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", name="No phone number on file").wait_for()
+        user.check("no-phone")
+        page.get_by_role("button", name="Log out").click()
+
+        log_in(user, base, "demo@example.com", "demo")
+        # a stale form (its CSRF token no longer this session's): 400, said plainly
+        page.evaluate("document.querySelector('input[name=csrf_token]').value = 'stale'")
+        page.get_by_role("button", name="Call me").click()
+        page.get_by_role("alert").wait_for()
+        assert "security token" in page.get_by_role("alert").inner_text()
+        user.check("csrf")
+        page.get_by_role("link", name="Try again").click()
+        page.get_by_role("heading", name="Confirm it's you").wait_for()
+        user.no_js_errors()

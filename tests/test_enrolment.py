@@ -62,7 +62,10 @@ def test_enrolment_bad_number_gets_a_clear_message(make_app: Any) -> None:
         r = post(c, "/start", {"phone": typed}, token=token)
         assert r.status_code == 400 and words in r.json["message"].lower(), (typed, r.json)
     r = c.post("/phoneverify/start", data={"csrf_token": token, "phone": "hello"})
-    assert r.status_code == 400 and b"does not look like" in r.data and b'value="hello"' in r.data
+    assert r.status_code == 303  # Post/Redirect/Get: the verify page shows the error once
+    page = c.get(r.location)
+    assert b"does not look like" in page.data and b'value="hello"' in page.data
+    assert b'aria-invalid="true"' in page.data
 
 
 def test_enrolment_does_not_replace_a_number_on_file(make_app: Any) -> None:

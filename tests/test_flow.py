@@ -50,7 +50,7 @@ def test_spoken_pin_never_reaches_the_browser(make_app: Any) -> None:
     c = h.client()
     token = csrf(c)
     r = c.post("/phoneverify/start", data={"csrf_token": token})
-    assert r.status_code == 302
+    assert r.status_code == 303
     pin = dev_calls(h.client())[-1]["pin"]  # the phone: another device of the same user
     page = c.get("/phoneverify/wait")
     assert page.status_code == 200
@@ -104,7 +104,11 @@ def test_expiry_uses_the_clock(harness: Harness) -> None:
     body = post(c, "/start", token=token).json
     harness.clock.advance(601)
     r = get_json(c, f"/status?token={body['token']}")
-    # the token itself has expired with the verification
+    # read within the grace after the lifetime: the verification says it expired
+    assert r.status_code == 200 and r.json["status"] == "expired"
+    harness.clock.advance(600)
+    r = get_json(c, f"/status?token={body['token']}")
+    # past the grace the token itself has expired
     assert r.status_code == 400 and "expired" in r.json["message"]
 
 
@@ -170,7 +174,7 @@ def test_html_pages_walk_through(harness: Harness) -> None:
     assert page.headers["Cache-Control"] == "no-store"
     token = csrf(c)
     r = c.post("/phoneverify/start", data={"csrf_token": token, "next": "/secret"})
-    assert r.status_code == 302 and r.location.endswith("/phoneverify/wait")
+    assert r.status_code == 303 and r.location.endswith("/phoneverify/wait")
     page = c.get("/phoneverify/wait")
     assert page.status_code == 200
     call = dev_calls(c)[-1]
@@ -179,7 +183,7 @@ def test_html_pages_walk_through(harness: Harness) -> None:
     assert f"PIN {' '.join(pin)}".encode() in page.data  # keypad: shown by design
     press(c, token, call["id"], pin)
     r = c.post("/phoneverify/confirm", data={"csrf_token": token})
-    assert r.status_code == 302 and r.location == "/secret"
+    assert r.status_code == 303 and r.location == "/secret"
     assert c.get("/secret").data == b"the secret"
 
 
@@ -211,7 +215,10 @@ def test_provider_failure_marks_failed_and_shows_retry(make_app: Any) -> None:
         r.status_code == 503 and r.json["error"] == "provider_error" and r.json["retryable"] is True
     )
     r = c.post("/phoneverify/start", data={"csrf_token": token})
-    assert r.status_code == 503 and b"Try again" in r.data and b"Traceback" not in r.data
+    assert r.status_code == 303 and r.location == "/phoneverify/"  # Post/Redirect/Get
+    page = c.get(r.location)
+    assert page.status_code == 200 and b"Call me" in page.data and b"Traceback" not in page.data
+    assert b'role="alert"' in page.data
     with h.ext.state(h.app).store.session() as s:
         statuses = [v.status for v in s.scalars(select(Verification))]
     assert statuses == ["failed", "failed"]
@@ -260,8 +267,9 @@ def test_html_wrong_pin_shows_the_wait_page_with_the_error(make_app: Any) -> Non
     right = dev_calls(c)[-1]["pin"]
     wrong = "000000" if right != "000000" else "111111"
     r = c.post("/phoneverify/confirm", data={"csrf_token": token, "pin": wrong})
-    assert r.status_code == 400
-    assert b"That PIN is not right. 4 tries left." in r.data and b'name="pin"' in r.data
+    assert r.status_code == 303 and r.location == "/phoneverify/wait"  # Post/Redirect/Get
+    page = c.get(r.location)
+    assert b"That PIN is not right. 4 tries left." in page.data and b'name="pin"' in page.data
 
 
 def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
@@ -269,7 +277,8 @@ def test_html_keypad_claim_too_early_explains(harness: Harness) -> None:
     token = csrf(c)
     c.post("/phoneverify/start", data={"csrf_token": token})
     r = c.post("/phoneverify/confirm", data={"csrf_token": token})
-    assert r.status_code == 409 and b"has not confirmed yet" in r.data
+    assert r.status_code == 303
+    assert b"has not confirmed yet" in c.get(r.location).data
 
 
 def test_the_simulated_phone_ends_a_call_whose_verification_closed(make_app: Any) -> None:

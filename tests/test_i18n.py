@@ -158,10 +158,15 @@ def test_the_gate_asks_in_the_requests_language(harness: Harness) -> None:
 def test_the_wait_page_in_spanish(harness: Harness) -> None:
     c = speaking(harness, "es-ES,es;q=0.9")
     r = c.post("/phoneverify/start", data={"csrf_token": csrf(c)})
-    assert r.status_code == 302
+    assert r.status_code == 303
     page = c.get("/phoneverify/wait").get_data(as_text=True)
-    assert "Conteste el teléfono" in page
-    assert "Llamando a su teléfono…" in page
+    assert '<html lang="es">' in page
+    assert "<title>Conteste el teléfono · " in page
+    assert "Conteste el teléfono" in page and "Llamando a su teléfono…" in page
+    assert 'Estamos llamando al <strong class="pv-number">+1******0123</strong>.' in page
+    assert "Cuando la llamada se lo pida, marque este PIN" in page
+    assert ">Vuelvan a llamarme</button>" in page and ">Cancelar</button>" in page
+    assert 'data-wait-text="{label} (en {seconds} s)"' in page
 
 
 def test_a_message_page_in_french(make_app: Any) -> None:
@@ -177,8 +182,68 @@ def test_an_error_on_the_verify_page_in_french(make_app: Any) -> None:
     h = make_app(PHONEVERIFY_ALLOW_ENROLMENT=True)
     c = speaking(h, "fr", user="3")
     r = c.post("/phoneverify/start", data={"csrf_token": csrf(c), "phone": "hello"})
-    assert r.status_code == 400
-    assert "Cela ne ressemble pas à un numéro de téléphone." in r.get_data(as_text=True)
+    assert r.status_code == 303  # Post/Redirect/Get: the error shows on the verify page
+    page = c.get(r.headers["Location"]).get_data(as_text=True)
+    assert "Cela ne ressemble pas à un numéro de téléphone." in page
+    assert "Ajoutez votre numéro de téléphone" in page and ">Numéro de téléphone</label>" in page
+
+
+def test_the_verify_page_in_french(harness: Harness) -> None:
+    page = speaking(harness, "fr").get("/phoneverify/").get_data(as_text=True)
+    assert '<html lang="fr">' in page
+    assert 'class="pv-card" aria-labelledby="pv-title" lang="fr"' in page
+    assert "Confirmez que c’est bien vous" in page
+    assert 'Nous allons appeler le <strong class="pv-number">+1******0123</strong>.' in page
+    assert "Tapez le code PIN affiché sur l’écran suivant" in page
+    assert ">Appelez-moi</button>" in page
+    assert "téléphone simulé" in page  # the development note
+
+
+def test_the_spoken_wait_page_counts_tries_in_spanish(make_app: Any) -> None:
+    h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=3)
+    c = speaking(h, "es")
+    c.post("/phoneverify/start", data={"csrf_token": csrf(c)})
+    token = row_token(c)
+    pin = spoken_pin(h, token)
+    r = c.post("/phoneverify/confirm", data={"csrf_token": csrf(c), "pin": wrong(pin)})
+    assert r.status_code == 303
+    page = c.get("/phoneverify/wait").get_data(as_text=True)
+    assert "Ese PIN no es correcto. Le quedan 2 intentos." in page  # the error, once
+    page = c.get("/phoneverify/wait").get_data(as_text=True)  # a reload: the hint
+    assert "Le quedan 2 intentos." in page and ">PIN de la llamada</label>" in page
+
+
+def row_token(c: FlaskClient) -> str:
+    """The pending token the browser session holds."""
+    from flask_phoneverify.gate import PENDING
+
+    with c.session_transaction() as s:
+        token: str = s[PENDING]["t"]
+    return token
+
+
+def test_the_wait_page_hands_its_script_the_texts_in_french(harness: Harness) -> None:
+    import json
+    import re as regex
+
+    c = speaking(harness, "fr")
+    c.post("/phoneverify/start", data={"csrf_token": csrf(c)})
+    page = c.get("/phoneverify/wait").get_data(as_text=True)
+    found = regex.search(r"data-texts='([^']*)'", page)
+    assert found
+    texts = json.loads(found.group(1))
+    assert texts["confirmed"] == "Confirmé. Nous vous redirigeons…"
+    assert texts["titles"]["failed"] == "L’appel n’a pas abouti"
+    assert texts["titles"]["expired"] == "Cette vérification a expiré"
+
+
+def test_the_simulated_phone_page_in_spanish(harness: Harness) -> None:
+    c = speaking(harness, "es")
+    begin(c)
+    page = c.get("/phoneverify/dev/phone").get_data(as_text=True)
+    assert "<title>Teléfono simulado · " in page
+    assert ">sonando</span>" in page and ">teclado</span>" in page
+    assert "Llamada entrante…" in page and ">Contestar</button>" in page
 
 
 # -- an app that uses Flask-Babel --------------------------------------------------------------

@@ -109,6 +109,6 @@ def test_the_check_finds_a_lost_script_placeholder(
     shutil.copytree(catalogs.TRANSLATIONS, copy)
     monkeypatch.setattr(catalogs, "TRANSLATIONS", copy)
     fr = catalogs.read("fr")
-    fr.add("{label} (in {seconds} s)", "{label} (dans {secondes} s)")
+    fr["{label} (in {seconds} s)"].string = "{label} (dans {secondes} s)"
     catalogs.write("fr", fr)
     assert "fr: '{label} (in {seconds} s)': the {placeholders} differ" in list(catalogs.problems())

@@ -466,7 +466,7 @@ def test_a_call_placed_but_not_recorded_still_leads_to_the_wait_page(
     c = app.h.client()
     token, _ = app.start(c)
     r = c.post("/phoneverify/start", data={"csrf_token": token})
-    assert r.status_code == 302 and r.headers["Location"].endswith("/phoneverify/wait")
+    assert r.status_code == 303 and r.headers["Location"].endswith("/phoneverify/wait")
     page = c.get("/phoneverify/wait")
     assert page.status_code == 200 and "Answer your phone" in page.get_data(as_text=True)
     body = post(c, "/start", token=token).json

@@ -270,14 +270,14 @@ def test_rule_07_next_refuses_offsite_targets(harness: Harness, target: str) -> 
     assert page.status_code == 200 and _hidden_next(page.data) == "/"
     token = csrf(c)
     r = c.post("/phoneverify/start", data={"csrf_token": token, "next": target})
-    assert r.status_code == 302
+    assert r.status_code == 303
     with c.session_transaction() as s:
         pending = s["_phoneverify_pending"]
     assert pending["n"] is None
     assert _hidden_next(c.get("/phoneverify/wait").data) == ""
     press(c, token, dev_call_id(harness, pending["t"]), pending["p"])
     r = c.post("/phoneverify/confirm", data={"csrf_token": token, "next": target})
-    assert r.status_code == 302 and r.location == "/", r.location
+    assert r.status_code == 303 and r.location == "/", r.location
     # and through the JSON API
     token, body = begin(c, next=target)
     press(c, token, dev_call_id(harness, body["token"]), body["pin"])
@@ -294,7 +294,7 @@ def test_rule_07_same_site_paths_are_kept(harness: Harness, target: str) -> None
         pending = s["_phoneverify_pending"]
     press(c, token, dev_call_id(harness, pending["t"]), pending["p"])
     r = c.post("/phoneverify/confirm", data={"csrf_token": token})
-    assert r.status_code == 302 and r.location == target
+    assert r.status_code == 303 and r.location == target
 
 
 GATE_PATHS = [
@@ -356,7 +356,7 @@ def test_rule_07_gate_redirect_refuses_offsite_targets(
         pending = s["_phoneverify_pending"]
     press(c, token, dev_call_id(harness, pending["t"]), pending["p"])
     r = c.post("/phoneverify/confirm", data={"csrf_token": token, "next": next_field})
-    assert r.status_code == 302 and _same_site(r.location), r.location
+    assert r.status_code == 303 and _same_site(r.location), r.location
 
 
 def test_rule_06_a_view_that_lists_options_is_gated_for_it_too(harness: Harness) -> None:

@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
-from flask_phoneverify.tokens import CALLBACK_SALT, CSRF_SALT, PENDING_SALT
+from flask_phoneverify.tokens import CALLBACK_SALT, CSRF_SALT, PENDING_SALT, READ_GRACE
 
 from .helpers import (
     SECRET,
@@ -106,7 +106,7 @@ def test_rule_08_state_changes_need_this_sessions_csrf_token(make_app: Any, acti
     assert c.get("/secret").status_code == 302
     # with the token, the same form post goes through (redirected onwards) and acts
     r = c.post(path, data={**data, "csrf_token": token})
-    assert r.status_code == 302, (action, r.status_code, r.data[:200])
+    assert r.status_code == 303, (action, r.status_code, r.data[:200])
     done = row(h, body["token"])
     acted = (done.status, done.call, done.sends, calls_placed(h))
     assert acted != (before.status, before.call, before.sends, placed), action
@@ -168,10 +168,16 @@ def test_rule_09_pending_token_expires_with_its_verification(make_app: Any) -> N
     h.clock.advance(119)
     assert get_json(c, f"/status?token={body['token']}").json["status"] == "calling"
     h.clock.advance(2)
+    # past the lifetime every POST is refused, while status (and the wait page) still read
+    # the token for READ_GRACE seconds, to tell the person it expired
+    r = post(c, "/confirm", {"token": body["token"]}, token=token)
+    assert r.status_code == 400 and "expired" in r.json["message"]
+    r = get_json(c, f"/status?token={body['token']}")
+    assert r.status_code == 200 and r.json["status"] == "expired"
+    assert b"This verification has expired" in c.get("/phoneverify/wait").data
+    h.clock.advance(READ_GRACE)
     r = get_json(c, f"/status?token={body['token']}")
     assert r.status_code == 400 and "expired" in r.json["message"]
-    r = post(c, "/confirm", {"token": body["token"]}, token=token)
-    assert r.status_code == 400
     st = state_of(h)
     with h.app.app_context():
         assert st.flow.refresh(row(h, body["token"])).status == "expired"

@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BadInput, NotFound, ProviderUnavailable
 from ..i18n import N_, for_locale, gettext
-from ..phone import mask
+from ..phone import ascii_digits, mask
 from ..sealing import Sealer
 from ..store import Store, Tx
 from .base import (
@@ -137,6 +137,7 @@ class DevPhone(Provider):
     preferred_style = Style.KEYPAD
     simulated = True
     polled = False  # every change reaches the flow as an event from the phone's page
+    speaks = None  # its calls are read on a page: any shipped language
     voicemail_safe = True
     speaks = None  # its calls are read on a page: any shipped language
 
@@ -266,8 +267,8 @@ class DevPhone(Provider):
         call = self._live(call_id, owner, tx)
         if call.style is not Style.KEYPAD and (call.digit is None or call.heard):
             raise BadInput(gettext("This call does not ask for keys: it speaks the PIN."))
-        digits = (digits or "").strip().rstrip("#")
-        if not digits or not digits.isdigit() or len(digits) > 32:
+        digits = ascii_digits((digits or "").strip()).rstrip("#")
+        if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 32:
             raise BadInput(gettext("Key in digits only."))
         if call.style is Style.KEYPAD:
             return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))

@@ -193,6 +193,9 @@ def signature(auth_token: str, url: str, params: Sequence[tuple[str, str]]) -> s
 
 
 class Twilio(Provider):
+    """Twilio Programmable Voice as a provider, keypad and spoken (the wire format and
+    its assumptions are in the module docstring)."""
+
     name = "twilio"
     styles = frozenset({Style.KEYPAD, Style.SPOKEN})
     preferred_style = Style.KEYPAD

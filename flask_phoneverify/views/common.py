@@ -15,8 +15,19 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Response, abort, current_app, jsonify, render_template, request, session
+from flask import (
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
@@ -26,6 +37,7 @@ from ..i18n import gettext, translate
 from ..i18n import template_context as i18n_context
 from ..redirects import safe_next
 from ..state import AppState, state
+from ..tokens import READ_GRACE
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -115,9 +127,12 @@ def token_of(data: dict[str, Any] | None = None) -> str:
     return str(token)
 
 
-def verification_id(st: AppState, who: Identity, token: str) -> str:
-    """The verification a pending token names, when it is this user's."""
-    vid, uid = st.tokens.read_pending(token, max_age=st.settings.ttl)
+def verification_id(st: AppState, who: Identity, token: str, *, reading: bool = False) -> str:
+    """The verification a pending token names, when it is this user's. ``reading`` (GET
+    status and wait only): the token still works READ_GRACE seconds past the lifetime, so
+    an open page can show "expired"; every POST keeps the lifetime."""
+    max_age = st.settings.ttl + (READ_GRACE if reading else 0)
+    vid, uid = st.tokens.read_pending(token, max_age=max_age)
     if uid != who.id:
         raise Forbidden(gettext("This verification belongs to someone else."))
     return vid
@@ -150,6 +165,69 @@ def client_network(address: str | None, ipv6_prefix: int) -> str | None:
     return str(ip)
 
 
+# -- one-shot notices (Post/Redirect/Get) --------------------------------------------------
+
+NOTICE = "_phoneverify_notice"
+#: the longest typed number a notice carries back to the form
+TYPED_MAX = 40
+
+
+def set_notice(message: str, kind: str = "error", **extra: Any) -> None:
+    """Keep a message for the page the browser is redirected to, shown there once (a form
+    POST never renders a page itself, so a reload never sends it again)."""
+    session[NOTICE] = {"m": message, "k": kind, **extra}
+
+
+def take_notice() -> dict[str, Any]:
+    """The notice left for this page ({} for none), removed as it is shown."""
+    data = session.pop(NOTICE, None)
+    if not isinstance(data, dict) or not isinstance(data.get("m"), str):
+        return {}
+    return data
+
+
+def see_other(location: str) -> WerkzeugResponse:
+    """303: the browser follows with a GET, whatever the POST was."""
+    return redirect(location, code=303)
+
+
+def form_post() -> bool:
+    """A browser's form POST, answered with a redirect (errors included), never a page."""
+    return (
+        request.method == "POST" and not wants_json() and request.endpoint != "phoneverify.callback"
+    )
+
+
+def back_url() -> str:
+    """Where a form POST goes back to: the simulated phone for its actions, the wait page
+    while a verification is pending, else the verify page (keeping ``next``)."""
+    endpoint = request.endpoint or ""
+    if endpoint == "phoneverify.dev_phone_action":
+        return url_for("phoneverify.dev_phone")
+    held = pending()
+    if endpoint != "phoneverify.start" and held.get("t"):
+        return url_for("phoneverify.wait")
+    next_to = safe_next(request.form.get("next")) or safe_next(held.get("n"))
+    return url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
+
+
+def back_with_error(message: str, *, code: str, retry_after: int | None = None) -> WerkzeugResponse:
+    """A refused form POST: 303 back to where the person was, the error kept for one
+    showing there (with its code, the wait before a retry and, for *Call me*, the number
+    typed), so a reload never repeats the POST."""
+    extra: dict[str, Any] = {"c": code}
+    if retry_after:
+        extra["r"] = int(retry_after)
+    typed = request.form.get("phone")
+    if request.endpoint == "phoneverify.start" and typed:
+        extra["p"] = typed[:TYPED_MAX]  # the person's own typing, shown back in their field
+    set_notice(message, "error", **extra)
+    response = see_other(back_url())
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
 # -- errors --------------------------------------------------------------------------------
 
 
@@ -161,12 +239,14 @@ def flow_error(e: FlowError) -> Any:
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
     if wants_json():
         return jsonify(payload), e.status, headers
+    if form_post() and e.code != "csrf":  # a CSRF failure is answered here: no session trust
+        return back_with_error(message, code=e.code, retry_after=e.retry_after)
     return (
         render_template(
             "phoneverify/message.html",
             title=gettext("Phone confirmation"),
             error=message,
-            retry=e.status in (409, 429) or e.code == "bad_request",
+            retry=e.status in (409, 429) or e.code in ("bad_request", "csrf"),
         ),
         e.status,
         headers,
@@ -179,6 +259,8 @@ def provider_error(e: ProviderError) -> Any:
     message = translate(e.message)  # made in the request's language, or marked with N_
     if wants_json():
         return jsonify(error="provider_error", message=message, retryable=e.retryable), status
+    if form_post():
+        return back_with_error(message, code="provider_error")
     return (
         render_template(
             "phoneverify/message.html",
@@ -196,6 +278,8 @@ def store_error(e: SQLAlchemyError) -> Any:
     message = gettext("Phone confirmation is unavailable for a moment. Please try again shortly.")
     if wants_json():
         return jsonify(error="unavailable", message=message, retryable=True), 503
+    if form_post():
+        return back_with_error(message, code="unavailable")
     return render_template(
         "phoneverify/message.html", title=gettext("Unavailable"), error=message, retry=True
     ), 503

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, jsonify, redirect, render_template, request, session, url_for
+from flask import abort, jsonify, render_template, request, url_for
 
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
@@ -20,11 +20,9 @@ from ..providers.base import CallEvent, CallState, Outcome
 from ..providers.dev import DevPhone, call_state
 from ..state import state
 from ..store import Tx
-from .common import body
+from .common import body, see_other, set_notice, take_notice
 
 __all__ = ["dev_phone", "dev_phone_action"]
-
-NOTICE = "_phoneverify_dev_notice"
 
 
 def _phone() -> DevPhone:
@@ -50,7 +48,7 @@ def dev_phone() -> Any:
     calls = phone.listing(who.id, number) if who is not None else []
     if wants_json():
         return jsonify(calls=calls)
-    notice = session.pop(NOTICE, None)
+    notice = take_notice().get("m")
     return render_template("phoneverify/dev_phone.html", calls=list(reversed(calls)), notice=notice)
 
 
@@ -107,5 +105,5 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     if wants_json():
         return jsonify(answer)
     if answer.get("message"):
-        session[NOTICE] = answer["message"]
-    return redirect(url_for("phoneverify.dev_phone"))
+        set_notice(answer["message"], "info")
+    return see_other(url_for("phoneverify.dev_phone"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import abort, jsonify, redirect, render_template, request, session, url_for
+from flask import jsonify, render_template, request, session, url_for
 
 from .. import phone as phones
 from ..csrf import generate_csrf, validate_csrf
-from ..errors import BadInput, FlowError
+from ..errors import BadInput, FlowError, NotFound
 from ..flow import reason_code
-from ..gate import PENDING, Identity, mark_verified, number_tag, wants_json
+from ..gate import PENDING, Identity, is_fresh, mark_verified, number_tag, wants_json
 from ..i18n import N_, current_locale, gettext, translate
 from ..models import Status, Verification
 from ..providers.base import Style
@@ -25,6 +25,9 @@ from .common import (
     iso,
     next_path,
     pending,
+    see_other,
+    set_notice,
+    take_notice,
     this_session,
     token_of,
     verification_id,
@@ -66,18 +69,44 @@ def _remember(token: str, v: Verification, pin: str, next_to: str | None) -> Non
     session[PENDING] = data
 
 
+#: the largest ``max_age`` the verify page reads from its query (a day)
+MAX_AGE_LIMIT = 86400
+
+
+def _max_age() -> int | None:
+    """The freshness the gate asked for (``?max_age=``, set by a step-up view's redirect);
+    anything that is not a small whole number is ignored."""
+    raw = request.args.get("max_age", "")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
+        return None
+    return min(int(raw), MAX_AGE_LIMIT)
+
+
 def verify() -> Any:
     """The verify page; JSON: a CSRF token and what the page offers."""
     st = state()
     who = identity()
     next_to = next_path(request.args.get("next"))
     masked = phones.mask(who.phone) if who.phone else None
+    confirmed = is_fresh(st, who, _max_age())
     if wants_json():
         return jsonify(
             csrf_token=generate_csrf(),
             phone=masked,
             style=st.style.value,
             enrolment=st.settings.allow_enrolment and not who.phone,
+            verified=confirmed,
+        )
+    notice = take_notice()
+    if confirmed:
+        return render_template(
+            "phoneverify/verify.html",
+            confirmed=True,
+            masked=masked,
+            enrol=False,
+            style=st.style.value,
+            next_path=next_to,
+            notice=notice,
         )
     if not who.phone and not st.settings.allow_enrolment:
         return render_template(
@@ -91,11 +120,13 @@ def verify() -> Any:
         ), 409
     return render_template(
         "phoneverify/verify.html",
+        confirmed=False,
         masked=masked,
         enrol=not who.phone,
         style=st.style.value,
         next_path=next_to,
-        error=None,
+        notice=notice,
+        typed=notice.get("p", ""),
     )
 
 
@@ -127,45 +158,23 @@ def start() -> Any:
     validate_csrf()
     data = body()
     next_to = safe_next(data.get("next")) or safe_next(pending().get("n"))
-    try:
-        number, enrol = _phone_for(st, who, data)
-        started = st.flow.start(
-            user_id=who.id,
-            phone=number,
-            enrol=enrol,
-            session=this_session(),
-            ip=client_ip(),
-            callback_url=_callback_url(st),
-            user=who.user,
-            locale=current_locale(),
-        )
-    except FlowError as e:
-        if wants_json() or e.status not in (400, 429):
-            raise
-        return _verify_again(st, who, next_to, e)
+    number, enrol = _phone_for(st, who, data)
+    started = st.flow.start(
+        user_id=who.id,
+        phone=number,
+        enrol=enrol,
+        session=this_session(),
+        ip=client_ip(),
+        callback_url=_callback_url(st),
+        user=who.user,
+        locale=current_locale(),
+    )
     v = started.verification
     token = st.tokens.make_pending(v.id, who.id)
     _remember(token, v, started.pin, next_to)
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
-    return redirect(url_for("phoneverify.wait"))
-
-
-def _verify_again(st: AppState, who: Identity, next_to: str | None, e: FlowError) -> Any:
-    headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
-    return (
-        render_template(
-            "phoneverify/verify.html",
-            masked=phones.mask(who.phone) if who.phone else None,
-            enrol=not who.phone,
-            style=st.style.value,
-            next_path=next_to or st.settings.default_next,
-            error=translate(e.message),
-            typed=request.form.get("phone", ""),
-        ),
-        e.status,
-        headers,
-    )
+    return see_other(url_for("phoneverify.wait"))
 
 
 def wait() -> Any:
@@ -174,20 +183,38 @@ def wait() -> Any:
     who = identity()
     held = pending()
     if not held.get("t"):
-        return redirect(url_for("phoneverify.verify"))
+        return see_other(url_for("phoneverify.verify"))
     try:
-        vid = verification_id(st, who, held["t"])
+        vid = verification_id(st, who, held["t"], reading=True)
         v = st.flow.current(vid, user_id=who.id)
-    except FlowError:
+    except FlowError as e:
         session.pop(PENDING, None)
-        return redirect(url_for("phoneverify.verify", next=held.get("n")))
+        set_notice(translate(e.message))
+        next_to = safe_next(held.get("n"))
+        return see_other(
+            url_for("phoneverify.verify", next=next_to)
+            if next_to
+            else url_for("phoneverify.verify")
+        )
     return _render_wait(st, v, held["t"])
 
 
-def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | None = None) -> Any:
-    """The wait page for ``v``, with ``error`` (wrong PIN, locked...) when there is one."""
+def resend_wait(st: AppState, v: Verification, notice: dict[str, Any]) -> int:
+    """Seconds before "Call me again" may be pressed: what a refusal said, else what is
+    left of the number's cool-down since this verification's last call."""
+    refused = notice.get("r")
+    if isinstance(refused, int) and notice.get("c") == "rate_limited":
+        return max(refused, 0)
+    left = v.sent_at + st.settings.number_cooldown - st.clock()
+    return max(0, int(left + 0.999))
+
+
+def _render_wait(st: AppState, v: Verification, token: str) -> Any:
+    """The wait page for ``v``, with the notice a redirect left for it (wrong PIN,
+    locked, refused resend, a new call...)."""
     held = pending()
-    page = render_template(
+    notice = take_notice()
+    return render_template(
         "phoneverify/wait.html",
         v=v,
         masked=phones.mask(v.phone),
@@ -197,13 +224,13 @@ def _render_wait(st: AppState, v: Verification, token: str, error: FlowError | N
         token=token,
         next_path=held.get("n") or "",
         can_bridge=st.provider.can_bridge,
-        error=translate(error.message) if error else None,
+        notice=notice,
+        error=notice.get("m") if notice.get("k") == "error" else None,
+        info=notice.get("m") if notice.get("k") == "info" else None,
+        new_pin=bool(notice.get("n")),
+        resend_wait=resend_wait(st, v, notice) if v.is_open else 0,
         title=translate(WAIT_TITLES.get(Status(v.status), N_("Answer your phone"))),
     )
-    if error is None:
-        return page
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after else {}
-    return page, error.status, headers
 
 
 def status() -> Any:
@@ -211,8 +238,8 @@ def status() -> Any:
     st = state()
     who = identity()
     if not wants_json() and not request.args.get("token"):
-        return redirect(url_for("phoneverify.wait"))
-    vid = verification_id(st, who, token_of())
+        return see_other(url_for("phoneverify.wait"))
+    vid = verification_id(st, who, token_of(), reading=True)
     v = st.flow.current(vid, user_id=who.id)
     reason = reason_code(v)
     return jsonify(
@@ -236,16 +263,10 @@ def confirm() -> Any:
     pin = data.get("pin")
     if pin is not None and not isinstance(pin, str | int):
         raise BadInput(gettext("The PIN must be digits."))
-    try:
-        vid = verification_id(st, who, token)
-        v = st.flow.confirm(
-            vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
-        )
-    except FlowError as e:
-        if wants_json() or e.status not in (400, 409, 429) or e.code == "csrf":
-            raise
-        v = st.flow.owned(verification_id(st, who, token), user_id=who.id)
-        return _render_wait(st, v, token, e)
+    vid = verification_id(st, who, token)
+    v = st.flow.confirm(
+        vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
+    )
     next_to = next_path(data.get("next"))
     mark_verified(st, who.id, v.verified_at or st.clock(), v.phone)  # dated at the phone's word
     if st.devices is not None:  # "Remember this device"; a new number forgets the old ones
@@ -261,7 +282,7 @@ def confirm() -> Any:
     st.flow.notify.claimed(v, who.user)  # phone_enrolled (enrolment), phone_verified
     if wants_json():
         return jsonify(status=Status.VERIFIED, next=next_to)
-    return redirect(next_to)
+    return see_other(next_to)
 
 
 def _action() -> tuple[AppState, Identity, dict[str, Any], str, str]:
@@ -291,7 +312,12 @@ def resend() -> Any:
         _remember(token, v, started.pin, pending().get("n"))
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
-    return redirect(url_for("phoneverify.wait"))
+    set_notice(
+        gettext("We are calling you again with a new PIN. The earlier PIN no longer works."),
+        "info",
+        n=1,
+    )
+    return see_other(url_for("phoneverify.wait"))
 
 
 def cancel() -> Any:
@@ -303,24 +329,24 @@ def cancel() -> Any:
         session.pop(PENDING, None)
     if wants_json():
         return jsonify(status=Status.CANCELED)
-    return redirect(
+    return see_other(
         url_for("phoneverify.verify", next=next_to) if next_to else url_for("phoneverify.verify")
     )
 
 
+BRIDGE_MESSAGE = N_("We are calling your phone to connect you with our support team.")
+
+
 def talk() -> Any:
-    """Bridge the user's phone to the support line (providers that can); verifies nothing."""
+    """Bridge the user's phone to the support line (providers that can); verifies nothing.
+    The person stays on the wait page, where the offer is."""
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
-        abort(404)
+        raise NotFound(
+            gettext("Talking to our support team by phone is not available on this site.")
+        )
     st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip(), user=who.user)
-    message = gettext("We are calling your phone to connect you with our support team.")
     if wants_json():
-        return jsonify(status="bridging", message=message)
-    return render_template(
-        "phoneverify/message.html",
-        title=gettext("Calling you"),
-        error=None,
-        info=message,
-        retry=False,
-    )
+        return jsonify(status="bridging", message=gettext(BRIDGE_MESSAGE))
+    set_notice(gettext(BRIDGE_MESSAGE), "info")
+    return see_other(url_for("phoneverify.wait"))
