@@ -47,6 +47,8 @@ from .views import make_blueprint
 __all__ = ["PhoneVerify"]
 
 log = logging.getLogger("flask_phoneverify")
+#: what the key of the number hash in the session marker is derived for
+MARKER_LABEL = b"flask-phoneverify marker number v1"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -184,7 +186,8 @@ class PhoneVerify:
             tokens=Tokens(keys, clock),
             clock=clock,
             hooks=self.hooks,
-            marker_key=derive_key(keys[0], b"flask-phoneverify marker number v1"),
+            marker_key=derive_key(keys[0], MARKER_LABEL),
+            marker_fallback_keys=tuple(derive_key(k, MARKER_LABEL) for k in keys[1:]),
             recovery=Recovery(
                 store=store,
                 limits=limits,

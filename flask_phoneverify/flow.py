@@ -717,6 +717,8 @@ class Flow:
                     self._ended(tx, v, "canceled")
             return len(ended)
 
+        if not self.store.read(lambda tx: tx.open_of_session(session)):
+            return 0  # the usual case: one read, no write lock
         return self.store.write(step)
 
     def bridge(

@@ -140,7 +140,7 @@ def _fresh(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
         return False
     raw = getattr(user, st.settings.user_phone_attr, None)
     tag = number_tag(st.marker_key, str(raw) if raw else None, st.settings.default_region)
-    if marker.get("h") != tag:
+    if marker.get("h") != tag and not _retagged(st, marker, raw, tag):
         return False  # the number on file is no longer the one confirmed
     at = marker.get("t")
     if not isinstance(at, int | float):
@@ -151,6 +151,18 @@ def _fresh(st: AppState, user_id: str, user: Any, max_age: int | None) -> bool:
     ttl = st.settings.verified_ttl
     limit = ttl if max_age is None else min(max_age, ttl)
     return bool(0 <= age < limit)
+
+
+def _retagged(st: AppState, marker: dict[str, Any], raw: Any, tag: str | None) -> bool:
+    """A marker tagged under a SECRET_KEY_FALLBACKS key (before a key rotation) for the
+    number on file: it still counts, and is tagged anew under the current key, so a
+    rotation does not send everyone back to the phone."""
+    region, number = st.settings.default_region, str(raw) if raw else None
+    for key in st.marker_fallback_keys:
+        if tag is not None and marker.get("h") == number_tag(key, number, region):
+            session[MARKER] = {**marker, "h": tag}
+            return True
+    return False
 
 
 #: a marker's ``f``: opened by a remembered device, or by a recovery code, not by a call

@@ -53,6 +53,8 @@ class AppState:
     hooks: Hooks = field(default_factory=Hooks)
     #: keys the hash of the confirmed number kept in the session marker
     marker_key: bytes = b""
+    #: the same, derived from each of SECRET_KEY_FALLBACKS (markers from before a rotation)
+    marker_fallback_keys: tuple[bytes, ...] = ()
     #: recovery codes (PHONEVERIFY_RECOVERY_CODES) and remembered devices (_REMEMBER_DAYS)
     recovery: Recovery | None = None
     devices: Devices | None = None

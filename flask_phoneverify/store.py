@@ -202,6 +202,9 @@ _DEV_LISTS = {
     (True, True): _DEV_TO_NUMBER.where(D.c.owner == bindparam("b_owner")),
 }
 _DEV_RING = insert(D).returning(D.c.seq)
+_OPEN_OF_SESSION = select(V).where(
+    V.c.session_ref == bindparam("b_sref"), V.c.status == Status.CALLING.value
+)
 _OWNER = select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"))
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
 #: the simulated phone trims its oldest calls once in this many new ones
@@ -255,9 +258,7 @@ class Tx:
 
     def open_of_session(self, session: str) -> list[Verification]:
         """A login session's open verifications (to end them at logout)."""
-        rows = self.conn.execute(
-            select(V).where(V.c.session_ref == session, V.c.status == Status.CALLING.value)
-        )
+        rows = self.conn.execute(_OPEN_OF_SESSION, {"b_sref": session})
         return [_verification(row._mapping) for row in rows]
 
     def add(self, v: Verification) -> None:

@@ -30,6 +30,7 @@ from .helpers import (
     row,
     spoken_pin,
     state_of,
+    verify_keypad,
 )
 
 NEW_KEY = "a-brand-new-secret-key-0123456789"
@@ -239,6 +240,32 @@ def test_rule_09_key_rotation_through_secret_key_fallbacks(make_app: Any, tmp_pa
     # new tokens are signed with the new key
     fresh = state_of(rotated).tokens.make_callback("dev")
     assert cut.client(None).post(f"/phoneverify/callback/dev/{fresh}").status_code == 400
+
+
+def test_rule_09_key_rotation_keeps_a_confirmed_phone_confirmed(
+    make_app: Any, tmp_path: Any
+) -> None:
+    """A session confirmed before a rotation stays confirmed when the old key is in
+    SECRET_KEY_FALLBACKS (the marker's number hash is checked under it, then re-tagged
+    under the new key); without the old key, nothing signed before the rotation holds."""
+    shared = {"PHONEVERIFY_DATABASE_URI": f"sqlite:///{tmp_path}/rotate-marker.sqlite3"}
+    old = make_app(**shared)
+    c = old.client()
+    verify_keypad(c)
+    assert c.get("/secret").status_code == 200
+    cookie = c.get_cookie("session")
+    assert cookie is not None
+
+    rotated = make_app(**shared, SECRET_KEY=NEW_KEY, SECRET_KEY_FALLBACKS=[SECRET])
+    moved = rotated.client()
+    moved.set_cookie("session", cookie.value)
+    assert moved.get("/secret").status_code == 200
+    retagged = moved.get_cookie("session")
+    assert retagged is not None and retagged.value != cookie.value  # tagged anew
+    newest = make_app(**shared, SECRET_KEY=NEW_KEY)  # the old key dropped at last
+    after = newest.client()
+    after.set_cookie("session", retagged.value)
+    assert after.get("/secret").status_code == 200  # the re-tagged marker holds alone
 
 
 def test_rule_08_pages_are_never_framed_and_send_no_referrer(make_app: Any) -> None:
