@@ -16,6 +16,7 @@ from flask import Flask, current_app, request, session
 from itsdangerous import BadData
 
 from .errors import BadInput
+from .i18n import gettext
 from .state import state
 
 __all__ = ["generate_csrf", "validate_csrf", "exempt_from_flask_wtf", "CALLBACK_VIEW"]
@@ -53,7 +54,7 @@ def validate_csrf() -> None:
     token = request.form.get("csrf_token") or next(
         (request.headers[h] for h in HEADERS if request.headers.get(h)), None
     )
-    message = (
+    message = gettext(
         "This page has expired (missing or stale security token). Please reload it and try again."
     )
     if not token:

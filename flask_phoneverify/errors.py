@@ -19,6 +19,8 @@ the log and the audit trail only and never reaches a page.
 
 from __future__ import annotations
 
+from .i18n import N_, gettext
+
 
 class PhoneVerifyError(Exception):
     """Base of every error raised by flask-phoneverify, so an app can catch them all at once."""
@@ -40,10 +42,11 @@ class ProviderError(PhoneVerifyError):
     """
 
     retryable = False
-    default_message = "The phone service could not place the call."
+    default_message = N_("The phone service could not place the call.")
 
     def __init__(self, message: str | None = None, *, detail: str | None = None) -> None:
-        self.message = message or self.default_message
+        # a class's own message is marked for the catalogs and translated when raised
+        self.message = message or gettext(self.default_message)
         self.detail = detail
         super().__init__(self.message)
 
@@ -52,19 +55,21 @@ class ProviderUnavailable(ProviderError):
     """The provider could not be reached or failed on its side; trying again may work."""
 
     retryable = True
-    default_message = "The phone service is not answering right now. Please try again in a moment."
+    default_message = N_(
+        "The phone service is not answering right now. Please try again in a moment."
+    )
 
 
 class ProviderRejected(ProviderError):
     """The provider refused this call; the same call will be refused again."""
 
-    default_message = "The phone service could not call this number."
+    default_message = N_("The phone service could not call this number.")
 
 
 class ProviderConfigError(ProviderError):
     """The provider refused our account or settings: only the operators can fix it."""
 
-    default_message = (
+    default_message = N_(
         "The phone service refused this site's account settings. Please tell the site's operators."
     )
 
@@ -74,7 +79,7 @@ class ProviderProtocolError(ProviderError):
     meant, and a fresh try may get a readable one."""
 
     retryable = True
-    default_message = "The phone service gave an answer we could not read. Please try again."
+    default_message = N_("The phone service gave an answer we could not read. Please try again.")
 
 
 class FlowError(PhoneVerifyError):
@@ -158,7 +163,7 @@ class CallRefused(FlowError):
     reads ``message`` (403 ``call_refused``), and no call is counted or placed."""
 
     status, code = 403, "call_refused"
-    default_message = "This call cannot be placed."
+    default_message = N_("This call cannot be placed.")
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.default_message)
+        super().__init__(message or gettext(self.default_message))

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from flask import Flask
 
+from . import i18n
 from . import phone as phones
 from .breaker import Breaker
 from .cli import cli
@@ -218,6 +219,7 @@ class PhoneVerify:
         app.cli.add_command(cli)
         exempt_from_flask_wtf(app)
         connect_login_signals(app)
+        i18n.init_app(app)
 
     def state(self, app: Flask | None = None) -> AppState:
         """The per-app state; a clear error when init_app was not called for the app."""

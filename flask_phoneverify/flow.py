@@ -55,6 +55,7 @@ from .errors import (
     WrongPin,
 )
 from .guard import CallAttempt, FraudGuard, Pause, attempt_for
+from .i18n import N_, gettext, ngettext, translate
 from .limits import Limits
 from .models import EventKind, Status, Verification
 from .phone import ascii_digits, check_calling_code, check_policy, country_of, mask
@@ -91,24 +92,27 @@ CallbackURL = str | Callable[[Provider], str | None] | None
 
 log = logging.getLogger("flask_phoneverify")
 
+#: what a page says of each status and call progress; kept in English (a closed
+#: verification's reason is stored), translated where shown (:meth:`Flow.message`)
 MESSAGES = {
-    Status.VERIFIED: "Your phone is confirmed.",
-    Status.EXPIRED: "This verification has expired. Please start again.",
-    Status.LOCKED: "Too many wrong PINs: this verification is locked. "
-    "Please start a new one later.",
-    Status.CANCELED: "This verification was canceled.",
-    Status.FAILED: "The call did not go through.",
+    Status.VERIFIED: N_("Your phone is confirmed."),
+    Status.EXPIRED: N_("This verification has expired. Please start again."),
+    Status.LOCKED: N_(
+        "Too many wrong PINs: this verification is locked. Please start a new one later."
+    ),
+    Status.CANCELED: N_("This verification was canceled."),
+    Status.FAILED: N_("The call did not go through."),
 }
 #: a verification whose status requests failed PHONEVERIFY_MAX_POLL_ERRORS times in a row
 POLL_FAILED = "The phone service could not tell us how the call went. Please try again in a moment."
 #: every listed provider is skipped by its circuit breaker
 ALL_SKIPPED = "The phone service is not answering right now. Please try again in a moment."
 CALL_MESSAGES = {
-    CallState.QUEUED: "Placing the call…",
-    CallState.RINGING: "Calling your phone…",
-    CallState.ANSWERED: "The call was answered.",
-    CallState.DELIVERED: "The call has delivered the code.",
-    CallState.ENDED: "The call has ended.",
+    CallState.QUEUED: N_("Placing the call…"),
+    CallState.RINGING: N_("Calling your phone…"),
+    CallState.ANSWERED: N_("The call was answered."),
+    CallState.DELIVERED: N_("The call has delivered the code."),
+    CallState.ENDED: N_("The call has ended."),
 }
 
 
@@ -127,7 +131,11 @@ def session_ref(nonce: str) -> str:
 
 
 def wrong_pin_message(left: int) -> str:
-    return f"That PIN is not right. {left} {'try' if left == 1 else 'tries'} left."
+    return ngettext(
+        "That PIN is not right. %(num)d try left.",
+        "That PIN is not right. %(num)d tries left.",
+        left,
+    )
 
 
 @dataclass(frozen=True)
@@ -238,10 +246,12 @@ class Flow:
         ip: str | None,
         callback_url: CallbackURL,
         user: Any = None,
+        locale: str | None = None,
     ) -> Started:
         """Check the policy, the app's before_call function, the limits and the fraud guard
         and store the verification (one transaction), place the call, then keep the call's
-        reference (another)."""
+        reference (another). ``locale``: the asking request's, kept so every call of this
+        verification speaks it (when the provider can)."""
         now = self.clock()
         self._check_number(user_id=user_id, phone=phone, ip=ip, now=now)
         self._before_call(
@@ -276,6 +286,7 @@ class Flow:
             verified_at=None,
             claimed_at=None,
             country=country_of(phone),
+            locale=locale,
         )
 
         def admit(tx: Tx) -> None:
@@ -350,7 +361,9 @@ class Flow:
                 values.update(provider_ref=v.provider_ref, call=v.call)
                 kinds.append(EventKind.CALL_PLACED)
             if not tx.change(vid, where={"call_id": old_call}, **values):
-                raise NotOpen("This verification changed meanwhile. Please reload the page.")
+                raise NotOpen(
+                    gettext("This verification changed meanwhile. Please reload the page.")
+                )
             self._audit(tx, v, *kinds, ip=ip, at=now, notes={EventKind.CALL_PLACED: f"via {first}"})
             self.limits.reserve_call(
                 tx, user_id=user_id, phone=v.phone, ip=ip, now=now, enrol=v.enrol
@@ -512,6 +525,7 @@ class Flow:
             call_id=v.call_id,
             app_name=self.app_name,
             callback_url=self._callback_for(provider, callback_url),
+            locale=v.locale,
         )
 
     def _ring(
@@ -647,11 +661,11 @@ class Flow:
     @staticmethod
     def _owned(v: Verification | None, user_id: str, session: str | None) -> Verification:
         if v is None:
-            raise BadInput("This verification does not exist. Please start again.")
+            raise BadInput(gettext("This verification does not exist. Please start again."))
         if v.user_id != user_id:
-            raise Forbidden("This verification belongs to someone else.")
+            raise Forbidden(gettext("This verification belongs to someone else."))
         if session is not None and not secrets.compare_digest(v.session_ref, session):
-            raise Forbidden("This verification was started in another browser session.")
+            raise Forbidden(gettext("This verification was started in another browser session."))
         return v
 
     def current(self, vid: str, *, user_id: str, session: str | None = None) -> Verification:
@@ -739,18 +753,21 @@ class Flow:
         self._require_open(v)
         if Style(v.style) is Style.KEYPAD:
             raise NotOpen(
-                "The phone has not confirmed yet. Answer the call and key in the PIN shown here.",
+                gettext(
+                    "The phone has not confirmed yet. Answer the call and key in the PIN shown "
+                    "here."
+                ),
                 pending=True,
             )
         if Style(v.style) is Style.DELIVERY:
             raise NotOpen(
-                "The call has not been delivered yet. Answer your phone, then try again.",
+                gettext("The call has not been delivered yet. Answer your phone, then try again."),
                 pending=True,
             )
         # any keyboard's digits count as their value; anything else stays a wrong PIN
         pin = "".join(ch for ch in ascii_digits(pin or "") if not ch.isspace() and ch != "-")
         if not pin:
-            raise BadInput("Please enter the PIN from the call.")
+            raise BadInput(gettext("Please enter the PIN from the call."))
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
         if right:
             provider = self.provider_of(v)
@@ -775,7 +792,9 @@ class Flow:
                 reason=None,
             ):
                 latest = _found(tx.get(v.id))
-                raise NotOpen(self.message(latest) if not latest.is_open else "Please try again.")
+                raise NotOpen(
+                    self.message(latest) if not latest.is_open else gettext("Please try again.")
+                )
             self._audit(tx, v, EventKind.CONFIRMED)
             v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
             return v
@@ -787,7 +806,7 @@ class Flow:
     def _claim(self, tx: Tx, v: Verification) -> Verification:
         now = self.clock()
         if not tx.claim(v.id, now):
-            raise NotOpen("This verification has already been used.")
+            raise NotOpen(gettext("This verification has already been used."))
         v.claimed_at = now
         return v
 
@@ -808,7 +827,7 @@ class Flow:
             log.warning(
                 "phoneverify: verification %s locked after %d wrong PINs", v.id[:8], attempts
             )
-            return Locked(MESSAGES[Status.LOCKED], attempts_left=0)
+            return Locked(translate(MESSAGES[Status.LOCKED]), attempts_left=0)
         self._audit(tx, v, EventKind.WRONG_PIN)
         left = self.max_attempts - attempts
         return WrongPin(wrong_pin_message(left), attempts_left=left)
@@ -878,7 +897,9 @@ class Flow:
             v = self._owned(tx.get(vid), user_id, session)
             if v.status not in (Status.FAILED, Status.LOCKED):
                 raise BadInput(
-                    "Talking to support is offered once a verification has failed or locked."
+                    gettext(
+                        "Talking to support is offered once a verification has failed or locked."
+                    )
                 )
             self.limits.reserve_bridge(tx, user_id=user_id, now=now)
             return v
@@ -1050,16 +1071,17 @@ class Flow:
         if v.is_open:
             return
         if v.status == Status.LOCKED:
-            raise Locked(MESSAGES[Status.LOCKED], attempts_left=0)
+            raise Locked(translate(MESSAGES[Status.LOCKED]), attempts_left=0)
         raise NotOpen(self.message(v))
 
     def message(self, v: Verification) -> str:
-        """What the page says about ``v`` now."""
+        """What the page says about ``v`` now, in the reader's language (a reason
+        stored in English is translated here)."""
         if v.status == Status.CALLING:
-            return CALL_MESSAGES.get(CallState(v.call), "")
+            return translate(CALL_MESSAGES.get(CallState(v.call)))
         if v.status == Status.FAILED and v.reason:
-            return v.reason
-        return MESSAGES.get(Status(v.status), "")
+            return translate(v.reason)
+        return translate(MESSAGES.get(Status(v.status)))
 
     def attempts_left(self, v: Verification) -> int:
         """Wrong PINs ``v`` may still take before it locks."""
@@ -1106,7 +1128,7 @@ def _pause_detail(pause: Pause) -> str:
 
 def _found(v: Verification | None) -> Verification:
     if v is None:  # rows are never deleted while a request follows them
-        raise BadInput("This verification does not exist. Please start again.")
+        raise BadInput(gettext("This verification does not exist. Please start again."))
     return v
 
 

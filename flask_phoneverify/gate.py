@@ -38,6 +38,7 @@ from werkzeug.wrappers import Response
 from . import phone as phones
 from .errors import BadInput, ConfigError
 from .flow import session_ref
+from .i18n import gettext
 from .redirects import safe_next
 from .remember import COOKIE
 
@@ -337,7 +338,7 @@ def _unverified(st: AppState, max_age: int | None = None) -> Any:
     if wants_json() or request.method not in ("GET", "HEAD"):
         body = jsonify(
             error="phone_verification_required",
-            message="Please confirm your phone to continue.",
+            message=gettext("Please confirm your phone to continue."),
             verify_url=verify_url,
         )
         body.status_code = 401

@@ -25,6 +25,7 @@ from typing import Any
 import phonenumbers
 
 from .errors import CountryPaused
+from .i18n import gettext
 from .store import Tx
 
 __all__ = ["CallAttempt", "FraudGuard", "Pause", "attempt_for", "CHECK_EVERY"]
@@ -136,6 +137,8 @@ class FraudGuard:
     @staticmethod
     def _refusal(wait: float) -> CountryPaused:
         return CountryPaused(
-            "Calls to numbers in this country are paused for a while. Please try again later.",
+            gettext(
+                "Calls to numbers in this country are paused for a while. Please try again later."
+            ),
             retry_after=max(1, math.ceil(wait)),
         )

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import RateLimited
+from .i18n import N_, gettext, ngettext
 from .phone import country_of
 from .store import Tx
 
@@ -37,6 +38,27 @@ APP_KEY = "*"
 BRIDGE_USER = "bridge_user"
 #: the minute of a budget's anchor row: locked by every start, never counted
 ANCHOR = 0
+
+#: a budget's refusal; %(wait)s is how long until a call may be asked again
+TOO_MANY_TO_NUMBER = N_(
+    "Too many calls to this number in the last hour. Please try again in %(wait)s."
+)
+TOO_MANY_FOR_ACCOUNT = N_(
+    "Too many calls for your account in the last hour. Please try again in %(wait)s."
+)
+TOO_MANY_FROM_NETWORK = N_(
+    "Too many calls from your network in the last hour. Please try again in %(wait)s."
+)
+TOO_MANY_TO_COUNTRY = N_(
+    "Too many calls to this country in the last hour. Please try again in %(wait)s."
+)
+TOO_MANY_TO_SUPPORT = N_(
+    "Too many calls to our support team for your account in the last hour. Please try again "
+    "in %(wait)s."
+)
+TOO_MANY_FROM_SITE = N_(
+    "Too many calls from this site in the last hour. Please try again in %(wait)s."
+)
 
 
 def minute_of(at: float) -> int:
@@ -110,23 +132,27 @@ class Limits:
             wait = _over(rows[(WRONG_PIN, user_id)], self.max_failures_per_hour, now, counted=0)
             if wait is not None:
                 raise RateLimited(
-                    f"Too many wrong PINs. Please wait {_words(wait)} before asking for a new "
-                    "call.",
+                    gettext(
+                        "Too many wrong PINs. Please wait %(wait)s before asking for a new call.",
+                        wait=_words(wait),
+                    ),
                     retry_after=wait,
                 ).limited("failures")
         if last is not None and self.number_cooldown and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
-                f"A call was just made to this number. Please wait {_words(wait)}, then ask again.",
+                gettext(
+                    "A call was just made to this number. Please wait %(wait)s, then ask again.",
+                    wait=_words(wait),
+                ),
                 retry_after=wait,
             ).limited("cooldown")
-        for scope, key, limit, what in budgets:
+        for scope, key, limit, message in budgets:
             over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
-                raise RateLimited(
-                    f"Too many calls {what} in the last hour. Please try again in {_words(over)}.",
-                    retry_after=over,
-                ).limited(scope)
+                raise RateLimited(gettext(message, wait=_words(over)), retry_after=over).limited(
+                    scope
+                )
 
     def reserve_bridge(self, tx: Tx, *, user_id: str, now: float) -> None:
         """Count one call to the support line against the user's bridge budget and the app's,
@@ -134,21 +160,18 @@ class Limits:
         those is exactly who asks to talk to someone."""
         minute = minute_of(now)
         budgets = [
-            (BRIDGE_USER, user_id, self.bridge_per_user, "to our support team for your account"),
-            ("app", APP_KEY, self.global_per_hour, "from this site"),
+            (BRIDGE_USER, user_id, self.bridge_per_user, TOO_MANY_TO_SUPPORT),
+            ("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE),
         ]
         tx.bump(
             [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
             + [(scope, key, minute, 1) for scope, key, _, _ in budgets]
         )
         rows = tx.counts([(scope, key) for scope, key, _, _ in budgets], minute - WINDOW + 1)
-        for scope, key, limit, what in budgets:
+        for scope, key, limit, message in budgets:
             over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
-                raise RateLimited(
-                    f"Too many calls {what} in the last hour. Please try again in {_words(over)}.",
-                    retry_after=over,
-                )
+                raise RateLimited(gettext(message, wait=_words(over)), retry_after=over)
 
     def release_bridge(self, tx: Tx, *, user_id: str, at: float) -> None:
         """Give back what :meth:`reserve_bridge` counted at ``at`` for a call never placed."""
@@ -175,21 +198,22 @@ class Limits:
         self, user_id: str, phone: str, ip: str | None, enrol: bool = False
     ) -> list[tuple[str, str, int, str]]:
         """The hourly budgets a call counts against, always in this order (row locks are
-        taken in one order by every worker, so they cannot deadlock)."""
+        taken in one order by every worker, so they cannot deadlock), each with the
+        message its refusal shows (untranslated: whole sentences, for the catalogs)."""
         if enrol:
             budgets = [
-                ("enrol_number", phone, self.enrol_per_number, "to this number"),
-                ("enrol_user", user_id, self.enrol_per_user, "for your account"),
+                ("enrol_number", phone, self.enrol_per_number, TOO_MANY_TO_NUMBER),
+                ("enrol_user", user_id, self.enrol_per_user, TOO_MANY_FOR_ACCOUNT),
             ]
         else:
             budgets = [
-                ("number", phone, self.per_number, "to this number"),
-                ("user", user_id, self.per_user, "for your account"),
+                ("number", phone, self.per_number, TOO_MANY_TO_NUMBER),
+                ("user", user_id, self.per_user, TOO_MANY_FOR_ACCOUNT),
             ]
         if ip:
-            budgets.append(("ip", ip, self.per_ip, "from your network"))
-        budgets.append(("country", country_of(phone), self.per_country, "to this country"))
-        budgets.append(("app", APP_KEY, self.global_per_hour, "from this site"))
+            budgets.append(("ip", ip, self.per_ip, TOO_MANY_FROM_NETWORK))
+        budgets.append(("country", country_of(phone), self.per_country, TOO_MANY_TO_COUNTRY))
+        budgets.append(("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE))
         return budgets
 
 
@@ -235,6 +259,7 @@ def _over(rows: list[tuple[int, int]], limit: int, now: float, *, counted: int) 
 
 
 def _words(seconds: int) -> str:
+    """A wait as the person reads it: seconds under a minute and a half, else minutes."""
     if seconds < 90:
-        return f"{seconds} seconds"
-    return f"{math.ceil(seconds / 60)} minutes"
+        return ngettext("%(num)d second", "%(num)d seconds", seconds)
+    return ngettext("%(num)d minute", "%(num)d minutes", math.ceil(seconds / 60))

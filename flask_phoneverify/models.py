@@ -129,6 +129,8 @@ class Verification(Base):
     #: the number's region ('US') or non-geographic code ('+881'): the fraud guard and
     #: the stats count per country
     country: Mapped[str | None] = mapped_column(String(8), nullable=True, default=None)
+    #: the locale of the request that started it (``fr``, ``es_MX``): what its calls speak
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
 
     __table_args__ = (Index("ix_phoneverify_verifications_country", "country", "created_at"),)
 
@@ -205,6 +207,7 @@ class DevCallRow(Base):
     app_name: Mapped[str] = mapped_column(String(255))
     sealed_pin: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)  # what the call says
 
 
 class GuardRow(Base):

@@ -12,6 +12,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
 
 from .errors import BadInput, ConfigError
+from .i18n import gettext
 
 __all__ = [
     "parse",
@@ -93,9 +94,9 @@ def parse(text: str, default_region: str | None) -> str:
     """A typed number as E.164, the one form stored, limited and sent to providers; BadInput
     with a message a user can act on when it is not a valid number."""
     if not isinstance(text, str) or not text.strip():
-        raise BadInput("Please enter a phone number.")
+        raise BadInput(gettext("Please enter a phone number."))
     if len(text) > MAX_INPUT:
-        raise BadInput("That phone number is too long.")
+        raise BadInput(gettext("That phone number is too long."))
     return _parse(ascii_digits(text), default_region)
 
 
@@ -120,13 +121,15 @@ def _parse(text: str, default_region: str | None) -> str:
     except NumberParseException as e:
         if e.error_type == NumberParseException.INVALID_COUNTRY_CODE:
             raise BadInput(
-                "Please enter the number with its country code, starting with +"
-                " (for example +1 201 555 0123)."
+                gettext(
+                    "Please enter the number with its country code, starting with +"
+                    " (for example +1 201 555 0123)."
+                )
             ) from None
-        raise BadInput("That does not look like a phone number.") from None
+        raise BadInput(gettext("That does not look like a phone number.")) from None
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     if not phonenumbers.is_valid_number(number) or len(e164) > 16:  # E.164: 15 digits at most
-        raise BadInput("That phone number is not valid. Please check it and try again.")
+        raise BadInput(gettext("That phone number is not valid. Please check it and try again."))
     return e164
 
 
@@ -173,14 +176,16 @@ def check_policy(
         number.country_code in NON_GEOGRAPHIC_CODES
         and number.country_code not in allowed_non_geographic
     ):
-        raise BadInput("Calls to satellite and international network numbers are not available.")
+        raise BadInput(
+            gettext("Calls to satellite and international network numbers are not available.")
+        )
     if allowed_regions:
         region = phonenumbers.region_code_for_number(number)
         if region not in allowed_regions:
-            raise BadInput("Calls to numbers in this country are not available.")
+            raise BadInput(gettext("Calls to numbers in this country are not available."))
     if phonenumbers.number_type(number) in refused_types:
         raise BadInput(
-            "This kind of number (premium rate, shared cost, pager...) cannot be called."
+            gettext("This kind of number (premium rate, shared cost, pager...) cannot be called.")
         )
 
 
@@ -190,8 +195,10 @@ def check_calling_code(e164: str, codes: frozenset[int] | None) -> None:
     if codes is None:
         return
     if _number(e164).country_code not in codes:
-        where = " or ".join(f"+{c}" for c in sorted(codes))
-        raise BadInput(f"Calls can only be placed to numbers starting with {where}.")
+        where = gettext(" or ").join(f"+{c}" for c in sorted(codes))
+        raise BadInput(
+            gettext("Calls can only be placed to numbers starting with %(codes)s.", codes=where)
+        )
 
 
 def mask(e164: str | None) -> str:

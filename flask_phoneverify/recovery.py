@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadInput, FlowError, Locked
+from .i18n import N_, gettext
 from .limits import Limits
 from .models import EventKind, Status
 from .pins import derive_key
@@ -51,8 +52,9 @@ ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 LENGTH = 10  # 50 bits
 #: seconds a phone confirmation may be old for generating a new set
 FRESH = 600
-WRONG_CODE = "That recovery code is not valid. Check it and try again."
-LOCKED = (
+#: refusals, translated where raised
+WRONG_CODE = N_("That recovery code is not valid. Check it and try again.")
+LOCKED = N_(
     "Too many wrong PINs or recovery codes. Your account is locked for now: please try again later."
 )
 _KEY_LABEL = b"flask-phoneverify recovery code v1"
@@ -144,9 +146,9 @@ class Recovery:
     def use(self, user_id: str, typed: Any, *, ip: str | None) -> Recovered:
         """Spend the code ``typed`` for ``user_id``; raises WrongCode, Locked or BadInput."""
         if not isinstance(typed, str) or not typed.strip():
-            raise BadInput("Please enter one of your recovery codes.")
+            raise BadInput(gettext("Please enter one of your recovery codes."))
         if len(typed) > 64:
-            raise WrongCode(WRONG_CODE)
+            raise WrongCode(gettext(WRONG_CODE))
         code = normalise(typed)
         candidates = [self._hash(key, user_id, code) for key in self._keys]
 
@@ -154,7 +156,7 @@ class Recovery:
             now = self.clock()
             wait = self.limits.failures_wait(tx, user_id, now)
             if wait is not None:
-                return Locked(LOCKED, retry_after=wait, attempts_left=0)
+                return Locked(gettext(LOCKED), retry_after=wait, attempts_left=0)
             stored = tx.recovery_hashes(user_id)
             padded = stored + self._dummies[: max(self.count - len(stored), 0)]
             match: str | None = None
@@ -191,7 +193,7 @@ class Recovery:
         event = {"at": now, "user_id": user_id, "ip": ip}
         tx.record({**event, "kind": EventKind.RECOVERY_FAILED})
         if not locked:
-            return WrongCode(WRONG_CODE)
+            return WrongCode(gettext(WRONG_CODE))
         for v in tx.open_of_user(user_id):
             if tx.change(v.id, status=Status.LOCKED.value):
                 tx.record(

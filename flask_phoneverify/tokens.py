@@ -19,6 +19,7 @@ from typing import Any
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
 from .errors import BadInput, Forbidden
+from .i18n import gettext
 
 __all__ = ["Tokens", "READ_GRACE"]
 
@@ -59,19 +60,23 @@ class Tokens:
     def read_pending(self, token: Any, max_age: int) -> tuple[str, str]:
         """(verification id, user id); BadInput for anything malformed, tampered or expired."""
         if not isinstance(token, str) or not token or len(token) > 512:
-            raise BadInput("The verification token is missing or malformed. Please start again.")
+            raise BadInput(
+                gettext("The verification token is missing or malformed. Please start again.")
+            )
         try:
             data = self.pending.loads(token, max_age=max_age)
         except SignatureExpired:
-            raise BadInput("This verification has expired. Please start again.") from None
+            raise BadInput(gettext("This verification has expired. Please start again.")) from None
         except BadData:
-            raise BadInput("The verification token is not valid. Please start again.") from None
+            raise BadInput(
+                gettext("The verification token is not valid. Please start again.")
+            ) from None
         if not (
             isinstance(data, dict)
             and isinstance(data.get("v"), str)
             and isinstance(data.get("u"), str)
         ):
-            raise BadInput("The verification token is not valid. Please start again.")
+            raise BadInput(gettext("The verification token is not valid. Please start again."))
         return data["v"], data["u"]
 
     def make_callback(self, provider: str) -> str:
@@ -84,6 +89,6 @@ class Tokens:
         try:
             data = self.callback.loads(token)
         except BadData:
-            raise Forbidden("This callback address is not signed by this site.") from None
+            raise Forbidden(gettext("This callback address is not signed by this site.")) from None
         if not isinstance(data, dict) or data.get("p") != provider:
-            raise Forbidden("This callback address belongs to another provider.")
+            raise Forbidden(gettext("This callback address belongs to another provider."))

@@ -24,17 +24,19 @@ def test_config_reference_lists_every_setting_as_declared(make_app: Any) -> None
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "flask_phoneverify" / "templates"
 FLASK_GLOBALS = {"url_for", "request", "session", "config", "g", "get_flashed_messages"}
+#: the translation functions every page gets (``{% trans %}`` calls them), like a global
+TRANSLATION = {"_", "gettext", "ngettext"}
 
 
 def template_variables() -> dict[str, set[str]]:
     """Each template's undeclared variables (what its render call and context give it)."""
     from jinja2 import Environment, meta
 
-    env = Environment(autoescape=True)
+    env = Environment(autoescape=True, extensions=["jinja2.ext.i18n"])
     found = {}
     for path in sorted((TEMPLATES / "phoneverify").glob("*.html")):
         names = meta.find_undeclared_variables(env.parse(path.read_text()))
-        found[f"phoneverify/{path.name}"] = set(names) - FLASK_GLOBALS
+        found[f"phoneverify/{path.name}"] = set(names) - FLASK_GLOBALS - TRANSLATION
     return found
 
 

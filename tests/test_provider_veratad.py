@@ -459,7 +459,7 @@ def test_status_outage_keeps_the_verification_open(app: Harness, server: Veratad
 @pytest.mark.parametrize(
     ("behaviour", "status", "words"),
     [
-        ("suppressed", 502, "lines are not accepted here"),
+        ("suppressed", 502, "are not accepted here"),
         ("send_failed", 502, "could not be placed"),
         ("invalid", 502, "not valid"),
         ("auth", 502, "account settings"),

@@ -56,6 +56,7 @@ from ..errors import (
     ProviderError,
     ProviderProtocolError,
 )
+from ..i18n import gettext
 from ..settings import Setting
 from .base import (
     CallReport,
@@ -293,7 +294,7 @@ class Anveo(Provider):
     def _error(self, action: str, text: str) -> ProviderError:
         detail = f"{VENDOR} ERROR on {action}: {self._redact.clean(text)}"
         refused = ProviderError(
-            "The phone service refused the call. Please try again later.", detail=detail
+            gettext("The phone service refused the call. Please try again later."), detail=detail
         )
         return ERROR_WORDS.classify(self._redact(text, numbers=False), detail, refused)
 

@@ -45,6 +45,7 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from ..i18n import N_, gettext, spoken_language
 from ..settings import Setting
 
 if TYPE_CHECKING:  # the sealer and the store are init_app's; providers only use them
@@ -105,7 +106,7 @@ class Outcome(enum.StrEnum):
 
 
 #: what the user reads when a machine answered the call (failure reason ``voicemail``)
-VOICEMAIL_REASON = "The call reached voicemail, not you."
+VOICEMAIL_REASON = N_("The call reached voicemail, not you.")
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class CallRequest:
     call_id: str  # our random reference for this call (TransactionID, callid, reference)
     app_name: str  # to name the caller in the call's text
     callback_url: str | None = None  # where the provider may post events, when it does
+    #: the locale of the request that started the verification (``fr``, ``es_MX``), or
+    #: None; :meth:`Provider.call_language` says which language the call can speak
+    locale: str | None = None
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,9 @@ class Provider:
     #: whether :meth:`place_call` reads ``CallRequest.callback_url`` (an events address
     #: sent with each call); vendors configured once in their console do not need it
     callback_per_call: ClassVar[bool] = False
+    #: the languages its calls can be spoken in (None: every shipped language); a call
+    #: asked in another language speaks English
+    speaks: ClassVar[frozenset[str] | None] = frozenset({"en"})
     #: whether init_app must refuse to start without PHONEVERIFY_EXTERNAL_URL (a vendor that
     #: signs the address it requested needs the address as the world sees it)
     needs_external_url: ClassVar[bool] = False
@@ -292,6 +299,12 @@ class Provider:
         Raises the ProviderError family when the call cannot be placed."""
         raise NotImplementedError
 
+    def call_language(self, request: CallRequest) -> str:
+        """The language this call speaks (a shipped one, e.g. ``fr``): the verification's
+        when this provider can speak it, else English. Texts in it come from
+        ``i18n.for_locale(language)``."""
+        return spoken_language(request.locale, self.speaks)
+
     #: places its calls as rows of the extension's own store (the simulated phone): the
     #: flow then rings it with :meth:`ring` inside the step that admits the call, so a
     #: start is one transaction and a failed start leaves no call behind
@@ -319,7 +332,7 @@ class Provider:
         Raise :class:`~flask_phoneverify.errors.Forbidden` when a vendor that signs its
         requests did not sign this one (answered 403), a ProviderError for a body that
         cannot be read (answered 400)."""
-        raise ProviderProtocolError("This provider does not post call events.")
+        raise ProviderProtocolError(gettext("This provider does not post call events."))
 
     def callback_reply(
         self, request: CallbackRequest, results: Sequence[tuple[CallEvent, EventResult]]

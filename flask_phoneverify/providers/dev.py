@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import BadInput, NotFound, ProviderUnavailable
+from ..i18n import N_, for_locale, gettext
 from ..phone import ascii_digits, mask
 from ..sealing import Sealer
 from ..store import Store, Tx
@@ -87,16 +88,30 @@ class DevCall:
 
 
 def call_text(
-    style: Style, app_name: str, pin: str | None, digit: str | None = None, heard: bool = True
+    style: Style,
+    app_name: str,
+    pin: str | None,
+    digit: str | None = None,
+    heard: bool = True,
+    locale: str | None = None,
 ) -> str:
-    """What the simulated call says: the PIN in spoken style once its digit was keyed,
-    never in keypad style."""
+    """What the simulated call says, in ``locale`` (a shipped language; English by
+    default): the PIN in spoken style once its digit was keyed, never in keypad style."""
+    speech = for_locale(locale)
     if style is Style.SPOKEN:
         if digit is not None and not heard:
-            return f"This is {app_name}. To hear your code, press {digit}."
+            return speech.gettext("This is %(app)s. To hear your code, press %(digit)s.") % {
+                "app": app_name,
+                "digit": digit,
+            }
         spoken = " ".join(pin or "?")
-        return f"This is {app_name}. Your PIN is {spoken}. Again: {spoken}. Goodbye."
-    return f"This is {app_name}. To confirm it is you, key in the PIN shown on your screen."
+        return speech.gettext("This is %(app)s. Your PIN is %(pin)s. Again: %(pin)s. Goodbye.") % {
+            "app": app_name,
+            "pin": spoken,
+        }
+    return speech.gettext(
+        "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
+    ) % {"app": app_name}
 
 
 def prompt_digit() -> str:
@@ -122,8 +137,10 @@ class DevPhone(Provider):
     preferred_style = Style.KEYPAD
     simulated = True
     polled = False  # every change reaches the flow as an event from the phone's page
+    speaks = None  # its calls are read on a page: any shipped language
     voicemail_safe = True
     core_settings = frozenset({"PHONEVERIFY_DEV_PHONE"})  # its switch for demos
+    speaks = None  # its calls are read on a page: any shipped language
 
     def __init__(
         self, options: Mapping[str, Any], *, style: Style, pin_length: int, app_name: str
@@ -170,6 +187,7 @@ class DevPhone(Provider):
                     else None
                 ),
                 "created_at": float(self._clock()),
+                "locale": self.call_language(request),
             },
             MAX_CALLS,
         )
@@ -222,7 +240,7 @@ class DevPhone(Provider):
         """Voicemail answers a ringing call: detected as a machine, it hears no code."""
         call = self._live(call_id, owner, tx)
         if call.state is not CallState.RINGING:
-            raise BadInput("Only a ringing call can go to voicemail.")
+            raise BadInput(gettext("Only a ringing call can go to voicemail."))
         report = CallReport(
             call=CallState.ENDED, outcome=Outcome.VOICEMAIL, detail="simulated answering machine"
         )
@@ -233,9 +251,9 @@ class DevPhone(Provider):
         call = self._live(call_id, owner, tx)
         if call.state is CallState.RINGING or call.style is not Style.SPOKEN:
             reason = (
-                "The call was declined."
+                N_("The call was declined.")
                 if call.state is CallState.RINGING
-                else "The call ended before the PIN was entered."
+                else N_("The call ended before the PIN was entered.")
             )
             return CallEvent(
                 call.call_id,
@@ -249,14 +267,14 @@ class DevPhone(Provider):
         other key hangs up without it."""
         call = self._live(call_id, owner, tx)
         if call.style is not Style.KEYPAD and (call.digit is None or call.heard):
-            raise BadInput("This call does not ask for keys: it speaks the PIN.")
+            raise BadInput(gettext("This call does not ask for keys: it speaks the PIN."))
         digits = ascii_digits((digits or "").strip()).rstrip("#")
         if not digits or not (digits.isascii() and digits.isdigit()) or len(digits) > 32:
-            raise BadInput("Key in digits only.")
+            raise BadInput(gettext("Key in digits only."))
         if call.style is Style.KEYPAD:
             return CallEvent(call.call_id, CallReport(call=CallState.ANSWERED, digits=digits))
         if call.state is CallState.RINGING:
-            raise BadInput("Answer the call first.")
+            raise BadInput(gettext("Answer the call first."))
         if call.digit is not None and secrets.compare_digest(digits, call.digit):
             return CallEvent(
                 call.call_id, CallReport(call=CallState.ANSWERED, outcome=Outcome.CONFIRMED)
@@ -268,9 +286,9 @@ class DevPhone(Provider):
         read in ``tx`` when given, so an action and its effect share one transaction."""
         call = self._find(call_id, tx)
         if call is None or call.owner != owner:
-            raise NotFound("There is no such call on the simulated phone.")
+            raise NotFound(gettext("There is no such call on the simulated phone."))
         if call.state is CallState.ENDED:
-            raise BadInput("This call has ended.")
+            raise BadInput(gettext("This call has ended."))
         return call
 
     def _call(self, row: dict[str, Any]) -> DevCall:
@@ -284,7 +302,9 @@ class DevPhone(Provider):
             call_id=row["call_id"],
             number=row["number"],
             style=style,
-            text=call_text(style, row["app_name"], pin or None, digit or None, heard),
+            text=call_text(
+                style, row["app_name"], pin or None, digit or None, heard, row["locale"]
+            ),
             state=self._state(row),
             owner=row["owner"],
             pin=(pin or None) if style is Style.SPOKEN else None,

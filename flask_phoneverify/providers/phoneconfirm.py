@@ -77,6 +77,7 @@ from ..errors import (
     ProviderProtocolError,
     ProviderRejected,
 )
+from ..i18n import N_, SOURCE, for_locale
 from ..settings import Setting
 from .base import (
     CallReport,
@@ -108,10 +109,11 @@ BINDING = "JobsSoap"
 DEFAULT_URL = "http://www.phoneconfirm.com/soap/Jobs.asmx"
 PACKAGED_WSDL = Path(__file__).with_name("wsdl") / "phoneconfirm.wsdl"
 
-KEYPAD_REASON = "The call ended before the PIN was entered."
-WRONG_KEYS_REASON = "The keys pressed on the phone did not match the PIN on the screen."
-SPOKEN_REASON = "The call ended before the PIN could be heard."
-FAILED_REASON = "The phone service could not complete the call. Please try again."
+#: a failed call's reason, kept in English and translated where shown
+KEYPAD_REASON = N_("The call ended before the PIN was entered.")
+WRONG_KEYS_REASON = N_("The keys pressed on the phone did not match the PIN on the screen.")
+SPOKEN_REASON = N_("The call ended before the PIN could be heard.")
+FAILED_REASON = N_("The phone service could not complete the call. Please try again.")
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _EXTENSION = re.compile(r"[0-9*#]{1,20}")
@@ -126,7 +128,7 @@ class TransactionMismatch(ProviderProtocolError):
     fails rather than waiting on an answer that cannot be trusted."""
 
     retryable = False
-    default_message = "The phone service reported on a different call. Please start again."
+    default_message = N_("The phone service reported on a different call. Please start again.")
 
 
 def _setting(option: str, default: Any, kind: str, doc: str, **kw: Any) -> Setting:
@@ -223,7 +225,9 @@ class PhoneConfirm(Provider):
             Style.KEYPAD: _default_text(Style.KEYPAD, app_name),
             Style.SPOKEN: _default_text(Style.SPOKEN, app_name),
         }
-        if options.get("text") is not None:
+        #: a text the site wrote (PHONEVERIFY_PHONECONFIRM_TEXT) is said as written
+        self._own_text = options.get("text") is not None
+        if self._own_text:
             self._texts[style] = _check_text(self.option_key("text"), options["text"], style)
         self._details = self._job_details(options)
         #: the requests session zeep sends through (close() closes it)
@@ -287,7 +291,7 @@ class PhoneConfirm(Provider):
         common = {
             "UserGuid": self._user_guid,
             "Number": request.number[1:],
-            "Text": self._texts[request.style],
+            "Text": self._text(request),
             "PIN": request.pin,
             "JobType": "Confirmation" if request.style is Style.KEYPAD else "Notification",
         }
@@ -306,6 +310,13 @@ class PhoneConfirm(Provider):
                 detail=f"{operation} answered a job GUID with control codes"
             )
         return CallTicket(reference=job, call=CallState.QUEUED)
+
+    def _text(self, request: CallRequest) -> str:
+        """The call's Text: the site's own, else ours in the call's language."""
+        language = self.call_language(request)
+        if (self._own_text and request.style is self.style) or language == SOURCE:
+            return self._texts[request.style]
+        return _default_text(request.style, self.app_name, language)
 
     def call_status(self, call: PlacedCall) -> CallReport:
         if not call.reference:
@@ -482,11 +493,24 @@ def _find_binding(client: Any) -> str:
     raise LookupError(f"no {BINDING} binding in the WSDL")
 
 
-def _default_text(style: Style, app_name: str) -> str:
+def _default_text(style: Style, app_name: str, language: str = SOURCE) -> str:
+    speech = for_locale(language)
     name = app_name.replace("@", "").strip() or "this site"  # no variable smuggled in a name
     if style is Style.SPOKEN:
-        return f"This is {name}. Your PIN is @PIN. Type it on the page that asked for this call."
-    return f"This is {name}. To confirm it is you, key in the PIN shown on your screen."
+        text = speech.gettext(
+            "This is %(app)s. Your PIN is @PIN. Type it on the page that asked for this call."
+        )
+    else:
+        text = speech.gettext(
+            "This is %(app)s. To confirm it is you, key in the PIN shown on your screen."
+        )
+    text %= {"app": name}
+    if language != SOURCE:  # a translation obeys the rules a site's own text does
+        try:
+            return _check_text("the PhoneConfirm call text", text, style)
+        except ConfigError:
+            return _default_text(style, app_name)
+    return text
 
 
 def _check_text(key: str, raw: str, style: Style) -> str:

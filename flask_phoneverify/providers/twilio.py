@@ -85,6 +85,7 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from ..i18n import N_, SOURCE, for_locale, gettext, spoken_language
 from ..models import Status
 from ..settings import Setting
 from . import transport
@@ -132,7 +133,7 @@ _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 CHECK_ACCOUNT = "check PHONEVERIFY_TWILIO_ACCOUNT_SID and PHONEVERIFY_TWILIO_AUTH_TOKEN"
 CHECK_FROM = "check PHONEVERIFY_TWILIO_FROM (a Twilio number or a verified caller ID)"
-NUMBER_REFUSED = (
+NUMBER_REFUSED = N_(
     "The phone service could not call this number. Please check it, or use another number."
 )
 
@@ -156,12 +157,13 @@ ERRORS: dict[int, tuple[type[ProviderError], str]] = {
     13224: (ProviderRejected, "invalid phone number"),
 }
 
-#: a call's final status -> what the user reads
+#: a call's final status -> what the user reads (kept in English: Twilio's callbacks
+#: report them, translated where shown)
 FAILURES = {
-    "busy": "The line was busy. Please try again.",
-    "no-answer": "Nobody answered the call. Please try again.",
-    "failed": "The call did not go through.",
-    "canceled": "The call was canceled.",
+    "busy": N_("The line was busy. Please try again."),
+    "no-answer": N_("Nobody answered the call. Please try again."),
+    "failed": N_("The call did not go through."),
+    "canceled": N_("The call was canceled."),
 }
 PROGRESS = {
     "queued": CallState.QUEUED,
@@ -175,7 +177,10 @@ PROGRESS = {
 MACHINES = frozenset(
     {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
 )
-NO_PIN = "The call ended before the PIN was entered."
+NO_PIN = N_("The call ended before the PIN was entered.")
+#: ``<Say language>`` for each language the calls speak besides English (Twilio's
+#: default voice speaks en-US when no language is given)
+SAY_LANGUAGES = {"es": "es-ES", "fr": "fr-FR"}
 
 
 def signature(auth_token: str, url: str, params: Sequence[tuple[str, str]]) -> str:
@@ -198,6 +203,8 @@ class Twilio(Provider):
     callback_per_call = True
     needs_external_url = True
     voicemail_safe = True
+    #: ``<Say language="es-ES">``/``"fr-FR"``; the language travels in the signed addresses
+    speaks = frozenset({"en", *SAY_LANGUAGES})
     settings = (
         Setting(
             "PHONEVERIFY_TWILIO_ACCOUNT_SID",
@@ -269,7 +276,8 @@ class Twilio(Provider):
         if request.style is Style.SPOKEN:
             digit = secrets.choice("123456789")
             sealed = self._sealer().seal(f"{request.call_id}:{digit}:{request.pin}").decode()
-        answer = _address(callback, "answer", request.call_id, sealed)
+        language = self.call_language(request)
+        answer = _address(callback, "answer", request.call_id, sealed, language)
         form: dict[str, str | list[str]] = {
             "To": request.number,
             "From": self.from_number,
@@ -316,7 +324,7 @@ class Twilio(Provider):
         given = request.header(SIGNATURE_HEADER) or ""
         expected = signature(self.auth_token, request.url, params)
         if request.method != "POST" or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Forbidden("This request is not signed by Twilio.")
+            raise Forbidden(gettext("This request is not signed by Twilio."))
         fields = dict(params)
         if fields.get("AccountSid") != self.account_sid:
             raise ProviderProtocolError(detail="Twilio posted for another account")
@@ -363,6 +371,8 @@ class Twilio(Provider):
         """TwiML for the call's next step, given what its event did."""
         query = request.query
         step = query.get("step")
+        language = spoken_language(query.get("l"), self.speaks)  # signed with the address
+        speech = for_locale(language)
         root = ET.Element("Response")
         event, result = results[0] if results else (None, EventResult(current=False))
         open_now = result.current and result.status == Status.CALLING
@@ -370,40 +380,51 @@ class Twilio(Provider):
         address = _without_query(request.url)
         if step == "answer" and open_now and not voicemail:
             style = Style.SPOKEN if "s" in query else Style.KEYPAD
-            again = _address(address, "answer", query.get("c", ""), query.get("s"))
+            again = _address(address, "answer", query.get("c", ""), query.get("s"), language)
             root = self._script(again, style, self.app_name)
         elif step == "keys" and event is None and "c" in query:
-            root = self._keypad(_address(address, "keys", query["c"]), "I did not get that.")
+            again = _address(address, "keys", query["c"], language=language)
+            root = self._keypad(again, speech.gettext("I did not get that."), language)
         elif step == "keys" and event is not None:
             if result.status == Status.VERIFIED and result.current:
-                _say(root, "Thank you. You are confirmed. Goodbye.")
+                _say(root, speech.gettext("Thank you. You are confirmed. Goodbye."), language)
             elif open_now:
-                again = _address(address, "keys", event.call_id)
-                root = self._keypad(again, "That PIN is not right.")
+                again = _address(address, "keys", event.call_id, language=language)
+                root = self._keypad(again, speech.gettext("That PIN is not right."), language)
             elif result.status == Status.LOCKED:
-                _say(root, "That PIN is not right. Goodbye.")
+                _say(root, speech.gettext("That PIN is not right. Goodbye."), language)
             else:
-                _say(root, "Goodbye.")
+                _say(root, speech.gettext("Goodbye."), language)
         elif step == "digit" and event is not None and open_now:
             if event.report.outcome is Outcome.CONFIRMED:
                 _, _, pin = self._opened(query, event.call_id)
-                spoken = ", ".join(pin)
-                _say(root, f"Your code is {spoken}. Again, your code is {spoken}. Goodbye.")
+                code = speech.gettext(
+                    "Your code is %(code)s. Again, your code is %(code)s. Goodbye."
+                )
+                _say(root, code % {"code": ", ".join(pin)}, language)
         if step != "status" and not any(c.tag in ("Gather", "Hangup") for c in root):
             ET.SubElement(root, "Hangup")  # nothing more to say: the call ends here
         return CallbackReply(transport.to_xml_bytes(root), "text/xml")
 
     # -- the call script ----------------------------------------------------------------------
     def _script(self, answer_url: str, style: Style, app_name: str) -> ET.Element:
-        """What the call says once a person answered (the ``answer`` step)."""
+        """What the call says once a person answered (the ``answer`` step), in the
+        language its address names."""
         query = dict(_query_of(answer_url))
         call_id, sealed = query.get("c", ""), query.get("s")
+        language = spoken_language(query.get("l"), self.speaks)
+        speech = for_locale(language)
         base = _without_query(answer_url)
         if style is Style.KEYPAD:
+            intro = speech.gettext(
+                "This is %(app)s. To confirm it is you, key in the PIN shown on your screen, "
+                "then press the pound key."
+            )
             return self._keypad(
-                _address(base, "keys", call_id),
-                f"This is {app_name}. To confirm it is you, key in the PIN shown on your "
-                "screen, then press the pound key.",
+                _address(base, "keys", call_id, language=language),
+                intro % {"app": app_name},
+                language,
+                first=True,
             )
         _, digit, _ = self._opened({"s": sealed or ""}, call_id)
         root = ET.Element("Response")
@@ -413,15 +434,21 @@ class Twilio(Provider):
             input="dtmf",
             numDigits="1",
             timeout=str(DIGIT_SECONDS),
-            action=_address(base, "digit", call_id, sealed),
+            action=_address(base, "digit", call_id, sealed, language),
             method="POST",
         )
-        _say(gather, f"This is {app_name}. To hear your code, press {digit}.")
-        _say(root, "Goodbye.")
+        press = speech.gettext("This is %(app)s. To hear your code, press %(digit)s.")
+        _say(gather, press % {"app": app_name, "digit": digit}, language)
+        _say(root, speech.gettext("Goodbye."), language)
         ET.SubElement(root, "Hangup")
         return root
 
-    def _keypad(self, action: str, said: str) -> ET.Element:
+    def _keypad(
+        self, action: str, said: str, language: str = SOURCE, *, first: bool = False
+    ) -> ET.Element:
+        """Ask for the PIN's keys: ``said`` first, then (unless it is the call's first
+        words) an invitation to key the PIN in again."""
+        speech = for_locale(language)
         root = ET.Element("Response")
         gather = ET.SubElement(
             root,
@@ -433,8 +460,9 @@ class Twilio(Provider):
             action=action,
             method="POST",
         )
-        _say(gather, said if said.startswith("This is") else f"{said} Key in the PIN again.")
-        _say(root, "We did not get any keys. Goodbye.")
+        again = speech.gettext("Key in the PIN again.")
+        _say(gather, said if first else f"{said} {again}", language)
+        _say(root, speech.gettext("We did not get any keys. Goodbye."), language)
         ET.SubElement(root, "Hangup")
         return root
 
@@ -507,18 +535,20 @@ class Twilio(Provider):
             cls, why = known
             detail = f"{detail}; {why}"
             if cls is ProviderRejected:
-                return ProviderRejected(NUMBER_REFUSED, detail=detail)
+                return ProviderRejected(gettext(NUMBER_REFUSED), detail=detail)
             if cls is ProviderUnavailable:
                 return ProviderUnavailable(
-                    "The phone service is busy right now. Please try again in a moment.",
+                    gettext("The phone service is busy right now. Please try again in a moment."),
                     detail=detail,
                 )
             return cls(detail=detail)
         if status == 429:
             return ProviderUnavailable(detail=detail)
         return ProviderConfigError(
-            "The phone service refused the request this site sent. Please tell the site's "
-            "operators.",
+            gettext(
+                "The phone service refused the request this site sent. Please tell the site's "
+                "operators."
+            ),
             detail=detail,
         )
 
@@ -532,11 +562,20 @@ def _voicemail(sid: str | None, answered_by: str) -> CallReport:
     )
 
 
-def _address(callback: str, step: str, call_id: str, sealed: str | None = None) -> str:
-    """Our callback address for one step of one call (the sealed code only where needed)."""
+def _address(
+    callback: str,
+    step: str,
+    call_id: str,
+    sealed: str | None = None,
+    language: str = SOURCE,
+) -> str:
+    """Our callback address for one step of one call (the sealed code only where needed,
+    the call's language when it is not English: Twilio's signature covers both)."""
     fields = {"step": step, "c": call_id}
     if sealed is not None:
         fields["s"] = sealed
+    if language != SOURCE:
+        fields["l"] = language
     return f"{callback}?{urlencode(fields)}"
 
 
@@ -549,8 +588,11 @@ def _query_of(url: str) -> list[tuple[str, str]]:
     return parse_qsl(urlsplit(url).query, keep_blank_values=True)
 
 
-def _say(parent: ET.Element, text: str) -> None:
-    ET.SubElement(parent, "Say").text = text
+def _say(parent: ET.Element, text: str, language: str = SOURCE) -> None:
+    say = ET.SubElement(parent, "Say")
+    if language in SAY_LANGUAGES:
+        say.set("language", SAY_LANGUAGES[language])
+    say.text = text
 
 
 def _text(root: ET.Element) -> str:

@@ -42,6 +42,7 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from ..i18n import gettext
 
 __all__ = [
     "MASK",
@@ -143,7 +144,8 @@ class ErrorWords:
     number: tuple[str, ...]
     #: added to an account error's detail: which settings to check
     fix: str | None = None
-    #: a refused number's user message; None: ProviderRejected's own
+    #: a refused number's user message (marked with ``N_``, translated when raised);
+    #: None: ProviderRejected's own
     number_message: str | None = None
 
     def blame(self, text: str) -> Blame:
@@ -161,7 +163,8 @@ class ErrorWords:
 
     def number_error(self, detail: str) -> ProviderRejected:
         """The error for a refusal of the number called."""
-        return ProviderRejected(self.number_message, detail=detail)
+        message = gettext(self.number_message) if self.number_message else None
+        return ProviderRejected(message, detail=detail)
 
     def classify(self, text: str, detail: str, otherwise: ProviderError) -> ProviderError:
         """The error ``text`` means; ``otherwise`` when its words blame neither side."""
@@ -183,10 +186,11 @@ def unreachable(vendor: str, where: str, *, timed_out: bool, cause: str) -> Prov
     (method or operation and an address without its query)."""
     if timed_out:
         return ProviderUnavailable(
-            f"{vendor} did not answer in time. Please try again.", detail=f"{cause} on {where}"
+            gettext("%(vendor)s did not answer in time. Please try again.", vendor=vendor),
+            detail=f"{cause} on {where}",
         )
     return ProviderUnavailable(
-        f"{vendor} could not be reached. Please try again in a moment.",
+        gettext("%(vendor)s could not be reached. Please try again in a moment.", vendor=vendor),
         detail=f"{cause} on {where}",
     )
 
@@ -208,17 +212,18 @@ def http_status_error(
     detail = f"HTTP {status} on {where}" + (f" ({note})" if note else "")
     if status >= 500 or (not errors_in_body and status in (408, 429)):
         return ProviderUnavailable(
-            f"{vendor} is having trouble right now. Please try again in a moment.", detail=detail
+            gettext(
+                "%(vendor)s is having trouble right now. Please try again in a moment.",
+                vendor=vendor,
+            ),
+            detail=detail,
         )
     if status in (401, 403):
         return ProviderConfigError(detail=detail)
     if errors_in_body or status == 200:
         return None
     if 300 <= status < 500:
-        return ProviderConfigError(
-            f"{vendor} refused the request this site sent. Please tell the site's operators.",
-            detail=detail,
-        )
+        return ProviderConfigError(_refused_request(vendor), detail=detail)
     return ProviderProtocolError(detail=detail)
 
 
@@ -233,13 +238,20 @@ def soap_fault(vendor: str, where: str, code: str | None, text: str) -> Provider
     ``Server`` or anything else, that the method failed (it may work later)."""
     detail = f"{where}: {code or 'no faultcode'} fault: {text}"
     if (code or "").rpartition(":")[2] in ("Client", "Sender"):
-        return ProviderConfigError(
-            f"{vendor} refused the request this site sent. Please tell the site's operators.",
-            detail=detail,
-        )
+        return ProviderConfigError(_refused_request(vendor), detail=detail)
     return ProviderUnavailable(
-        f"{vendor} could not handle the call just now. Please try again in a moment.",
+        gettext(
+            "%(vendor)s could not handle the call just now. Please try again in a moment.",
+            vendor=vendor,
+        ),
         detail=detail,
+    )
+
+
+def _refused_request(vendor: str) -> str:
+    return gettext(
+        "%(vendor)s refused the request this site sent. Please tell the site's operators.",
+        vendor=vendor,
     )
 
 

@@ -53,6 +53,7 @@ from ..errors import (
     ProviderProtocolError,
     ProviderRejected,
 )
+from ..i18n import N_, gettext
 from ..phone import split
 from ..settings import Setting
 from . import transport
@@ -79,12 +80,12 @@ CONTINUE = "/process/continue"
 SERVICE = "PhoneMatch5.0.Dialer"
 #: the line types Veratad's own client offers for do_not_send_to_types (m2-app PhoneType.php)
 LINE_TYPES = ("voip", "mobile", "landline")
-_LINE_NAMES = {"voip": "internet (VoIP)", "mobile": "mobile", "landline": "landline"}
+_LINE_NAMES = {"voip": N_("internet (VoIP)"), "mobile": N_("mobile"), "landline": N_("landline")}
 
-NUMBER_REFUSED = (
+NUMBER_REFUSED = N_(
     "The phone service could not call this number. Please check it, or use another number."
 )
-CALL_REFUSED = "The phone service refused to place the call. Please try again later."
+CALL_REFUSED = N_("The phone service refused to place the call. Please try again later.")
 
 #: words of an error's text that blame our account, then the number
 ERROR_WORDS = ErrorWords(
@@ -281,20 +282,31 @@ class Veratad(Provider):
         text = " ".join(self._redact.clean(part, limit=200) for part in said)
         detail = f"Veratad error on {path} (HTTP {response.status_code}): {text}"
         words = self._redact(" ".join(said), numbers=False)
-        raise ERROR_WORDS.classify(words, detail, ProviderRejected(CALL_REFUSED, detail=detail))
+        refused = ProviderRejected(gettext(CALL_REFUSED), detail=detail)
+        raise ERROR_WORDS.classify(words, detail, refused)
 
     def _reason(self, detail: str) -> str:
-        """A FAIL's documented detail as something the user can act on."""
+        """A FAIL's documented detail as something the user can act on, in the asking
+        request's language (Veratad is polled from the person's own requests)."""
         if detail == "SUPPRESSED SENDING CODE":
-            kinds = " or ".join(_LINE_NAMES[t] for t in self.do_not_send_to_types) or "this kind of"
-            return f"Calls to {kinds} lines are not accepted here. Please use another number."
+            if not self.do_not_send_to_types:
+                return gettext(
+                    "Calls to this kind of line are not accepted here. Please use another number."
+                )
+            kinds = gettext(" or ").join(gettext(_LINE_NAMES[t]) for t in self.do_not_send_to_types)
+            return gettext(
+                "Calls to %(kinds)s lines are not accepted here. Please use another number.",
+                kinds=kinds,
+            )
         if detail == "FAILED TO SEND TO NUMBER":
-            return "The call to your phone could not be placed. Please try again."
+            return gettext("The call to your phone could not be placed. Please try again.")
         if detail == "DATA CHECK FAILED":
-            return "This phone number is not valid. Please check it, or use another number."
+            return gettext(
+                "This phone number is not valid. Please check it, or use another number."
+            )
         if detail == "MESSAGE COULD NOT BE DELIVERED":
-            return "The call could not be delivered to your phone. Please try again."
-        return NUMBER_REFUSED
+            return gettext("The call could not be delivered to your phone. Please try again.")
+        return gettext(NUMBER_REFUSED)
 
 
 def _result(answer: dict[str, Any]) -> tuple[str, str]:

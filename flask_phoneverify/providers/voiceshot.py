@@ -72,6 +72,7 @@ from ..errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from ..i18n import N_, for_locale, gettext
 from ..phone import split
 from ..settings import Setting
 from .base import (
@@ -109,15 +110,16 @@ _CALLER_ID = re.compile(r"(?:\+?1)?(\d{10})")
 #: VoiceShot has no credentials (it knows us by IP address): only numbers to mask
 _REDACT = Redactor()
 
-_SETUP = "Please tell the site's operators."
-_REFUSED = "The phone service refused the call request. " + _SETUP
+_REFUSED = N_("The phone service refused the call request. Please tell the site's operators.")
 
 #: every documented errorid: (exception class, user message or None for the class's, reason)
 ERRORS: dict[int, tuple[type[ProviderError], str | None, str]] = {
     1: (
         ProviderConfigError,
-        "The phone service does not accept calls from this site's server yet (its IP address "
-        "is not registered with VoiceShot). " + _SETUP,
+        N_(
+            "The phone service does not accept calls from this site's server yet (its IP "
+            "address is not registered with VoiceShot). Please tell the site's operators."
+        ),
         "IP address is not registered with VoiceShot: register this server's address in the "
         "VoiceShot account",
     ),
@@ -159,15 +161,16 @@ _UNDER_WAY = ("pend", "progress", "queue", "calling", "ringing", "dialing", "sch
 #: are free text; its SDK samples show "Human Answer")
 _MACHINE = ("machine", "voicemail")
 
-#: words of a call's status or comment, and what they tell the user
+#: words of a call's status or comment, and what they tell the user (kept in English:
+#: callbacks report them, translated where shown)
 _FAILURES = (
-    ("busy", "The line was busy. Please try again in a moment."),
-    ("no answer", "The call was not answered."),
-    ("noanswer", "The call was not answered."),
-    ("not answered", "The call was not answered."),
-    ("fax", "The number answered as a fax line."),
-    ("invalid", "The number could not be reached."),
-    ("disconnected", "The number could not be reached."),
+    ("busy", N_("The line was busy. Please try again in a moment.")),
+    ("no answer", N_("The call was not answered.")),
+    ("noanswer", N_("The call was not answered.")),
+    ("not answered", N_("The call was not answered.")),
+    ("fax", N_("The number answered as a fax line.")),
+    ("invalid", N_("The number could not be reached.")),
+    ("disconnected", N_("The number could not be reached.")),
 )
 
 
@@ -251,17 +254,19 @@ class VoiceShot(Provider):
         return CallTicket(reference=request.call_id, call=CallState.RINGING)
 
     def call_text(self, request: CallRequest) -> str:
-        """What prompt 1 says: the PIN in spoken style, never in keypad style."""
+        """What prompt 1 says: the PIN in spoken style, never in keypad style; in the
+        verification's language when this provider speaks it (see ``speaks``)."""
+        speech = for_locale(self.call_language(request))
         if request.style is Style.SPOKEN:
-            digits = ", ".join(request.pin)
-            return (
-                f"This is {request.app_name}. Your PIN is {digits}. "
-                f"Again, your PIN is {digits}. Goodbye."
+            text = speech.gettext(
+                "This is %(app)s. Your PIN is %(pin)s. Again, your PIN is %(pin)s. Goodbye."
             )
-        return (
-            f"This is {request.app_name}. To confirm it is you, key in the PIN shown on "
-            "your screen, then press the pound key."
+            return text % {"app": request.app_name, "pin": ", ".join(request.pin)}
+        text = speech.gettext(
+            "This is %(app)s. To confirm it is you, key in the PIN shown on your screen, "
+            "then press the pound key."
         )
+        return text % {"app": request.app_name}
 
     def call_status(self, call: PlacedCall) -> CallReport:
         campaign = ET.Element("campaign", action="3", menuid=self.menu_id)
@@ -343,7 +348,7 @@ class VoiceShot(Provider):
             None,
         )
         if keys is None:
-            reason = _failure_reason(comment, "The call ended before the PIN was keyed in.")
+            reason = _failure_reason(comment, N_("The call ended before the PIN was keyed in."))
             return CallReport(
                 call=CallState.ENDED, outcome=Outcome.FAILED, reason=reason, detail=detail
             )
@@ -392,10 +397,13 @@ def _error(code: int, comment: str | None) -> ProviderError:
     if known is None:
         return ProviderError(detail=f"{VENDOR} errorid {code} (undocumented): {said!r}")
     cls, message, reason = known
-    return cls(message, detail=f"{VENDOR} errorid {code}: {reason} ({said!r})")
+    return cls(
+        gettext(message) if message else None,
+        detail=f"{VENDOR} errorid {code}: {reason} ({said!r})",
+    )
 
 
-def _failure_reason(words: str, default: str = "The call did not go through.") -> str:
+def _failure_reason(words: str, default: str = N_("The call did not go through.")) -> str:
     lowered = words.lower()
     return next((reason for word, reason in _FAILURES if word in lowered), default)
 
@@ -411,7 +419,9 @@ def _national(e164: str) -> str:
     country, national = split(e164)
     if country != "1" or len(national) != 10:
         raise ProviderRejected(
-            "Calls through this site's phone service reach North American numbers (+1) only.",
+            gettext(
+                "Calls through this site's phone service reach North American numbers (+1) only."
+            ),
             detail=f"{VENDOR} calls +1 numbers only; asked for a +{country} number",
         )
     return national

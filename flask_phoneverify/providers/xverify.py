@@ -58,6 +58,7 @@ from ..errors import (
     ProviderProtocolError,
     ProviderUnavailable,
 )
+from ..i18n import N_, gettext
 from ..phone import split
 from ..settings import Setting
 from . import transport
@@ -80,7 +81,7 @@ DEFAULT_URL = "https://www.xverify.com/services"
 PLACECALL = "/phoneconfirm/placecall/"
 VERIFYCODE = "/phoneconfirm/verifycode/"
 
-NUMBER_REFUSED = (
+NUMBER_REFUSED = N_(
     "The phone service could not call this number. Please check it, or use another number."
 )
 CHECK_ACCOUNT = "check PHONEVERIFY_XVERIFY_API_KEY and PHONEVERIFY_XVERIFY_DOMAIN"
@@ -246,7 +247,7 @@ class Xverify(Provider):
         if ERROR_WORDS.blame(words) is Blame.ACCOUNT:
             raise ERROR_WORDS.account_error(detail)
         raise ProviderUnavailable(
-            "The phone service could not check the PIN just now. Please try again.",
+            gettext("The phone service could not check the PIN just now. Please try again."),
             detail=detail,
         )
 

@@ -13,6 +13,7 @@ from flask import abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..gate import wants_json
+from ..i18n import N_, translate
 from ..openapi import document
 from ..state import state
 
@@ -20,9 +21,9 @@ __all__ = ["openapi_json", "http_error"]
 
 #: the ``error`` code and message of each HTTP status views raise with ``abort``
 HTTP_ERRORS = {
-    401: ("login_required", "Please log in to continue."),
-    404: ("not_found", "There is nothing here."),
-    413: ("payload_too_large", "The request body is too large."),
+    401: ("login_required", N_("Please log in to continue.")),
+    404: ("not_found", N_("There is nothing here.")),
+    413: ("payload_too_large", N_("The request body is too large.")),
 }
 
 
@@ -40,7 +41,8 @@ def http_error(e: HTTPException) -> Any:
     an ``abort`` that carries a whole response, such as Flask-Login's redirect)."""
     if e.code is None or e.response is not None or not wants_json():
         return e
-    code, message = HTTP_ERRORS.get(e.code, ("bad_request", e.description or "Bad request."))
+    code, message = HTTP_ERRORS.get(e.code, ("bad_request", e.description or N_("Bad request.")))
+    message = translate(message)
     response = jsonify(error=code, message=message)
     response.status_code = e.code
     return response

@@ -33,6 +33,8 @@ from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
 from ..flow import session_ref
 from ..gate import NONCE, PENDING, Identity, anonymous, current_identity, wants_json
+from ..i18n import gettext, translate
+from ..i18n import template_context as i18n_context
 from ..redirects import safe_next
 from ..state import AppState, state
 from ..tokens import READ_GRACE
@@ -48,6 +50,7 @@ def template_context() -> dict[str, Any]:
         "phoneverify_csrf": generate_csrf,
         "phoneverify_app_name": st.provider.app_name,
         "phoneverify_dev": any(p.simulated for p in st.providers or (st.provider,)),
+        **i18n_context(),
     }
 
 
@@ -86,7 +89,7 @@ def body() -> dict[str, Any]:
     if request.is_json:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
-            raise BadInput("The request body is not a JSON object.")
+            raise BadInput(gettext("The request body is not a JSON object."))
         return data
     return request.form.to_dict()
 
@@ -120,7 +123,7 @@ def token_of(data: dict[str, Any] | None = None) -> str:
     """The pending token: in the body, the query, or the session."""
     token = (data or {}).get("token") or request.args.get("token") or pending().get("t")
     if not token:
-        raise BadInput("No verification is in progress. Please start again.")
+        raise BadInput(gettext("No verification is in progress. Please start again."))
     return str(token)
 
 
@@ -131,7 +134,7 @@ def verification_id(st: AppState, who: Identity, token: str, *, reading: bool = 
     max_age = st.settings.ttl + (READ_GRACE if reading else 0)
     vid, uid = st.tokens.read_pending(token, max_age=max_age)
     if uid != who.id:
-        raise Forbidden("This verification belongs to someone else.")
+        raise Forbidden(gettext("This verification belongs to someone else."))
     return vid
 
 
@@ -230,18 +233,19 @@ def back_with_error(message: str, *, code: str, retry_after: int | None = None) 
 
 def flow_error(e: FlowError) -> Any:
     """A refused request as ``{error, message}`` JSON, or the message page."""
-    payload: dict[str, Any] = {"error": e.code, "message": e.message}
+    message = translate(e.message)  # made in the request's language, or marked with N_
+    payload: dict[str, Any] = {"error": e.code, "message": message}
     payload.update({k: v for k, v in e.extra.items() if k != "pending"})
     headers = {"Retry-After": str(e.retry_after)} if e.retry_after else {}
     if wants_json():
         return jsonify(payload), e.status, headers
     if form_post() and e.code != "csrf":  # a CSRF failure is answered here: no session trust
-        return back_with_error(e.message, code=e.code, retry_after=e.retry_after)
+        return back_with_error(message, code=e.code, retry_after=e.retry_after)
     return (
         render_template(
             "phoneverify/message.html",
-            title="Phone confirmation",
-            error=e.message,
+            title=gettext("Phone confirmation"),
+            error=message,
             retry=e.status in (409, 429) or e.code in ("bad_request", "csrf"),
         ),
         e.status,
@@ -252,15 +256,16 @@ def flow_error(e: FlowError) -> Any:
 def provider_error(e: ProviderError) -> Any:
     """A provider failure: 503 when trying again may help, 502 otherwise."""
     status = 503 if e.retryable else 502
+    message = translate(e.message)  # made in the request's language, or marked with N_
     if wants_json():
-        return jsonify(error="provider_error", message=e.message, retryable=e.retryable), status
+        return jsonify(error="provider_error", message=message, retryable=e.retryable), status
     if form_post():
-        return back_with_error(e.message, code="provider_error")
+        return back_with_error(message, code="provider_error")
     return (
         render_template(
             "phoneverify/message.html",
-            title="The call did not go through",
-            error=e.message,
+            title=gettext("The call did not go through"),
+            error=message,
             retry=True,
         ),
         status,
@@ -270,11 +275,11 @@ def provider_error(e: ProviderError) -> Any:
 def store_error(e: SQLAlchemyError) -> Any:
     """A database failure: 503, logged without its details."""
     log.error("phoneverify: database error: %s", type(e).__name__, exc_info=current_app.debug)
-    message = "Phone confirmation is unavailable for a moment. Please try again shortly."
+    message = gettext("Phone confirmation is unavailable for a moment. Please try again shortly.")
     if wants_json():
         return jsonify(error="unavailable", message=message, retryable=True), 503
     if form_post():
         return back_with_error(message, code="unavailable")
     return render_template(
-        "phoneverify/message.html", title="Unavailable", error=message, retry=True
+        "phoneverify/message.html", title=gettext("Unavailable"), error=message, retry=True
     ), 503

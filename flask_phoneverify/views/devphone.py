@@ -14,6 +14,7 @@ from flask import abort, jsonify, render_template, request, url_for
 from ..csrf import validate_csrf
 from ..flow import wrong_pin_message
 from ..gate import current_identity, wants_json
+from ..i18n import gettext
 from ..models import Status, Verification
 from ..providers.base import CallEvent, CallState, Outcome
 from ..providers.dev import DevPhone, call_state
@@ -81,23 +82,23 @@ def dev_phone_action(call_id: str, action: str) -> Any:
     if action == "keys" and report.digits is None:  # a spoken call's prompt digit
         heard = applied.current and report.outcome is Outcome.CONFIRMED
         message = (
-            "The call reads your code."
+            gettext("The call reads your code.")
             if heard
-            else "That was not the key the call asked for: it hung up without the code."
+            else gettext("That was not the key the call asked for: it hung up without the code.")
         )
         answer.update(heard=heard, message=message)
     elif action == "voicemail":
-        answer["message"] = st.flow.message(v) if v is not None else "The call has ended."
+        answer["message"] = st.flow.message(v) if v is not None else gettext("The call has ended.")
     elif action == "keys":
         accepted = applied.current and v is not None and v.status == Status.VERIFIED
         if accepted:
-            message = "Thank you. You are confirmed."
+            message = gettext("Thank you. You are confirmed.")
         elif v is None or not applied.current:
-            message = "This call is no longer current: answer the newest call."
+            message = gettext("This call is no longer current: answer the newest call.")
         elif v.is_open:
             message = wrong_pin_message(st.flow.attempts_left(v))
         else:
-            message = "That PIN is not right. " + st.flow.message(v)
+            message = gettext("That PIN is not right. %(outcome)s", outcome=st.flow.message(v))
         answer.update(accepted=accepted, message=message)
         if v is not None:
             answer["attempts_left"] = st.flow.attempts_left(v)

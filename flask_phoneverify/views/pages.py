@@ -13,6 +13,7 @@ from ..csrf import generate_csrf, validate_csrf
 from ..errors import BadInput, FlowError, NotFound
 from ..flow import reason_code
 from ..gate import PENDING, Identity, is_fresh, mark_verified, number_tag, wants_json
+from ..i18n import N_, current_locale, gettext, translate
 from ..models import Status, Verification
 from ..providers.base import Provider, Style
 from ..redirects import safe_next
@@ -36,11 +37,11 @@ from .common import (
 __all__ = ["verify", "start", "wait", "status", "confirm", "resend", "cancel", "talk"]
 
 WAIT_TITLES = {
-    Status.VERIFIED: "Confirmed",
-    Status.FAILED: "The call did not go through",
-    Status.EXPIRED: "This verification has expired",
-    Status.LOCKED: "Too many wrong PINs",
-    Status.CANCELED: "Verification canceled",
+    Status.VERIFIED: N_("Confirmed"),
+    Status.FAILED: N_("The call did not go through"),
+    Status.EXPIRED: N_("This verification has expired"),
+    Status.LOCKED: N_("Too many wrong PINs"),
+    Status.CANCELED: N_("Verification canceled"),
 }
 
 
@@ -112,9 +113,11 @@ def verify() -> Any:
     if not who.phone and not st.settings.allow_enrolment:
         return render_template(
             "phoneverify/message.html",
-            title="No phone number on file",
-            error="Your account has no phone number on file, so it cannot be confirmed by phone. "
-            "Please contact the site's support to add one.",
+            title=gettext("No phone number on file"),
+            error=gettext(
+                "Your account has no phone number on file, so it cannot be confirmed by phone. "
+                "Please contact the site's support to add one."
+            ),
             retry=False,
         ), 409
     return render_template(
@@ -137,13 +140,16 @@ def _phone_for(st: AppState, who: Identity, data: dict[str, Any]) -> tuple[str, 
             return phones.parse(who.phone, region), False
         except BadInput:
             raise BadInput(
-                "The phone number on your account is not valid. Please contact the site's support."
+                gettext(
+                    "The phone number on your account is not valid. Please contact the site's "
+                    "support."
+                )
             ) from None
     if not st.settings.allow_enrolment:
-        raise BadInput("Your account has no phone number on file.")
+        raise BadInput(gettext("Your account has no phone number on file."))
     typed = data.get("phone")
     if not isinstance(typed, str):
-        raise BadInput("Please enter a phone number.")
+        raise BadInput(gettext("Please enter a phone number."))
     return phones.parse(typed, region), True
 
 
@@ -163,6 +169,7 @@ def start() -> Any:
         ip=client_ip(),
         callback_url=_callback_url(st),
         user=who.user,
+        locale=current_locale(),
     )
     v = started.verification
     token = st.tokens.make_pending(v.id, who.id)
@@ -184,7 +191,7 @@ def wait() -> Any:
         v = st.flow.current(vid, user_id=who.id)
     except FlowError as e:
         session.pop(PENDING, None)
-        set_notice(e.message)
+        set_notice(translate(e.message))
         next_to = safe_next(held.get("n"))
         return see_other(
             url_for("phoneverify.verify", next=next_to)
@@ -224,7 +231,7 @@ def _render_wait(st: AppState, v: Verification, token: str) -> Any:
         info=notice.get("m") if notice.get("k") == "info" else None,
         new_pin=bool(notice.get("n")),
         resend_wait=resend_wait(st, v, notice) if v.is_open else 0,
-        title=WAIT_TITLES.get(Status(v.status), "Answer your phone"),
+        title=translate(WAIT_TITLES.get(Status(v.status), N_("Answer your phone"))),
     )
 
 
@@ -257,7 +264,7 @@ def confirm() -> Any:
     token = token_of(data)
     pin = data.get("pin")
     if pin is not None and not isinstance(pin, str | int):
-        raise BadInput("The PIN must be digits.")
+        raise BadInput(gettext("The PIN must be digits."))
     vid = verification_id(st, who, token)
     v = st.flow.confirm(
         vid, None if pin is None else str(pin), user_id=who.id, session=this_session()
@@ -308,7 +315,7 @@ def resend() -> Any:
     if wants_json():
         return jsonify(_started_json(token, v, started.pin))
     set_notice(
-        "We are calling you again with a new PIN. The earlier PIN no longer works.",
+        gettext("We are calling you again with a new PIN. The earlier PIN no longer works."),
         "info",
         n=1,
     )
@@ -329,7 +336,7 @@ def cancel() -> Any:
     )
 
 
-BRIDGE_MESSAGE = "We are calling your phone to connect you with our support team."
+BRIDGE_MESSAGE = N_("We are calling your phone to connect you with our support team.")
 
 
 def talk() -> Any:
@@ -337,9 +344,11 @@ def talk() -> Any:
     The person stays on the wait page, where the offer is."""
     st, who, _, _, vid = _action()
     if not st.provider.can_bridge:
-        raise NotFound("Talking to our support team by phone is not available on this site.")
+        raise NotFound(
+            gettext("Talking to our support team by phone is not available on this site.")
+        )
     st.flow.bridge(vid, user_id=who.id, session=this_session(), ip=client_ip(), user=who.user)
     if wants_json():
-        return jsonify(status="bridging", message=BRIDGE_MESSAGE)
-    set_notice(BRIDGE_MESSAGE, "info")
+        return jsonify(status="bridging", message=gettext(BRIDGE_MESSAGE))
+    set_notice(gettext(BRIDGE_MESSAGE), "info")
     return see_other(url_for("phoneverify.wait"))

@@ -29,6 +29,7 @@ from ..gate import (
     tag_on_file,
     wants_json,
 )
+from ..i18n import current_locale, gettext, ngettext
 from ..recovery import FRESH, Recovery
 from ..state import AppState, state
 from .common import body, client_ip, identity, next_path, sender, this_session
@@ -120,7 +121,7 @@ def generate() -> Any:
     rec = _recovery(st)
     verify_url = _verify_url(url_for("phoneverify.recovery_codes"))
     if not _fresh_phone(st, who):
-        message = (
+        message = gettext(
             "Please confirm your phone first: new recovery codes need a phone confirmation "
             "from the last 10 minutes."
         )
@@ -148,9 +149,11 @@ def generate() -> Any:
 
 
 def _left_message(left: int) -> str:
-    said = f"You have {left} recovery {'code' if left == 1 else 'codes'} left."
+    said = ngettext(
+        "You have %(num)d recovery code left.", "You have %(num)d recovery codes left.", left
+    )
     if left <= FEW:
-        said += " Please generate a new set soon, once you can confirm a phone again."
+        said += " " + gettext("Please generate a new set soon, once you can confirm a phone again.")
     return said
 
 
@@ -238,14 +241,14 @@ def new_number() -> Any:
     data = body()
     next_to = next_path(data.get("next"))
     if not _may_change(st, who):
-        message = "Please confirm it's you before changing your phone number."
+        message = gettext("Please confirm it's you before changing your phone number.")
         if wants_json():
             return _phone_required(message, url_for("phoneverify.verify"))
         return redirect(url_for("phoneverify.verify", next=url_for("phoneverify.new_number")))
     typed = data.get("phone")
     try:
         if not isinstance(typed, str) or not typed.strip():
-            raise BadInput("Please enter a phone number.")
+            raise BadInput(gettext("Please enter a phone number."))
         number = phones.parse(typed, st.settings.default_region)
         started = st.flow.start(
             user_id=who.id,
@@ -255,6 +258,7 @@ def new_number() -> Any:
             ip=client_ip(),
             callback_url=_callback_url(st),
             user=who.user,
+            locale=current_locale(),
         )
     except FlowError as e:
         if wants_json():

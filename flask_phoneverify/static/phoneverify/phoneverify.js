@@ -13,6 +13,7 @@
     var left = parseInt(button.getAttribute("data-wait"), 10) || 0;
     if (left <= 0) { return; }
     var label = button.textContent;
+    var pattern = button.getAttribute("data-wait-text") || "{label} (in {seconds} s)";
     var until = Date.now() + left * 1000;
     function tick() {
       var now = Math.ceil((until - Date.now()) / 1000);
@@ -23,7 +24,7 @@
         return;
       }
       button.disabled = true;
-      button.textContent = label + " (in " + now + " s)";
+      button.textContent = pattern.replace("{label}", label).replace("{seconds}", String(now));
       setTimeout(tick, 250);
     }
     tick();
@@ -35,7 +36,10 @@
   var style = box.getAttribute("data-style");
   var message = document.getElementById("pv-message");
   var done = false;
-  var TITLES = {
+  // Texts in the page's language, written into the page by its template.
+  var texts = {};
+  try { texts = JSON.parse(box.getAttribute("data-texts") || "{}"); } catch (e) { texts = {}; }
+  var TITLES = texts.titles || {
     failed: "The call did not go through",
     expired: "This verification has expired",
     locked: "Too many wrong PINs",
@@ -50,7 +54,7 @@
     if (icon) { icon.classList.remove("pv-ringing"); }
     if (data.status === "verified") {
       var claim = document.getElementById("pv-claim");
-      if (claim) { message.textContent = "Confirmed. Taking you on…"; claim.submit(); }
+      if (claim) { message.textContent = texts.confirmed || "Confirmed. Taking you on…"; claim.submit(); }
       return;
     }
     box.querySelectorAll(".pv-pin, #pv-pin-form, #pv-claim, [data-open-only]").forEach(function (el) { el.hidden = true; });

@@ -7,8 +7,11 @@
   button.hidden = false;
   button.addEventListener("click", function () {
     navigator.clipboard.writeText(button.getAttribute("data-codes")).then(
-      function () { said.textContent = "Copied."; },
-      function () { said.textContent = "Copying did not work here: download them or write them down."; }
+      function () { said.textContent = button.getAttribute("data-copied") || "Copied."; },
+      function () {
+        said.textContent = button.getAttribute("data-copy-failed") ||
+          "Copying did not work here: download them or write them down.";
+      }
     );
   });
 })();
