@@ -53,6 +53,20 @@ __all__ = [
 NUMBER = "+12015550123"
 
 
+# -- the plugin's own hooks ------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Rewrite asserts in this package only. pytest marks every top-level name of the
+    distribution that registers a ``pytest11`` plugin for assertion rewriting; a checkout
+    installed in editable mode lists its ``tests`` and ``example_app`` there too, and an
+    app served from rewritten modules was seen to hang the browser tests."""
+    hook = getattr(config.pluginmanager, "rewrite_hook", None)
+    marked = getattr(hook, "_must_rewrite", None)
+    if isinstance(marked, set):
+        marked.difference_update({"tests", "example_app"})
+
+
 # -- loopback serving ------------------------------------------------------------------------
 
 
