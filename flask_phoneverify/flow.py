@@ -104,9 +104,11 @@ MESSAGES = {
     Status.FAILED: N_("The call did not go through."),
 }
 #: a verification whose status requests failed PHONEVERIFY_MAX_POLL_ERRORS times in a row
-POLL_FAILED = "The phone service could not tell us how the call went. Please try again in a moment."
+POLL_FAILED = N_(
+    "The phone service could not tell us how the call went. Please try again in a moment."
+)
 #: every listed provider is skipped by its circuit breaker
-ALL_SKIPPED = "The phone service is not answering right now. Please try again in a moment."
+ALL_SKIPPED = N_("The phone service is not answering right now. Please try again in a moment.")
 CALL_MESSAGES = {
     CallState.QUEUED: N_("Placing the call…"),
     CallState.RINGING: N_("Calling your phone…"),
@@ -408,7 +410,9 @@ class Flow:
                 mask(phone),
                 ", ".join(p.name for p in able),
             )
-            raise ProviderUnavailable(ALL_SKIPPED, detail="every provider's breaker is open")
+            raise ProviderUnavailable(
+                gettext(ALL_SKIPPED), detail="every provider's breaker is open"
+            )
         return ready
 
     def provider_of(self, v: Verification) -> Provider | None:
