@@ -487,8 +487,10 @@ def test_resend_counts_down_then_announces_a_new_pin(context: Any, tmp_path: Pat
         user.check("wait-new-pin")
 
         # pressed too soon anyway (a second tab): refused, still on the wait page
-        user.page.evaluate("document.getElementById('pv-resend').disabled = false")
-        again.click()
+        with user.page.expect_navigation():  # enabled and pressed in one go: the countdown
+            user.page.evaluate(  # would otherwise disable it again before a click lands
+                "const b = document.getElementById('pv-resend'); b.disabled = false; b.click()"
+            )
         user.page.get_by_role("alert").wait_for()
         assert user.page.url.endswith("/phoneverify/wait")
         assert "A call was just made" in user.page.get_by_role("alert").inner_text()
