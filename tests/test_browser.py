@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,51 +26,19 @@ from typing import Any
 
 import pytest
 
+from tests import chromium
 from tests.loopback import serve
 
-CHROMIUM = os.environ.get("PHONEVERIFY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SIZES = {"desktop": (1280, 800), "phone": (375, 812)}
 PHONE_WIDTH = SIZES["phone"][0]
 SHOTS = os.environ.get("PHONEVERIFY_SHOTS")
 TIMEOUT_MS = 10_000
 
 
-def _missing(what: str) -> None:
-    message = (
-        f"browser tests need {what}; install it with "
-        "'apt-get install -y chromium' and 'pip install playwright' "
-        "(never 'playwright install')"
-    )
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the Python package 'playwright'")
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)) and not shutil.which(
-        CHROMIUM
-    ):
-        _missing(f"Chromium at {CHROMIUM}")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium.launch() as b:
+        yield b
 
 
 @pytest.fixture
@@ -160,7 +127,7 @@ def axe_source() -> str:
 
         return files("axe_playwright_python").joinpath("axe.min.js").read_text()
     except (ImportError, FileNotFoundError):
-        _missing("the Python package 'axe-playwright-python' (it bundles axe.min.js)")
+        chromium.missing("the Python package 'axe-playwright-python' (it bundles axe.min.js)")
         raise
 
 

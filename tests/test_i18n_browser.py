@@ -7,42 +7,21 @@ like tests/test_browser.py (skipped without them, failing when CI is set)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import chromium
 from tests.loopback import serve
-
-CHROMIUM = os.environ.get("PHONEVERIFY_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
-
-
-def _missing(what: str) -> None:
-    message = f"browser tests need {what} (see tests/test_browser.py)"
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the Python package 'playwright'")
-    if not shutil.which(CHROMIUM):
-        _missing(f"Chromium at {CHROMIUM}")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium.launch() as b:
+        yield b
 
 
 def axe_violations(page: Any) -> list[Any]:
@@ -51,7 +30,7 @@ def axe_violations(page: Any) -> list[Any]:
 
         source = files("axe_playwright_python").joinpath("axe.min.js").read_text()
     except (ImportError, FileNotFoundError):
-        _missing("the Python package 'axe-playwright-python'")
+        chromium.missing("the Python package 'axe-playwright-python'")
         raise
     page.add_script_tag(content=source)
     found: list[Any] = page.evaluate(
