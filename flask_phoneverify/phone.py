@@ -156,12 +156,23 @@ def check_non_geographic(key: str, codes: Iterable[str]) -> frozenset[int]:
     return frozenset(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _facts(e164: str) -> tuple[int | None, str | None, int]:
+    """A stored number's calling code, region and type, worked out once per process
+    (every start asks for them several times)."""
+    number = _number(e164)
+    return (
+        number.country_code,
+        phonenumbers.region_code_for_number(number),
+        phonenumbers.number_type(number),
+    )
+
+
 def country_of(e164: str) -> str:
     """The key a number's calls are counted under per country: its region ('US'), or its
     non-geographic calling code ('+881')."""
-    number = _number(e164)
-    region = phonenumbers.region_code_for_number(number)
-    return f"+{number.country_code}" if region in (None, "001", "ZZ") else str(region)
+    code, region, _ = _facts(e164)
+    return f"+{code}" if region in (None, "001", "ZZ") else str(region)
 
 
 def check_policy(
@@ -171,19 +182,14 @@ def check_policy(
     allowed_non_geographic: frozenset[int] = frozenset(),
 ) -> None:
     """Refuse numbers we must not call (toll fraud), before any provider sees them."""
-    number = _number(e164)
-    if (
-        number.country_code in NON_GEOGRAPHIC_CODES
-        and number.country_code not in allowed_non_geographic
-    ):
+    code, region, kind = _facts(e164)
+    if code in NON_GEOGRAPHIC_CODES and code not in allowed_non_geographic:
         raise BadInput(
             gettext("Calls to satellite and international network numbers are not available.")
         )
-    if allowed_regions:
-        region = phonenumbers.region_code_for_number(number)
-        if region not in allowed_regions:
-            raise BadInput(gettext("Calls to numbers in this country are not available."))
-    if phonenumbers.number_type(number) in refused_types:
+    if allowed_regions and region not in allowed_regions:
+        raise BadInput(gettext("Calls to numbers in this country are not available."))
+    if kind in refused_types:
         raise BadInput(
             gettext("This kind of number (premium rate, shared cost, pager...) cannot be called.")
         )
