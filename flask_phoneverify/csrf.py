@@ -49,16 +49,26 @@ def generate_csrf() -> str:
     return state().tokens.csrf.dumps(raw)
 
 
+#: bodies that can carry the form field; any other body (JSON) is never parsed as a form
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _failed() -> CSRFFailed:
+    return CSRFFailed(
+        gettext(
+            "This page has expired (missing or stale security token). "
+            "Please reload it and try again."
+        )
+    )
+
+
 def validate_csrf() -> None:
     """Raise CSRFFailed unless the request carries this session's token."""
-    token = request.form.get("csrf_token") or next(
-        (request.headers[h] for h in HEADERS if request.headers.get(h)), None
-    )
-    message = gettext(
-        "This page has expired (missing or stale security token). Please reload it and try again."
-    )
+    token = request.form.get("csrf_token") if request.mimetype in FORM_TYPES else None
     if not token:
-        raise CSRFFailed(message)
+        token = next((request.headers[h] for h in HEADERS if request.headers.get(h)), None)
+    if not token:
+        raise _failed()
     if _flask_wtf_in_charge():
         from flask_wtf.csrf import ValidationError
         from flask_wtf.csrf import validate_csrf as wtf_validate
@@ -66,15 +76,15 @@ def validate_csrf() -> None:
         try:
             wtf_validate(token)
         except ValidationError:
-            raise CSRFFailed(message) from None
+            raise _failed() from None
         return
     raw = session.get(SESSION_KEY)
     try:
         signed = state().tokens.csrf.loads(token, max_age=MAX_AGE)
     except BadData:
-        raise CSRFFailed(message) from None
+        raise _failed() from None
     if not (isinstance(raw, str) and isinstance(signed, str) and hmac.compare_digest(raw, signed)):
-        raise CSRFFailed(message)
+        raise _failed()
 
 
 def exempt_from_flask_wtf(app: Flask) -> None:

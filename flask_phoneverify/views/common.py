@@ -73,9 +73,10 @@ def no_store(response: Response) -> Response:
     """Never cache an answer of the extension; never frame its pages."""
     headers = response.headers
     headers["Cache-Control"] = "no-store"
+    present = {name.lower() for name, _ in headers.items()}  # one pass, not one per header
     for name, value in PAGE_HEADERS.items():
-        if name not in headers:
-            headers[name] = value
+        if name.lower() not in present:
+            headers.add(name, value)
     return response
 
 
