@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, current_app, flash, redirect, render_template, request, url_for
+from flask import Flask, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import (
     LoginManager,
     UserMixin,
@@ -37,6 +37,7 @@ from flask_phoneverify import (
     phone_verified_required,
     recovery_codes_left,
 )
+from flask_phoneverify.csrf import CSRFFailed, generate_csrf, validate_csrf
 from flask_phoneverify.redirects import safe_next
 
 
@@ -130,6 +131,18 @@ def create_app(config: dict[str, Any] | None = None, instance_path: str | None =
 
     login_manager.init_app(app)
     phoneverify.init_app(app)
+
+    # The demo's own forms (log in, log out, forget devices) carry the extension's CSRF
+    # token too; an app with Flask-WTF's CSRFProtect would use that instead.
+    app.jinja_env.globals["csrf_token"] = generate_csrf
+
+    @app.before_request
+    def check_csrf() -> None:
+        if request.method == "POST" and request.blueprint != "phoneverify":
+            try:
+                validate_csrf()
+            except CSRFFailed as e:
+                abort(400, description=e.message)
 
     @app.get("/")
     def home() -> str:

@@ -60,7 +60,10 @@ from example_app import create_app
 
 app = create_app({"TESTING": True, "SECRET_KEY": "x" * 32}, instance_path=sys.argv[2])
 c = app.test_client()
-c.post("/login", data={"email": "demo@example.com", "password": "demo"})
+import re
+form = re.search(r'name="csrf_token" value="([^"]+)"', c.get("/login").get_data(as_text=True))
+assert form, "the login form carries no CSRF token"
+c.post("/login", data={"email": "demo@example.com", "password": "demo", "csrf_token": form[1]})
 page = c.get("/account")
 assert page.status_code == 302 and "/phoneverify/" in page.location, page.status_code
 verify = c.get(page.location)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -152,10 +153,13 @@ class Browser:
         return response
 
     def login(self) -> None:
+        page = self.request("GET", "/login", headers={"Accept": "text/html"})
+        form = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert form, "the login form carries no CSRF token"
         r = self.request(
             "POST",
             "/login",
-            data={"email": "demo@example.com", "password": "demo"},
+            data={"email": "demo@example.com", "password": "demo", "csrf_token": form[1]},
             headers={"Accept": "text/html"},
         )
         assert r.status_code == 302, r.text
