@@ -327,10 +327,10 @@ def phone_verified_required(
             if uid is None:
                 return anonymous()
             if not _fresh(st, uid, user, max_age) and not _remembered(st, uid, user, max_age):
-                return _no_store(app.make_response(_unverified(st, max_age)))
+                return never_cache(app.make_response(_unverified(st, max_age)))
             rv = run(*args, **kwargs)
             # a body alone (the common case) needs none of make_response's sorting out
-            return _no_store(app.response_class(rv) if type(rv) is str else app.make_response(rv))
+            return never_cache(app.response_class(rv) if type(rv) is str else app.make_response(rv))
 
         return wrapper  # type: ignore[return-value]
 
@@ -342,8 +342,9 @@ def phone_verified_required(
 NO_STORE = ("Cache-Control", "no-store")
 
 
-def _no_store(response: Response) -> Response:
-    """Gated answers are never cached. (``Vary: Cookie`` comes from Flask's session
+def never_cache(response: Response) -> Response:
+    """``Cache-Control: no-store`` on ``response``: gated answers, and every answer of the
+    extension's blueprint, are never cached. (``Vary: Cookie`` comes from Flask's session
     interface, which adds it to every answer whose session was read, as the gate's is.)
 
     A view's own Cache-Control is replaced; otherwise the constant header joins the

@@ -32,7 +32,15 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from ..csrf import generate_csrf
 from ..errors import BadInput, FlowError, Forbidden, ProviderError
 from ..flow import session_ref
-from ..gate import NONCE, PENDING, Identity, anonymous, current_identity, wants_json
+from ..gate import (
+    NONCE,
+    PENDING,
+    Identity,
+    anonymous,
+    current_identity,
+    never_cache,
+    wants_json,
+)
 from ..i18n import gettext, translate
 from ..i18n import template_context as i18n_context
 from ..redirects import safe_next
@@ -71,8 +79,8 @@ PAGE_HEADERS = {
 
 def no_store(response: Response) -> Response:
     """Never cache an answer of the extension; never frame its pages."""
+    never_cache(response)
     headers = response.headers
-    headers["Cache-Control"] = "no-store"
     present = {name.lower() for name, _ in headers.items()}  # one pass, not one per header
     for name, value in PAGE_HEADERS.items():
         if name.lower() not in present:
