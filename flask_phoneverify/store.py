@@ -721,7 +721,11 @@ class Store:
 
     def session(self) -> Session:
         """An ORM session on the store's engine, for reports and tests."""
-        return Session(self.engine, expire_on_commit=False)
+        session = Session(self.engine, expire_on_commit=False)
+        if self._own is not None and self.engine.dialect.name == "sqlite":
+            # the store's own SQLite driver begins nothing by itself
+            event.listen(session, "after_begin", _begin_orm)
+        return session
 
     def get(self, verification_id: str) -> Verification | None:
         """One verification as stored now (reports, the CLI and tests)."""
@@ -774,23 +778,13 @@ class Store:
             if not write:
                 if engine.dialect.name == "postgresql":  # one round trip, no BEGIN/ROLLBACK
                     conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-                quiet = self._own is not None and engine.dialect.name == "sqlite"
-                if quiet:
-                    conn.info["phoneverify_begin"] = ""  # one statement needs no BEGIN
-                try:
-                    yield conn  # otherwise begins on first use, rolled back on close
-                finally:
-                    if quiet and not conn.invalidated:
-                        conn.info.pop("phoneverify_begin", None)
+                # the store's own SQLite engine: a read step's one statement needs no BEGIN
+                yield conn  # otherwise begins on first use, rolled back on close
                 return
-            sqlite_db = engine.dialect.name == "sqlite"
-            if sqlite_db and self._own is not None:
-                conn.info["phoneverify_immediate"] = True
             with conn.begin():
-                if sqlite_db and self._own is None:
-                    # The app's SQLite engine: a first write takes the write lock, so the
-                    # step's reads see no other writer (what BEGIN IMMEDIATE does).
-                    conn.execute(update(C).where(literal(False)).values(n=C.c.n))
+                if engine.dialect.name == "sqlite":
+                    # The write lock first, so the step's reads see no other writer.
+                    _lock_for_write(conn, own=self._own is not None)
                 yield conn
 
 
@@ -807,15 +801,30 @@ def _verification(row: Any) -> Verification:
     return v
 
 
+def _begin_orm(_session: Session, _transaction: Any, conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
+def _lock_for_write(conn: Connection, *, own: bool) -> None:
+    """Take SQLite's write lock at the start of a write step, so its reads see no other
+    writer. The store's own engine runs the driver without implicit transactions and
+    begins with BEGIN IMMEDIATE; an app's engine begins on its first write, so the
+    step makes one that changes nothing."""
+    if own:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.execute(update(C).where(literal(False)).values(n=C.c.n))
+
+
 def _create_tables(engine: Engine, tries: int = 10) -> None:
     """Create the tables that are missing. Workers starting together on a fresh database
     race between checking and creating; the loser checks again."""
     for attempt in range(tries):
         try:
-            with engine.connect() as conn:
-                conn.info["phoneverify_immediate"] = engine.dialect.name == "sqlite"
-                with conn.begin():
-                    Base.metadata.create_all(conn)
+            with engine.connect() as conn, conn.begin():
+                if engine.dialect.name == "sqlite":
+                    _lock_for_write(conn, own=True)
+                Base.metadata.create_all(conn)
             return
         except DBAPIError:
             if attempt == tries - 1:
@@ -838,14 +847,6 @@ def _make_engine(uri: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            begin = conn.info.pop("phoneverify_begin", "BEGIN")
-            if conn.info.pop("phoneverify_immediate", False):  # a write step
-                begin = "BEGIN IMMEDIATE"
-            if begin:
-                conn.exec_driver_sql(begin)
 
         return engine
     engine = create_engine(uri)
