@@ -1,9 +1,11 @@
 """What the benches share: the store's engine, a small Flask-Login app with the
 extension, the steps of a whole verification over the JSON API, scratch databases.
 
-Benches drive the extension only through its HTTP endpoints (``<prefix>/``, ``/start``,
-``/status``, ``/confirm``, ``/dev/phone``, ``/dev/phone/<id>/keys``), which stay stable;
-the one internal they reach is the store's engine, looked up in :func:`store_engine`.
+Benches drive the extension through its HTTP endpoints (``/start``, ``/status``,
+``/confirm``, ``/dev/phone``, ``/dev/phone/<id>/keys``) and its public CSRF helper
+(``flask_phoneverify.csrf.generate_csrf``, which the app's JSON login answers with, as
+Flask-Security-Too's JSON login does); the one internal they reach is the store's engine,
+looked up in :func:`store_engine`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask import Flask, jsonify, request
 from flask_login import LoginManager, UserMixin, login_required, login_user
 
 from flask_phoneverify import PhoneVerify, phone_verified_required
+from flask_phoneverify.csrf import generate_csrf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # for tests.servers / tests.loopback (the loopback vendor servers)
@@ -70,8 +73,9 @@ def phone_of(n: int) -> str:
 
 def login_app(name: str, instance: str, *, from_env: bool = False, **config: Any) -> Flask:
     """A small Flask-Login app: ``POST /login {"user": id, "password": id}`` (a JSON
-    password login), the extension, and ``/gated`` behind both gates. ``from_env``: also
-    read ``FLASK_``-prefixed settings from the environment (under gunicorn)."""
+    password login answering with the session's CSRF token), the extension, and
+    ``/gated`` behind both gates. ``from_env``: also read ``FLASK_``-prefixed settings
+    from the environment (under gunicorn)."""
     app = Flask(name, instance_path=instance)
     app.config.update(TESTING=True, SECRET_KEY=SECRET, **config)
     if from_env:
@@ -87,7 +91,7 @@ def login_app(name: str, instance: str, *, from_env: bool = False, **config: Any
         if not uid.isdigit() or not secrets.compare_digest(uid, str(body.get("password", ""))):
             return jsonify(error="bad login"), 401
         login_user(User(uid))
-        return jsonify(ok=True)
+        return jsonify(ok=True, csrf_token=generate_csrf())
 
     @app.get("/gated")
     @login_required
@@ -117,10 +121,9 @@ def body_of(response: Any) -> Any:
 
 
 def login(client: Any, uid: int) -> str:
-    """Log ``uid`` in; returns the extension's CSRF token for this session."""
+    """Log ``uid`` in; returns the extension's CSRF token for this session, from the
+    login's answer (a JSON client that has none asks ``GET <prefix>/`` for it)."""
     r = client.post("/login", json={"user": str(uid), "password": str(uid)})
-    assert r.status_code == 200, r.status_code
-    r = client.get(PREFIX + "/", headers=JSON)
     assert r.status_code == 200, r.status_code
     token: str = body_of(r)["csrf_token"]
     return token
