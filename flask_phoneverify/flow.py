@@ -74,7 +74,7 @@ from .providers.base import (
 )
 from .providers.vendor import provider_fault
 from .signals import Notifier, failure_reason
-from .store import Store, Tx
+from .store import Store, Tx, detached
 
 __all__ = [
     "Flow",
@@ -262,33 +262,35 @@ class Flow:
         candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
         vid = secrets.token_urlsafe(16)
-        v = Verification(
-            id=vid,
-            user_id=user_id,
-            phone=phone,
-            enrol=enrol,
-            provider=self.provider.name,  # the first candidate's, once admitted
-            style=self.style.value,
-            status=Status.CALLING.value,
-            call=CallState.QUEUED.value,
-            call_id=_call_id(),
-            provider_ref=None,
-            pin_hash=self.hasher.hash(vid, pin),
-            attempts=0,
-            sends=1,
-            session_ref=session,
-            ip=ip,
-            reason=None,
-            created_at=now,
-            sent_at=now,
-            expires_at=now + self.ttl,
-            polled_at=0.0,
-            event_at=0.0,
-            poll_errors=0,
-            verified_at=None,
-            claimed_at=None,
-            country=country_of(phone),
-            locale=locale,
+        v = detached(
+            dict(
+                id=vid,
+                user_id=user_id,
+                phone=phone,
+                enrol=enrol,
+                provider=self.provider.name,  # the first candidate's, once admitted
+                style=self.style.value,
+                status=Status.CALLING.value,
+                call=CallState.QUEUED.value,
+                call_id=_call_id(),
+                provider_ref=None,
+                pin_hash=self.hasher.hash(vid, pin),
+                attempts=0,
+                sends=1,
+                session_ref=session,
+                ip=ip,
+                reason=None,
+                created_at=now,
+                sent_at=now,
+                expires_at=now + self.ttl,
+                polled_at=0.0,
+                event_at=0.0,
+                poll_errors=0,
+                verified_at=None,
+                claimed_at=None,
+                country=country_of(phone),
+                locale=locale,
+            )
         )
 
         def admit(tx: Tx) -> None:
@@ -1123,7 +1125,7 @@ class Flow:
 
 def _copy(v: Verification) -> Verification:
     """A detached copy of ``v`` as it is now, for a notice sent after the commit."""
-    return Verification(**{col.name: getattr(v, col.name) for col in Verification.__table__.c})
+    return detached(v.__dict__)
 
 
 def _pause_detail(pause: Pause) -> str:

@@ -63,7 +63,7 @@ from .models import (
     Verification,
 )
 
-__all__ = ["Store", "Tx"]
+__all__ = ["Store", "Tx", "detached"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -258,24 +258,24 @@ class Tx:
     def get(self, verification_id: str) -> Verification | None:
         """The verification ``verification_id``, or None."""
         row = self.conn.execute(_GET, {"vid": verification_id}).first()
-        return None if row is None else _verification(row._mapping)
+        return None if row is None else detached(row._mapping)
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
         """The verification of ``provider`` whose current call is ``call_id``, or None."""
         row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
-        return None if row is None else _verification(row._mapping)
+        return None if row is None else detached(row._mapping)
 
     def open_of_user(self, user_id: str) -> list[Verification]:
         """The user's open verifications (to lock them all at the failure cap)."""
         rows = self.conn.execute(
             select(V).where(V.c.user_id == user_id, V.c.status == Status.CALLING.value)
         )
-        return [_verification(row._mapping) for row in rows]
+        return [detached(row._mapping) for row in rows]
 
     def open_of_session(self, session: str) -> list[Verification]:
         """A login session's open verifications (to end them at logout)."""
         rows = self.conn.execute(_OPEN_OF_SESSION, {"b_sref": session})
-        return [_verification(row._mapping) for row in rows]
+        return [detached(row._mapping) for row in rows]
 
     def add(self, v: Verification) -> None:
         """Insert a new verification."""
@@ -327,7 +327,7 @@ class Tx:
         row = self.conn.execute(
             _CLAIM_OWN, {"vid": verification_id, "uid": user_id, "sref": session, "now": now}
         ).first()
-        return None if row is None else _verification(row._mapping)
+        return None if row is None else detached(row._mapping)
 
     def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
         """Count one wrong PIN, locking at ``max_attempts``, in one statement.
@@ -609,7 +609,7 @@ class Tx:
         rows = self.conn.execute(
             select(V).where(V.c.id.startswith(prefix, autoescape=True)).limit(2)
         )
-        return [_verification(row._mapping) for row in rows]
+        return [detached(row._mapping) for row in rows]
 
     def events_of(self, verification_id: str) -> list[dict[str, Any]]:
         """One verification's audit events, oldest first (``flask phoneverify show``)."""
@@ -792,12 +792,12 @@ configure_mappers()  # the instances below skip the constructor that would trigg
 _NEW_VERIFICATION: Callable[[], Verification] = manager_of_class(Verification).new_instance
 
 
-def _verification(row: Any) -> Verification:
-    """A row as a detached :class:`Verification`, its attributes filled in directly:
-    the mapped constructor's per-attribute bookkeeping costs more than the query on
-    the hot path, and these objects never go into an ORM session."""
+def detached(values: Any) -> Verification:
+    """A :class:`Verification` outside any ORM session from a mapping of all its columns
+    (a row, or a new one's values), its attributes filled in directly: the mapped
+    constructor's per-attribute bookkeeping costs more than a query on the hot path."""
     v = _NEW_VERIFICATION()
-    v.__dict__.update({name: row[name] for name in _COLUMNS})
+    v.__dict__.update({name: values[name] for name in _COLUMNS})
     return v
 
 
