@@ -46,7 +46,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    MultipleResultsFound,
+    NoResultFound,
+)
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 
@@ -80,12 +85,149 @@ DV: Table = Device.__table__  # type: ignore[assignment]
 _COLUMNS = tuple(col.name for col in V.columns)
 _NO_EVENT = {"verification_id": None, "user_id": None, "phone": None, "ip": None, "detail": None}
 
-_GET = select(V).where(V.c.id == bindparam("vid"))
-_BY_CALL = select(V).where(
-    V.c.call_id == bindparam("call_id"), V.c.provider == bindparam("provider")
+
+class Prepared:
+    """A statement of the hot path, compiled once per dialect (and, for an INSERT that
+    names no values, per set of columns given) and run straight on the DBAPI cursor.
+
+    SQLAlchemy's ``Connection.execute`` costs about three times a small statement's own
+    time on SQLite (cache key, execution context, result metadata). When anything listens
+    to the engine's execution events (query recorders, tests injecting faults),
+    :meth:`Tx.run` executes the statement through SQLAlchemy instead, so those listeners
+    see every statement."""
+
+    __slots__ = ("stmt", "keyed", "_compiled")
+
+    def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
+        self.stmt = stmt
+        self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
+        self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
+
+    def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
+        keys = tuple(params) if self.keyed else ()
+        found = self._compiled.get((dialect.name, keys))
+        if found is None:
+            found = self._compiled[(dialect.name, keys)] = _Compiled(self.stmt, dialect, keys)
+        return found
+
+
+class _Compiled:
+    """One :class:`Prepared` statement's SQL, parameters and row shape for one dialect."""
+
+    __slots__ = ("sql", "positions", "names", "fixed", "binders", "described", "dialect", "row")
+
+    def __init__(self, stmt: Any, dialect: Any, keys: tuple[str, ...]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        self.sql = str(compiled)
+        binds = compiled.binds
+        self.names = tuple(binds)
+        #: the values the statement carries itself (its literals)
+        self.fixed = {
+            name: bind.effective_value for name, bind in binds.items() if not bind.required
+        }
+        # qmark drivers take a tuple in the statement's order; pyformat ones a dict
+        self.positions = tuple(compiled.positiontup) if compiled.positional else None
+        self.binders = {}
+        for name, bind in binds.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                self.binders[name] = convert
+        described = getattr(stmt, "column_descriptions", None)
+        if described is None:
+            described = getattr(stmt, "returning_column_descriptions", None) or []
+        self.described = [(d["name"], d["type"].dialect_impl(dialect)) for d in described]
+        self.dialect = dialect
+        self.row: Callable[[Any], _Row] | None = None
+
+    def rows(self, cursor: Any) -> list[_Row]:
+        """The cursor's rows; their shape is learnt from the first answer's description
+        (some drivers' readers depend on the type the server sent)."""
+        if self.row is None:
+            dialect = self.dialect
+            codes = [d[1] for d in cursor.description]
+            readers = [
+                impl.result_processor(dialect, code)
+                for (_, impl), code in zip(self.described, codes, strict=True)
+            ]
+            self.row = _row_type(tuple(name for name, _ in self.described), readers)
+        row = self.row
+        return [row(r) for r in cursor.fetchall()]
+
+    def params(self, given: dict[str, Any]) -> Any:
+        values = {**self.fixed, **given} if self.fixed else dict(given)
+        for name, convert in self.binders.items():
+            if values.get(name) is not None:
+                values[name] = convert(values[name])
+        if self.positions is None:
+            return {k: values[k] for k in self.names}
+        return tuple(values[k] for k in self.positions)
+
+
+class _Row(tuple):  # type: ignore[type-arg]
+    """A row of a :class:`Prepared` statement: a tuple, and ``_mapping`` by column name
+    (the parts of SQLAlchemy's rows the store reads)."""
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._names, self, strict=True))
+
+
+def _row_type(names: tuple[str, ...], readers: list[Any]) -> Callable[[Any], _Row]:
+    kind: Any = type("Row", (_Row,), {"__slots__": (), "_names": names})
+    if not any(readers):
+        return kind  # type: ignore[no-any-return]
+    pairs = [(i, read) for i, read in enumerate(readers) if read is not None]
+
+    def make(values: Any) -> _Row:  # e.g. a driver without booleans answers 0 and 1
+        values = list(values)
+        for i, read in pairs:
+            values[i] = read(values[i])
+        return kind(values)  # type: ignore[no-any-return]
+
+    return make
+
+
+class _Result:
+    """What a :class:`Prepared` statement answered: the parts of SQLAlchemy's result the
+    store uses."""
+
+    __slots__ = ("rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def first(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        if len(self.rows) != 1:
+            raise NoResultFound("expected one row") if not self.rows else MultipleResultsFound()
+        return self.rows[0]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+_GET = Prepared(select(V).where(V.c.id == bindparam("vid")))
+_BY_CALL = Prepared(
+    select(V).where(V.c.call_id == bindparam("call_id"), V.c.provider == bindparam("provider"))
 )
-_ADD = insert(V)
-_PLACED = (
+
+_ADD = Prepared(insert(V), keyed=True)
+_PLACED = Prepared(
     update(V)
     .where(
         V.c.id == bindparam("vid"),
@@ -98,7 +240,8 @@ _PLACED = (
     )
     .returning(V.c.call)
 )
-_CLAIM = (
+
+_CLAIM = Prepared(
     update(V)
     .where(
         V.c.id == bindparam("vid"),
@@ -108,7 +251,8 @@ _CLAIM = (
     )
     .values(claimed_at=bindparam("now"))
 )
-_CLAIM_OWN = (
+
+_CLAIM_OWN = Prepared(
     update(V)
     .where(
         V.c.id == bindparam("vid"),
@@ -121,7 +265,8 @@ _CLAIM_OWN = (
     .values(claimed_at=bindparam("now"))
     .returning(*V.c)
 )
-_ADD_ATTEMPT = (
+
+_ADD_ATTEMPT = Prepared(
     update(V)
     .where(V.c.id == bindparam("vid"), V.c.status == Status.CALLING.value)
     .values(
@@ -133,7 +278,8 @@ _ADD_ATTEMPT = (
     )
     .returning(V.c.attempts, V.c.status)
 )
-_RECORD = insert(E)
+
+_RECORD = Prepared(insert(E), keyed=True)
 
 
 @functools.cache
@@ -146,7 +292,7 @@ def _counts(pairs: int) -> Any:
             for i in range(pairs)
         )
     )
-    return (
+    return Prepared(
         select(C.c.scope, C.c.key, C.c.minute, C.c.n)
         .where(either, C.c.minute >= bindparam("first"))
         .order_by(C.c.minute)
@@ -159,10 +305,13 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
     swap: dict[str, Any] = {}
     for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         stmt = dialect_insert(C)
-        bump[name] = stmt.on_conflict_do_update(
-            index_elements=["scope", "key", "minute"], set_={"n": C.c.n + stmt.excluded.n}
+        bump[name] = Prepared(
+            stmt.on_conflict_do_update(
+                index_elements=["scope", "key", "minute"], set_={"n": C.c.n + stmt.excluded.n}
+            ),
+            keyed=True,
         )
-        swap[name] = (
+        swap[name] = Prepared(
             dialect_insert(C)
             .values(
                 scope=bindparam("b_scope"),
@@ -194,18 +343,18 @@ _DEV_CALLS = (
 )
 _DEV_NEWEST = _DEV_CALLS.limit(bindparam("b_count"))
 _DEV_TO_NUMBER = _DEV_NEWEST.where(D.c.number == bindparam("b_number"))
-_DEV_ONE = _DEV_CALLS.where(D.c.id == bindparam("b_id"))
+_DEV_ONE = Prepared(_DEV_CALLS.where(D.c.id == bindparam("b_id")))
 _DEV_LISTS = {
-    (False, False): _DEV_NEWEST,
-    (True, False): _DEV_TO_NUMBER,
-    (False, True): _DEV_NEWEST.where(D.c.owner == bindparam("b_owner")),
-    (True, True): _DEV_TO_NUMBER.where(D.c.owner == bindparam("b_owner")),
+    (False, False): Prepared(_DEV_NEWEST),
+    (True, False): Prepared(_DEV_TO_NUMBER),
+    (False, True): Prepared(_DEV_NEWEST.where(D.c.owner == bindparam("b_owner"))),
+    (True, True): Prepared(_DEV_TO_NUMBER.where(D.c.owner == bindparam("b_owner"))),
 }
-_DEV_RING = insert(D).returning(D.c.seq)
+_DEV_RING = Prepared(insert(D).returning(D.c.seq), keyed=True)
 _OPEN_OF_SESSION = select(V).where(
     V.c.session_ref == bindparam("b_sref"), V.c.status == Status.CALLING.value
 )
-_OWNER = select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"))
+_OWNER = Prepared(select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id")))
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
 #: the counters' scope of the providers' circuit breakers
 BREAKER = "breaker"
@@ -236,7 +385,7 @@ def _change(shape: tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]) -> Any:
     for name, is_null in compared:
         column = V.c[name]
         conditions.append(column.is_(None) if is_null else column == bindparam(f"w_{name}"))
-    return update(V).where(*conditions).values({n: bindparam(f"v_{n}") for n in names})
+    return Prepared(update(V).where(*conditions).values({n: bindparam(f"v_{n}") for n in names}))
 
 
 class Tx:
@@ -249,6 +398,29 @@ class Tx:
         self.conn = conn
         self._after: list[Callable[[], None]] = []
 
+    def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        """Execute a :class:`Prepared` statement (a list of parameter sets: executemany)
+        on the DBAPI cursor; through SQLAlchemy when anything listens to its events."""
+        conn = self.conn
+        if conn._has_events or conn.engine._has_events:
+            return conn.execute(prepared.stmt, params)
+        sets = params if isinstance(params, list) else None
+        compiled = prepared.compiled(conn.dialect, sets[0] if sets else params)  # type: ignore[arg-type]
+        cursor = conn.connection.cursor()
+        try:
+            if sets is not None:
+                cursor.executemany(compiled.sql, [compiled.params(p) for p in sets])
+                return _Result([], cursor.rowcount)
+            cursor.execute(compiled.sql, compiled.params(params))  # type: ignore[arg-type]
+            rows = compiled.rows(cursor) if compiled.described else []
+            return _Result(rows, cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as e:
+            # SQLAlchemy's own handling: the same exception classes, and a dropped
+            # connection invalidated (with the pool's older ones) for the step's retry
+            conn._handle_dbapi_exception(e, compiled.sql, params, cursor, None)
+        finally:
+            cursor.close()
+
     def after_commit(self, func: Callable[[], None]) -> None:
         """Run ``func`` once this step's transaction has committed (signals, metrics): never
         for a step that rolled back, and once even when the store ran the step twice."""
@@ -257,12 +429,12 @@ class Tx:
     # -- verifications -------------------------------------------------------------
     def get(self, verification_id: str) -> Verification | None:
         """The verification ``verification_id``, or None."""
-        row = self.conn.execute(_GET, {"vid": verification_id}).first()
+        row = self.run(_GET, {"vid": verification_id}).first()
         return None if row is None else detached(row._mapping)
 
     def by_call_id(self, provider: str, call_id: str) -> Verification | None:
         """The verification of ``provider`` whose current call is ``call_id``, or None."""
-        row = self.conn.execute(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
+        row = self.run(_BY_CALL, {"call_id": call_id, "provider": provider}).first()
         return None if row is None else detached(row._mapping)
 
     def open_of_user(self, user_id: str) -> list[Verification]:
@@ -279,7 +451,7 @@ class Tx:
 
     def add(self, v: Verification) -> None:
         """Insert a new verification."""
-        self.conn.execute(_ADD, {name: getattr(v, name) for name in _COLUMNS})
+        self.run(_ADD, {name: getattr(v, name) for name in _COLUMNS})
 
     def change(
         self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
@@ -290,12 +462,12 @@ class Tx:
         params = {"b_vid": verification_id}
         params.update({f"w_{k}": v for k, v in where.items() if v is not None})
         params.update({f"v_{k}": v for k, v in values.items()})
-        return bool(self.conn.execute(_change(shape), params).rowcount)
+        return bool(self.run(_change(shape), params).rowcount)
 
     def placed(self, verification_id: str, call_id: str, reference: str, call: str) -> str | None:
         """Keep a placed call's reference, and its progress unless an event already moved
         it on; the progress now stored, or None when the call is no longer current."""
-        row = self.conn.execute(
+        row = self.run(
             _PLACED,
             {"vid": verification_id, "cid": call_id, "ref": reference, "progress": call},
         ).first()
@@ -317,14 +489,14 @@ class Tx:
 
     def claim(self, verification_id: str, now: float) -> bool:
         """Mark a verified verification as taken into a session, once."""
-        return bool(self.conn.execute(_CLAIM, {"vid": verification_id, "now": now}).rowcount)
+        return bool(self.run(_CLAIM, {"vid": verification_id, "now": now}).rowcount)
 
     def claim_own(
         self, verification_id: str, user_id: str, session: str, now: float
     ) -> Verification | None:
         """:meth:`claim` for this user and session in one statement; the verification as
         claimed, or None when it is not verified, not theirs or already claimed."""
-        row = self.conn.execute(
+        row = self.run(
             _CLAIM_OWN, {"vid": verification_id, "uid": user_id, "sref": session, "now": now}
         ).first()
         return None if row is None else detached(row._mapping)
@@ -334,16 +506,14 @@ class Tx:
 
         Returns (attempts, status) as this very update left them, or None when it did
         not count (no longer open). Only the update that locked sees status 'locked'."""
-        row = self.conn.execute(
-            _ADD_ATTEMPT, {"vid": verification_id, "max_attempts": max_attempts}
-        ).first()
+        row = self.run(_ADD_ATTEMPT, {"vid": verification_id, "max_attempts": max_attempts}).first()
         return None if row is None else (int(row[0]), str(row[1]))
 
     # -- events -------------------------------------------------------------------
     def record(self, *events: dict[str, Any]) -> None:
         """Add audit events (each a dict of the events table's columns but ``id``)."""
         rows = [{**_NO_EVENT, **e, "kind": str(e["kind"])} for e in events]
-        self.conn.execute(_RECORD, rows if len(rows) > 1 else rows[0])
+        self.run(_RECORD, rows if len(rows) > 1 else rows[0])
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
         """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
@@ -361,7 +531,7 @@ class Tx:
         params = [{"scope": s, "key": k, "minute": m, "n": by} for s, k, m, by in rows]
         name = self.conn.dialect.name
         if name in _UPSERT:
-            self.conn.execute(_UPSERT[name], params)  # one executemany, rows in order
+            self.run(_UPSERT[name], params)  # one executemany, rows in order
             return
         for p in params:
             where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
@@ -377,7 +547,7 @@ class Tx:
         params: dict[str, Any] = {"first": first_minute}
         for i, (scope, key) in enumerate(keys):
             params[f"s{i}"], params[f"k{i}"] = scope, key
-        rows = self.conn.execute(_counts(len(keys)), params)
+        rows = self.run(_counts(len(keys)), params)
         for scope, key, minute, n in rows:
             out[(scope, key)].append((int(minute), int(n)))
         return out
@@ -388,7 +558,7 @@ class Tx:
         name = self.conn.dialect.name
         params = {"b_scope": scope, "b_key": key, "b_at": at}
         if name in _SWAP:
-            prev: float | None = self.conn.execute(_SWAP[name], params).scalar()
+            prev: float | None = self.run(_SWAP[name], params).scalar()
             return prev
         where = and_(C.c.scope == scope, C.c.key == key, C.c.minute == 0)
         found = self.conn.execute(select(C.c.last_at).where(where).with_for_update()).first()
@@ -443,13 +613,13 @@ class Tx:
     # -- the simulated phone ----------------------------------------------------------
     def owner_of_call(self, call_id: str) -> str | None:
         """The user whose verification's current call ``call_id`` is."""
-        owner: str | None = self.conn.execute(_OWNER, {"b_call_id": call_id}).scalar()
+        owner: str | None = self.run(_OWNER, {"b_call_id": call_id}).scalar()
         return owner
 
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
         """A new call on the simulated phone (``row`` names its owner: the user whose
         verification placed it); only about the newest ``keep`` stay."""
-        seq = int(self.conn.execute(_DEV_RING, row).scalar_one())
+        seq = int(self.run(_DEV_RING, row).scalar_one())
         if seq % TRIM_EVERY == 0:
             self.conn.execute(_DEV_TRIM, {"b_seq": seq - keep})
 
@@ -460,12 +630,12 @@ class Tx:
         with its verification's status and progress, and whether a newer call to
         its number replaced it."""
         query = _DEV_LISTS[(bool(number), owner is not None)]
-        rows = self.conn.execute(query, {"b_count": count, "b_number": number, "b_owner": owner})
+        rows = self.run(query, {"b_count": count, "b_number": number, "b_owner": owner})
         return [dict(row._mapping) for row in reversed(rows.all())]
 
     def dev_call(self, call_id: str) -> dict[str, Any] | None:
         """One simulated call with its verification's state, or None."""
-        row = self.conn.execute(_DEV_ONE, {"b_id": call_id}).first()
+        row = self.run(_DEV_ONE, {"b_id": call_id}).first()
         return None if row is None else dict(row._mapping)
 
     # -- recovery codes -------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""The store's hot statements run straight on the DBAPI cursor when nothing listens to
+the engine's execution events, and through SQLAlchemy when something does: both ways
+must answer alike (booleans as booleans, RETURNING rows, executemany), on SQLite and on
+PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+from flask_phoneverify.models import Status
+from flask_phoneverify.store import Store, Tx, detached
+
+from .helpers import scratch_postgres
+
+SERVER = os.environ.get("PHONEVERIFY_TEST_POSTGRES")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Callable[[], str]]:
+    """Makes a fresh empty database of the parameter's kind; returns its URI."""
+    if request.param == "postgresql" and not SERVER:
+        pytest.skip("PHONEVERIFY_TEST_POSTGRES is not set")
+    with ExitStack() as stack:
+        made: list[str] = []
+
+        def new() -> str:
+            if request.param == "sqlite":
+                made.append(f"sqlite:///{tmp_path}/store{len(made)}.sqlite3")
+            else:
+                assert SERVER is not None
+                made.append(stack.enter_context(scratch_postgres(SERVER)))
+            return made[-1]
+
+        yield new
+
+
+def _verification(vid: str, call_id: str) -> Any:
+    return detached(
+        {
+            "id": vid,
+            "user_id": "u1",
+            "phone": "+12015550123",
+            "enrol": True,
+            "provider": "dev",
+            "style": "keypad",
+            "status": Status.CALLING.value,
+            "call": "queued",
+            "call_id": call_id,
+            "provider_ref": None,
+            "pin_hash": "h" * 64,
+            "attempts": 0,
+            "sends": 1,
+            "session_ref": "s1",
+            "ip": "192.0.2.1",
+            "reason": None,
+            "created_at": 1000.0,
+            "sent_at": 1000.0,
+            "expires_at": 5000.0,
+            "polled_at": 0.0,
+            "event_at": 0.0,
+            "poll_errors": 0,
+            "verified_at": None,
+            "claimed_at": None,
+            "country": "US",
+            "locale": None,
+        }
+    )
+
+
+def _steps(store: Store, tag: str) -> list[Any]:
+    """One verification's life through the hot statements; what each answered."""
+    vid, call_id = f"v{tag}", f"c{tag}"
+    seen: list[Any] = []
+
+    def write(tx: Tx) -> None:
+        tx.add(_verification(vid, call_id))
+        tx.record({"kind": "started", "at": 1000.0, "verification_id": vid})
+        tx.record(
+            {"kind": "call", "at": 1000.0, "verification_id": vid},
+            {"kind": "call_placed", "at": 1000.0, "verification_id": vid},
+        )
+        tx.bump([("number", f"n{tag}", 16, 1), ("user", f"u{tag}", 16, 1)])
+        tx.bump([("number", f"n{tag}", 16, 2)])
+        seen.append(tx.counts([("number", f"n{tag}"), ("user", f"u{tag}")], 10))
+        seen.append(tx.swap_last("last_call", f"n{tag}", 900.0))
+        seen.append(tx.swap_last("last_call", f"n{tag}", 1000.0))
+        row = {
+            "id": f"d{tag}",
+            "call_id": call_id,
+            "owner": "u1",
+            "number": "+12015550123",
+            "style": "keypad",
+            "app_name": "Demo",
+            "sealed_pin": b"\x00sealed",
+            "created_at": 1000.0,
+            "locale": None,
+        }
+        tx.dev_ring(row, keep=100)
+        tx.dev_ring({**row, "id": f"e{tag}", "sealed_pin": None}, keep=100)
+
+    store.write(write)
+    got = store.get(vid)
+    assert got is not None
+    seen.append({k: getattr(got, k) for k in ("enrol", "attempts", "status", "expires_at")})
+    seen.append(store.by_call_id("dev", call_id) is not None)
+
+    def later(tx: Tx) -> None:
+        seen.append(tx.placed(vid, call_id, "ref-1", "ringing"))
+        seen.append(tx.add_attempt(vid, max_attempts=2))
+        seen.append(tx.change(vid, where={"call": "ringing"}, status=Status.VERIFIED.value))
+        claimed = tx.claim_own(vid, "u1", "s1", now=2000.0)
+        seen.append(None if claimed is None else (claimed.enrol, claimed.claimed_at))
+        seen.append(tx.claim_own(vid, "u1", "s1", now=2001.0))  # once only
+        seen.append(tx.owner_of_call(call_id))
+        seen.append(
+            [
+                {k: c[k] for k in ("id", "superseded", "v_status", "sealed_pin")}
+                for c in tx.dev_calls(10, "+12015550123", "u1")
+            ]
+        )
+        one = tx.dev_call(f"d{tag}")
+        seen.append(None if one is None else (one["superseded"], one["v_call"]))
+        seen.append(tx.dev_call("nothing"))
+
+    store.write(later)
+    return seen
+
+
+def test_the_hot_statements_answer_alike_with_and_without_listeners(
+    new_database: Callable[[], str],
+) -> None:
+    plain, listened = Store(uri=new_database()), Store(uri=new_database())
+    statements: list[str] = []
+    try:
+        direct = _steps(plain, "1")
+        event.listen(listened.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        through = _steps(listened, "1")
+    finally:
+        plain.close()
+        listened.close()
+    assert statements, "with a listener, the statements go through SQLAlchemy"
+    assert direct == through
+    counts, prev, swapped, stored, found, placed, attempt, changed, claimed, again = direct[:10]
+    assert counts == {("number", "n1"): [(16, 3)], ("user", "u1"): [(16, 1)]}
+    assert (prev, swapped) == (None, 900.0)
+    assert stored == {"enrol": True, "attempts": 0, "status": "calling", "expires_at": 5000.0}
+    assert stored["enrol"] is True  # a boolean, not the 1 SQLite keeps
+    assert found is True and placed == "ringing" and attempt == (1, "calling")
+    assert changed is True and claimed == (True, 2000.0) and claimed[0] is True
+    assert again is None
+    owner, listing, one, none = direct[10:]
+    assert owner == "u1" and none is None
+    assert listing == [
+        {"id": "d1", "superseded": True, "v_status": "verified", "sealed_pin": b"\x00sealed"},
+        {"id": "e1", "superseded": False, "v_status": "verified", "sealed_pin": None},
+    ]
+    assert listing[0]["superseded"] is True
+    assert one == (True, "ringing")
