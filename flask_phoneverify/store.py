@@ -110,6 +110,23 @@ class Prepared:
             found = self._compiled[(dialect.name, keys)] = _Compiled(self.stmt, dialect, keys)
         return found
 
+    def rows(self, dialect: Any, sets: list[dict[str, Any]]) -> tuple[_Compiled, dict[str, Any]]:
+        """A keyed INSERT of several rows as one statement with one VALUES row per set
+        (one execution, rows in the given order) and its parameters."""
+        assert self.keyed, "only an INSERT named by its parameters takes several rows"
+        keys = tuple(sets[0])
+        index = (dialect.name, (*keys, f"*{len(sets)}"))
+        found = self._compiled.get(index)
+        if found is None:
+            columns = self.stmt.table.c
+            values = [
+                {k: bindparam(f"r{i}_{k}", type_=columns[k].type) for k in keys}
+                for i in range(len(sets))
+            ]
+            found = self._compiled[index] = _Compiled(self.stmt.values(values), dialect, ())
+        params = {f"r{i}_{k}": one[k] for i, one in enumerate(sets) for k in keys}
+        return found, params
+
 
 class _Compiled:
     """One :class:`Prepared` statement's SQL, parameters and row shape for one dialect."""
@@ -279,7 +296,7 @@ _ADD_ATTEMPT = Prepared(
     .returning(V.c.attempts, V.c.status)
 )
 
-_RECORD = Prepared(insert(E), keyed=True)
+_RECORD = Prepared(insert(E).inline(), keyed=True)  # no RETURNING of the new id
 
 
 @functools.cache
@@ -358,7 +375,9 @@ _OWNER = Prepared(select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id"
 _DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
 #: the counters' scope of the providers' circuit breakers
 BREAKER = "breaker"
-_BREAKERS = select(C.c.key, C.c.n, C.c.last_at).where(C.c.scope == BREAKER, C.c.minute == 0)
+_BREAKERS = Prepared(
+    select(C.c.key, C.c.n, C.c.last_at).where(C.c.scope == BREAKER, C.c.minute == 0)
+)
 _BREAKER = select(C.c.n, C.c.last_at).where(
     C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0
 )
@@ -399,19 +418,20 @@ class Tx:
         self._after: list[Callable[[], None]] = []
 
     def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
-        """Execute a :class:`Prepared` statement (a list of parameter sets: executemany)
-        on the DBAPI cursor; through SQLAlchemy when anything listens to its events."""
+        """Execute a :class:`Prepared` statement on the DBAPI cursor (a list of rows to
+        insert: as one multi-row INSERT); through SQLAlchemy when anything listens to the
+        engine's execution events."""
         conn = self.conn
         if conn._has_events or conn.engine._has_events:
             return conn.execute(prepared.stmt, params)
-        sets = params if isinstance(params, list) else None
-        compiled = prepared.compiled(conn.dialect, sets[0] if sets else params)  # type: ignore[arg-type]
+        if isinstance(params, list) and len(params) > 1:  # rows to insert, in one statement
+            compiled, params = prepared.rows(conn.dialect, params)
+        else:
+            params = params[0] if isinstance(params, list) else params
+            compiled = prepared.compiled(conn.dialect, params)
         cursor = conn.connection.cursor()
         try:
-            if sets is not None:
-                cursor.executemany(compiled.sql, [compiled.params(p) for p in sets])
-                return _Result([], cursor.rowcount)
-            cursor.execute(compiled.sql, compiled.params(params))  # type: ignore[arg-type]
+            cursor.execute(compiled.sql, compiled.params(params))
             rows = compiled.rows(cursor) if compiled.described else []
             return _Result(rows, cursor.rowcount)
         except conn.dialect.loaded_dbapi.Error as e:
@@ -528,10 +548,13 @@ class Tx:
     def bump(self, rows: list[tuple[str, str, int, int]]) -> None:
         """Add to each (scope, key, minute)'s count, creating the rows, in the given
         order (the order their row locks are taken in)."""
-        params = [{"scope": s, "key": k, "minute": m, "n": by} for s, k, m, by in rows]
+        merged: dict[tuple[str, str, int], int] = {}
+        for s, k, m, by in rows:  # one row may appear once in an upsert on PostgreSQL
+            merged[(s, k, m)] = merged.get((s, k, m), 0) + by
+        params = [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
         name = self.conn.dialect.name
         if name in _UPSERT:
-            self.run(_UPSERT[name], params)  # one executemany, rows in order
+            self.run(_UPSERT[name], params)  # one statement, rows in order
             return
         for p in params:
             where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
@@ -581,7 +604,7 @@ class Tx:
     # row, ``last_at`` the time until which it is skipped.
     def breakers(self) -> dict[str, tuple[int, float | None]]:
         """Every provider's faults in a row and the end of its cool-down."""
-        rows = self.conn.execute(_BREAKERS)
+        rows = self.run(_BREAKERS, {})
         return {str(key): (int(n), last_at) for key, n, last_at in rows}
 
     def breaker_fault(
