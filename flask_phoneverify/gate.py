@@ -293,6 +293,8 @@ def wants_json() -> bool:
     """The request prefers JSON: it sent JSON, or ranks application/json above text/html."""
     if request.is_json:
         return True
+    if request.headers.get("Accept") == "application/json":  # a JSON client's usual header
+        return True
     accept = request.accept_mimetypes
     return accept["application/json"] > accept["text/html"]
 

@@ -43,6 +43,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -994,6 +995,9 @@ def detached(values: Any) -> Verification:
     return v
 
 
+_BEGIN_IMMEDIATE = Prepared(text("BEGIN IMMEDIATE"))
+
+
 def _begin_orm(_session: Session, _transaction: Any, conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN")
 
@@ -1004,7 +1008,7 @@ def _lock_for_write(conn: Connection, *, own: bool) -> None:
     begins with BEGIN IMMEDIATE; an app's engine begins on its first write, so the
     step makes one that changes nothing."""
     if own:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        Tx(conn).run(_BEGIN_IMMEDIATE, {})
     else:
         conn.execute(update(C).where(literal(False)).values(n=C.c.n))
 
