@@ -1046,9 +1046,17 @@ def _make_engine(uri: str) -> Engine:
             cur.close()
 
         return engine
-    engine = create_engine(uri)
+    # The same cap as SQLAlchemy's defaults (5 + 10 overflow), all of it kept: an overflow
+    # connection is closed when handed back, so a threaded worker busier than five
+    # requests at once would open a new server connection (a server process) every few
+    # steps. Last in, first out, so under light load the same few stay warm.
+    engine = create_engine(uri, pool_size=POOL_SIZE, max_overflow=0, pool_use_lifo=True)
     _ping_idle_connections(engine)
     return engine
+
+
+#: connections the store's own engine keeps per process (server databases)
+POOL_SIZE = 15
 
 
 #: a pooled connection idle longer than this is pinged before use

@@ -123,3 +123,43 @@ def test_a_step_after_a_database_restart_retries_on_a_fresh_connection(
     if db is not None:
         with c.application.app_context():
             db.engine.dispose()
+
+
+def test_a_busy_threaded_worker_reuses_its_connections(pg_uri: str) -> None:
+    """Eight steps at once in one process, twice: the second time every step finds a
+    kept connection (an engine that closes its overflow connections on return would open
+    three new ones, each a new server process)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from flask_phoneverify.store import Store
+
+    store = Store(uri=pg_uri)
+    opened: list[int] = []
+    event.listen(store.engine, "connect", lambda *_: opened.append(1))
+    together = threading.Barrier(8)
+    held: list[int] = []
+
+    def step() -> None:
+        def read(tx: Any) -> None:
+            together.wait(timeout=10)
+            held.append(store.engine.pool.checkedout())
+            tx.get("none")
+
+        store.read(read)
+
+    try:
+        counts = []
+        for _ in range(2):
+            threads = [threading.Thread(target=step) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=30)
+            counts.append(len(opened))
+    finally:
+        store.close()
+    assert max(held) == 8  # all eight held a connection at once
+    assert counts[0] >= 7, counts  # (one was opened before listening, to create the tables)
+    assert counts[1] == counts[0], f"{counts[1] - counts[0]} new connections the second time"
