@@ -251,7 +251,6 @@ def mark_verified(st: AppState, user_id: str, at: float, phone: str) -> None:
 
 
 @functools.lru_cache(maxsize=8192)
-@functools.lru_cache(maxsize=4096)
 def number_tag(key: bytes, raw: str | None, region: str | None) -> str | None:
     """A keyed hash of a number as E.164 (memoised per key, raw value and region, so a
     gated request pays a dictionary lookup); None for no number or one that does not
