@@ -47,12 +47,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import (
-    DBAPIError,
-    DisconnectionError,
-    MultipleResultsFound,
-    NoResultFound,
-)
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 
@@ -68,6 +63,7 @@ from .models import (
     Status,
     Verification,
 )
+from .prepared import Prepared, execute
 
 __all__ = ["Store", "Tx", "detached"]
 
@@ -85,158 +81,6 @@ RC: Table = RecoveryCode.__table__  # type: ignore[assignment]
 DV: Table = Device.__table__  # type: ignore[assignment]
 _COLUMNS = tuple(col.name for col in V.columns)
 _NO_EVENT = {"verification_id": None, "user_id": None, "phone": None, "ip": None, "detail": None}
-
-
-class Prepared:
-    """A statement of the hot path, compiled once per dialect (and, for an INSERT that
-    names no values, per set of columns given) and run straight on the DBAPI cursor.
-
-    SQLAlchemy's ``Connection.execute`` costs about three times a small statement's own
-    time on SQLite (cache key, execution context, result metadata). When anything listens
-    to the engine's execution events (query recorders, tests injecting faults),
-    :meth:`Tx.run` executes the statement through SQLAlchemy instead, so those listeners
-    see every statement."""
-
-    __slots__ = ("stmt", "keyed", "_compiled")
-
-    def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
-        self.stmt = stmt
-        self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
-        self._compiled: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
-
-    def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
-        keys = tuple(params) if self.keyed else ()
-        found = self._compiled.get((dialect.name, keys))
-        if found is None:
-            found = self._compiled[(dialect.name, keys)] = _Compiled(self.stmt, dialect, keys)
-        return found
-
-    def rows(self, dialect: Any, sets: list[dict[str, Any]]) -> tuple[_Compiled, dict[str, Any]]:
-        """A keyed INSERT of several rows as one statement with one VALUES row per set
-        (one execution, rows in the given order) and its parameters."""
-        assert self.keyed, "only an INSERT named by its parameters takes several rows"
-        keys = tuple(sets[0])
-        index = (dialect.name, (*keys, f"*{len(sets)}"))
-        found = self._compiled.get(index)
-        if found is None:
-            columns = self.stmt.table.c
-            values = [
-                {k: bindparam(f"r{i}_{k}", type_=columns[k].type) for k in keys}
-                for i in range(len(sets))
-            ]
-            found = self._compiled[index] = _Compiled(self.stmt.values(values), dialect, ())
-        params = {f"r{i}_{k}": one[k] for i, one in enumerate(sets) for k in keys}
-        return found, params
-
-
-class _Compiled:
-    """One :class:`Prepared` statement's SQL, parameters and row shape for one dialect."""
-
-    __slots__ = ("sql", "positions", "names", "fixed", "binders", "described", "dialect", "row")
-
-    def __init__(self, stmt: Any, dialect: Any, keys: tuple[str, ...]) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
-        self.sql = str(compiled)
-        binds = compiled.binds
-        self.names = tuple(binds)
-        #: the values the statement carries itself (its literals)
-        self.fixed = {
-            name: bind.effective_value for name, bind in binds.items() if not bind.required
-        }
-        # qmark drivers take a tuple in the statement's order; pyformat ones a dict
-        self.positions = tuple(compiled.positiontup) if compiled.positional else None
-        self.binders = {}
-        for name, bind in binds.items():
-            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if convert is not None:
-                self.binders[name] = convert
-        described = getattr(stmt, "column_descriptions", None)
-        if described is None:
-            described = getattr(stmt, "returning_column_descriptions", None) or []
-        self.described = [(d["name"], d["type"].dialect_impl(dialect)) for d in described]
-        self.dialect = dialect
-        self.row: Callable[[Any], _Row] | None = None
-
-    def rows(self, cursor: Any) -> list[_Row]:
-        """The cursor's rows; their shape is learnt from the first answer's description
-        (some drivers' readers depend on the type the server sent)."""
-        if self.row is None:
-            dialect = self.dialect
-            codes = [d[1] for d in cursor.description]
-            readers = [
-                impl.result_processor(dialect, code)
-                for (_, impl), code in zip(self.described, codes, strict=True)
-            ]
-            self.row = _row_type(tuple(name for name, _ in self.described), readers)
-        row = self.row
-        return [row(r) for r in cursor.fetchall()]
-
-    def params(self, given: dict[str, Any]) -> Any:
-        values = {**self.fixed, **given} if self.fixed else dict(given)
-        for name, convert in self.binders.items():
-            if values.get(name) is not None:
-                values[name] = convert(values[name])
-        if self.positions is None:
-            return {k: values[k] for k in self.names}
-        return tuple(values[k] for k in self.positions)
-
-
-class _Row(tuple):  # type: ignore[type-arg]
-    """A row of a :class:`Prepared` statement: a tuple, and ``_mapping`` by column name
-    (the parts of SQLAlchemy's rows the store reads)."""
-
-    __slots__ = ()
-    _names: tuple[str, ...] = ()
-
-    @property
-    def _mapping(self) -> dict[str, Any]:
-        return dict(zip(self._names, self, strict=True))
-
-
-def _row_type(names: tuple[str, ...], readers: list[Any]) -> Callable[[Any], _Row]:
-    kind: Any = type("Row", (_Row,), {"__slots__": (), "_names": names})
-    if not any(readers):
-        return kind  # type: ignore[no-any-return]
-    pairs = [(i, read) for i, read in enumerate(readers) if read is not None]
-
-    def make(values: Any) -> _Row:  # e.g. a driver without booleans answers 0 and 1
-        values = list(values)
-        for i, read in pairs:
-            values[i] = read(values[i])
-        return kind(values)  # type: ignore[no-any-return]
-
-    return make
-
-
-class _Result:
-    """What a :class:`Prepared` statement answered: the parts of SQLAlchemy's result the
-    store uses."""
-
-    __slots__ = ("rows", "rowcount")
-
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self.rows = rows
-        self.rowcount = rowcount
-
-    def first(self) -> Any:
-        return self.rows[0] if self.rows else None
-
-    def one(self) -> Any:
-        if len(self.rows) != 1:
-            raise NoResultFound("expected one row") if not self.rows else MultipleResultsFound()
-        return self.rows[0]
-
-    def scalar(self) -> Any:
-        return self.rows[0][0] if self.rows else None
-
-    def scalar_one(self) -> Any:
-        return self.one()[0]
-
-    def all(self) -> list[Any]:
-        return self.rows
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.rows)
 
 
 _GET = Prepared(select(V).where(V.c.id == bindparam("vid")))
@@ -419,28 +263,9 @@ class Tx:
         self._after: list[Callable[[], None]] = []
 
     def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
-        """Execute a :class:`Prepared` statement on the DBAPI cursor (a list of rows to
-        insert: as one multi-row INSERT); through SQLAlchemy when anything listens to the
-        engine's execution events."""
-        conn = self.conn
-        if conn._has_events or conn.engine._has_events:
-            return conn.execute(prepared.stmt, params)
-        if isinstance(params, list) and len(params) > 1:  # rows to insert, in one statement
-            compiled, params = prepared.rows(conn.dialect, params)
-        else:
-            params = params[0] if isinstance(params, list) else params
-            compiled = prepared.compiled(conn.dialect, params)
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(compiled.sql, compiled.params(params))
-            rows = compiled.rows(cursor) if compiled.described else []
-            return _Result(rows, cursor.rowcount)
-        except conn.dialect.loaded_dbapi.Error as e:
-            # SQLAlchemy's own handling: the same exception classes, and a dropped
-            # connection invalidated (with the pool's older ones) for the step's retry
-            conn._handle_dbapi_exception(e, compiled.sql, params, cursor, None)
-        finally:
-            cursor.close()
+        """Execute a :class:`Prepared` statement in this step (a list of rows to insert:
+        as one multi-row INSERT)."""
+        return execute(self.conn, prepared, params)
 
     def after_commit(self, func: Callable[[], None]) -> None:
         """Run ``func`` once this step's transaction has committed (signals, metrics): never

@@ -163,3 +163,24 @@ def test_the_hot_statements_answer_alike_with_and_without_listeners(
     ]
     assert listing[0]["superseded"] is True
     assert one == (True, "ringing")
+
+
+def test_an_orm_session_on_the_stores_own_sqlite_engine_is_one_transaction(
+    tmp_path: Any,
+) -> None:
+    """The store's own SQLite driver begins no transaction by itself: its ORM session
+    must, or a rollback would leave the rows already flushed."""
+    from flask_phoneverify.models import Event
+
+    store = Store(uri=f"sqlite:///{tmp_path}/orm.sqlite3")
+    try:
+        with store.session() as s:
+            s.add(Event(at=1.0, kind="x"))
+            s.flush()
+            s.add(Event(at=2.0, kind="y"))
+            s.flush()
+            s.rollback()
+        with store.session() as s:
+            assert s.query(Event).count() == 0
+    finally:
+        store.close()

@@ -1,0 +1,192 @@
+"""Statements of the store's hot path, compiled once per dialect and run straight on
+the DBAPI cursor.
+
+SQLAlchemy's ``Connection.execute`` costs about three times a small statement's own
+time on SQLite (cache key, execution context, result metadata). :func:`execute` skips
+it when nothing listens to the engine's execution events, and goes through it when
+something does (query recorders, tests injecting faults), so listeners see every
+statement. Either way a driver error is handled by SQLAlchemy (its exception classes,
+and a dropped connection invalidated for the step's retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection, bindparam
+from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+
+__all__ = ["Prepared", "execute"]
+
+
+def execute(
+    conn: Connection, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]
+) -> Any:
+    """Run ``prepared`` on ``conn`` (a list of rows to insert: as one multi-row INSERT);
+    the result answers ``first``, ``one``, ``scalar``, ``scalar_one``, ``all``,
+    iteration and ``rowcount`` like SQLAlchemy's."""
+    if conn._has_events or conn.engine._has_events:  # what SQLAlchemy itself checks
+        return conn.execute(prepared.stmt, params)
+    if isinstance(params, list) and len(params) > 1:  # rows to insert, in one statement
+        compiled, params = prepared.rows(conn.dialect, params)
+    else:
+        params = params[0] if isinstance(params, list) else params
+        compiled = prepared.compiled(conn.dialect, params)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(compiled.sql, compiled.params(params))
+        rows = compiled.rows(cursor) if compiled.described else []
+        return _Result(rows, cursor.rowcount)
+    except conn.dialect.loaded_dbapi.Error as e:
+        conn._handle_dbapi_exception(e, compiled.sql, params, cursor, None)
+    finally:
+        cursor.close()
+
+
+class Prepared:
+    """A statement of the hot path (built once, with bind parameters), compiled once per
+    dialect and, for an INSERT that names no values, per set of columns given."""
+
+    __slots__ = ("stmt", "keyed", "_compiled")
+
+    def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
+        self.stmt = stmt
+        self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
+        #: by dialect, the columns given (a keyed INSERT's) and the number of rows
+        self._compiled: dict[tuple[str, tuple[str, ...], int], _Compiled] = {}
+
+    def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
+        """The statement for one row of ``params`` on ``dialect``, compiled on first use."""
+        keys = tuple(params) if self.keyed else ()
+        found = self._compiled.get((dialect.name, keys, 1))
+        if found is None:
+            found = self._compiled[(dialect.name, keys, 1)] = _Compiled(self.stmt, dialect, keys)
+        return found
+
+    def rows(self, dialect: Any, sets: list[dict[str, Any]]) -> tuple[_Compiled, dict[str, Any]]:
+        """A keyed INSERT of several rows as one statement with one VALUES row per set
+        (one execution, rows in the given order) and its parameters."""
+        assert self.keyed, "only an INSERT named by its parameters takes several rows"
+        keys = tuple(sets[0])
+        index = (dialect.name, keys, len(sets))
+        found = self._compiled.get(index)
+        if found is None:
+            columns = self.stmt.table.c
+            values = [
+                {k: bindparam(f"r{i}_{k}", type_=columns[k].type) for k in keys}
+                for i in range(len(sets))
+            ]
+            found = self._compiled[index] = _Compiled(self.stmt.values(values), dialect, ())
+        params = {f"r{i}_{k}": one[k] for i, one in enumerate(sets) for k in keys}
+        return found, params
+
+
+class _Compiled:
+    """One :class:`Prepared` statement's SQL, parameters and row shape for one dialect."""
+
+    __slots__ = ("sql", "positions", "names", "fixed", "binders", "described", "dialect", "row")
+
+    def __init__(self, stmt: Any, dialect: Any, keys: tuple[str, ...]) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        self.sql = str(compiled)
+        binds = compiled.binds
+        self.names = tuple(binds)
+        #: the values the statement carries itself (its literals)
+        self.fixed = {
+            name: bind.effective_value for name, bind in binds.items() if not bind.required
+        }
+        # qmark drivers take a tuple in the statement's order; pyformat ones a dict
+        self.positions = tuple(compiled.positiontup) if compiled.positional else None
+        self.binders = {}
+        for name, bind in binds.items():
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if convert is not None:
+                self.binders[name] = convert
+        described = getattr(stmt, "column_descriptions", None)
+        if described is None:
+            described = getattr(stmt, "returning_column_descriptions", None) or []
+        self.described = [(d["name"], d["type"].dialect_impl(dialect)) for d in described]
+        self.dialect = dialect
+        self.row: Callable[[Any], _Row] | None = None
+
+    def rows(self, cursor: Any) -> list[_Row]:
+        """The cursor's rows; their shape is learnt from the first answer's description
+        (some drivers' readers depend on the type the server sent)."""
+        if self.row is None:
+            dialect = self.dialect
+            codes = [d[1] for d in cursor.description]
+            readers = [
+                impl.result_processor(dialect, code)
+                for (_, impl), code in zip(self.described, codes, strict=True)
+            ]
+            self.row = _row_type(tuple(name for name, _ in self.described), readers)
+        row = self.row
+        return [row(r) for r in cursor.fetchall()]
+
+    def params(self, given: dict[str, Any]) -> Any:
+        values = {**self.fixed, **given} if self.fixed else dict(given)
+        for name, convert in self.binders.items():
+            if values.get(name) is not None:
+                values[name] = convert(values[name])
+        if self.positions is None:
+            return {k: values[k] for k in self.names}
+        return tuple(values[k] for k in self.positions)
+
+
+class _Row(tuple):  # type: ignore[type-arg]
+    """A row of a :class:`Prepared` statement: a tuple, and ``_mapping`` by column name
+    (the parts of SQLAlchemy's rows the store reads)."""
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+
+    @property
+    def _mapping(self) -> dict[str, Any]:
+        return dict(zip(self._names, self, strict=True))
+
+
+def _row_type(names: tuple[str, ...], readers: list[Any]) -> Callable[[Any], _Row]:
+    kind: Any = type("Row", (_Row,), {"__slots__": (), "_names": names})
+    if not any(readers):
+        return kind  # type: ignore[no-any-return]
+    pairs = [(i, read) for i, read in enumerate(readers) if read is not None]
+
+    def make(values: Any) -> _Row:  # e.g. a driver without booleans answers 0 and 1
+        values = list(values)
+        for i, read in pairs:
+            values[i] = read(values[i])
+        return kind(values)  # type: ignore[no-any-return]
+
+    return make
+
+
+class _Result:
+    """What a :class:`Prepared` statement answered: the parts of SQLAlchemy's result the
+    store uses."""
+
+    __slots__ = ("rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def first(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Any:
+        if len(self.rows) != 1:
+            raise NoResultFound("expected one row") if not self.rows else MultipleResultsFound()
+        return self.rows[0]
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
