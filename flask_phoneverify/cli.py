@@ -409,7 +409,9 @@ def _follow(st: AppState, flow: Flow, v: Verification, user_id: str, session: st
 @cli.command("show")
 @click.argument("verification_id")
 def show_command(verification_id: str) -> None:
-    """Show one verification (its id, or the first characters logs show) and its events."""
+    """Show one verification (its id, or the first characters logs show) and its events.
+
+    An id made before ids stopped starting with "-" goes after "--": show -- -Xy12."""
     st = state()
     found = st.store.read(lambda tx: tx.find(verification_id))
     if not found:

@@ -261,7 +261,7 @@ class Flow:
         )
         candidates: list[Provider] = []
         pin = new_pin(self.pin_length)
-        vid = secrets.token_urlsafe(16)
+        vid = _verification_id()
         v = detached(
             dict(
                 id=vid,
@@ -1156,6 +1156,16 @@ def _can_call(provider: Provider, phone: str) -> bool:
     except BadInput:
         return False
     return True
+
+
+def _verification_id() -> str:
+    """128 random bits, URL-safe, never starting with "-": operators type ids (or their
+    first characters) after ``flask phoneverify show``, where a leading "-" reads as an
+    option."""
+    while True:
+        vid = secrets.token_urlsafe(16)
+        if vid[0] != "-":
+            return vid
 
 
 def _call_id() -> str:

@@ -304,6 +304,35 @@ def test_call_reports_a_provider_failure(make_app: Any) -> None:
 # -- show, reset, purge, stats -----------------------------------------------------------------
 
 
+def test_show_takes_every_id_start_makes_even_when_chance_begins_one_with_a_dash(
+    make_app: Any, monkeypatch: Any
+) -> None:
+    """A URL-safe random id begins with "-" once in 64; the command line would read it as
+    an option, so start never keeps one."""
+    import secrets
+    import types
+
+    import flask_phoneverify.flow
+
+    real = secrets.token_urlsafe
+    dealt: list[str] = []
+
+    def dash_first(n: int | None = None) -> str:
+        dealt.append("-" + real(n)[1:] if not dealt else real(n))
+        return dealt[-1]
+
+    chance = types.SimpleNamespace(**{k: getattr(secrets, k) for k in secrets.__all__})
+    chance.token_urlsafe = dash_first
+    monkeypatch.setattr(flask_phoneverify.flow, "secrets", chance)
+    h = make_app()
+    body = verify_keypad(h.client())
+    v = row(h, body["token"])
+    assert dealt[0].startswith("-") and v.id != dealt[0] and not v.id.startswith("-")
+    result = cli(h, "show", v.id[:8])
+    assert result.exit_code == 0, result.output
+    assert f"id        {v.id}" in result.output
+
+
 def test_show_prints_a_verification_and_its_events_masked(make_app: Any) -> None:
     h = make_app()
     body = verify_keypad(h.client())
