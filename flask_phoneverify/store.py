@@ -359,7 +359,7 @@ class Tx:
     def record(self, *events: dict[str, Any]) -> None:
         """Add audit events (each a dict of the events table's columns but ``id``)."""
         rows = [{**_NO_EVENT, **e, "kind": str(e["kind"])} for e in events]
-        self.run(_RECORD, rows if len(rows) > 1 else rows[0])
+        self.run(_RECORD, rows)  # several rows: one multi-row INSERT
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
         """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
