@@ -350,7 +350,8 @@ def scratch_postgres(server: str) -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:
-        yield server.rsplit("/", 1)[0] + "/" + name
+        # the same server and options (a socket directory in the query string too)
+        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
