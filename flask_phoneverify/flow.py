@@ -750,12 +750,12 @@ class Flow:
         (which happens once); raises otherwise."""
         if self.style is not Style.SPOKEN:  # the phone's word: claim it in one statement
             now = self.clock()
-            claimed = self.store.write(lambda tx: tx.claim_own(vid, user_id, session, now))
+            claimed = self.store.write_one(lambda tx: tx.claim_own(vid, user_id, session, now))
             if claimed is not None:
                 return claimed
         v = self.current(vid, user_id=user_id, session=session)
         if v.status == Status.VERIFIED:
-            return self.store.write(lambda tx: self._claim(tx, v))
+            return self.store.write_one(lambda tx: self._claim(tx, v))
         self._require_open(v)
         if Style(v.style) is Style.KEYPAD:
             raise NotOpen(
@@ -789,8 +789,9 @@ class Flow:
 
         def verify(tx: Tx) -> Verification:
             now = self.clock()
-            if not tx.change(
+            if not tx.change_recording(  # one conditional update with its event
                 v.id,
+                self._events(v, EventKind.CONFIRMED, at=now),
                 where={"pin_hash": v.pin_hash},
                 status=Status.VERIFIED.value,
                 verified_at=now,
@@ -801,11 +802,10 @@ class Flow:
                 raise NotOpen(
                     self.message(latest) if not latest.is_open else gettext("Please try again.")
                 )
-            self._audit(tx, v, EventKind.CONFIRMED)
             v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
             return v
 
-        v = self.store.write(verify)
+        v = self.store.write_one(verify)
         log.info("phoneverify: verification %s confirmed for %s", v.id[:8], mask(v.phone))
         return v
 
@@ -1106,21 +1106,31 @@ class Flow:
         """Record ``kinds`` for ``v`` in the step's transaction (one statement); ``at``:
         the step's own time where another record must match it; ``notes``: a detail of
         its own for some kinds."""
+        tx.record(*self._events(v, *kinds, ip=ip, detail=detail, at=at, notes=notes))
+
+    def _events(
+        self,
+        v: Verification,
+        *kinds: EventKind,
+        ip: str | None = None,
+        detail: str | None = None,
+        at: float | None = None,
+        notes: dict[EventKind, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The audit events :meth:`_audit` records, for a step that writes them itself."""
         at = self.clock() if at is None else at
-        tx.record(
-            *(
-                {
-                    "kind": kind,
-                    "at": at,
-                    "verification_id": v.id,
-                    "user_id": v.user_id,
-                    "phone": v.phone,
-                    "ip": ip,
-                    "detail": (notes or {}).get(kind, detail),
-                }
-                for kind in kinds
-            )
-        )
+        return [
+            {
+                "kind": kind,
+                "at": at,
+                "verification_id": v.id,
+                "user_id": v.user_id,
+                "phone": v.phone,
+                "ip": ip,
+                "detail": (notes or {}).get(kind, detail),
+            }
+            for kind in kinds
+        ]
 
 
 def _copy(v: Verification) -> Verification:

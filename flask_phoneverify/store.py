@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -252,19 +253,52 @@ def _change(shape: tuple[tuple[str, ...], tuple[tuple[str, bool], ...]]) -> Any:
     return Prepared(update(V).where(*conditions).values({n: bindparam(f"v_{n}") for n in names}))
 
 
+@functools.lru_cache(maxsize=64)
+def _change_recording(
+    shape: tuple[tuple[str, ...], tuple[tuple[str, bool], ...]], keys: tuple[str, ...], count: int
+) -> Prepared:
+    """PostgreSQL: :func:`_change` and the ``count`` audit events it writes when it changed
+    the row, as one statement answering how many rows it changed (the UPDATE and the
+    INSERT in its WITH clause, the events selected from the UPDATE's rows: none changed,
+    no event)."""
+    changed = _change(shape).stmt.returning(V.c.id).cte("changed")
+    rows = [
+        select(*(bindparam(f"r{i}_{k}", type_=E.c[k].type).label(k) for k in keys)).select_from(
+            changed
+        )
+        for i in range(count)
+    ]
+    source = rows[0] if count == 1 else union_all(*rows)
+    recorded = insert(E).from_select(list(keys), source).cte("recorded")
+    return Prepared(select(func.count()).select_from(changed).add_cte(recorded))
+
+
+def _event_rows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Audit events as rows of the events table (every column but ``id``)."""
+    return [{**_NO_EVENT, **e, "kind": str(e["kind"])} for e in events]
+
+
 class Tx:
     """The operations of one step, on the connection of its transaction.
 
     The statements used on every verification are built once (module level, with bind
     parameters), so a step pays for executing them, not for building them."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, one_write: bool = False) -> None:
         self.conn = conn
         self._after: list[Callable[[], None]] = []
+        #: a step of :meth:`Store.write_one` without a transaction around it (PostgreSQL):
+        #: its first writing statement must be its only one
+        self._one_write = one_write
+        self._wrote = False
 
     def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
         """Execute a :class:`Prepared` statement in this step (a list of rows to insert:
         as one multi-row INSERT)."""
+        if self._one_write and prepared.stmt.is_dml:
+            if self._wrote:  # it may run as its own transaction: a second would not join it
+                raise RuntimeError("a step of Store.write_one wrote a second statement")
+            self._wrote = True
         return execute(self.conn, prepared, params)
 
     def after_commit(self, func: Callable[[], None]) -> None:
@@ -303,12 +337,33 @@ class Tx:
         self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
     ) -> bool:
         """Set ``values`` when the row is open (and matches ``where``); True when it changed."""
+        return self.change_recording(verification_id, (), where=where, **values)
+
+    def change_recording(
+        self,
+        verification_id: str,
+        events: Sequence[dict[str, Any]],
+        /,
+        *,
+        where: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> bool:
+        """:meth:`change`, and ``events`` (as :meth:`record` takes them) recorded when it
+        changed the row: both or neither, in one statement on PostgreSQL."""
         where = where or {}
         shape = (tuple(values), tuple((k, v is None) for k, v in where.items()))
-        params = {"b_vid": verification_id}
+        params: dict[str, Any] = {"b_vid": verification_id}
         params.update({f"w_{k}": v for k, v in where.items() if v is not None})
         params.update({f"v_{k}": v for k, v in values.items()})
-        return bool(self.run(_change(shape), params).rowcount)
+        if events and self.conn.dialect.name == "postgresql":
+            rows = _event_rows(events)
+            keys = tuple(rows[0])
+            params.update({f"r{i}_{k}": row[k] for i, row in enumerate(rows) for k in keys})
+            return bool(self.run(_change_recording(shape, keys, len(rows)), params).scalar())
+        changed = bool(self.run(_change(shape), params).rowcount)
+        if changed and events:
+            self.run(_RECORD, _event_rows(events))
+        return changed
 
     def placed(self, verification_id: str, call_id: str, reference: str, call: str) -> str | None:
         """Keep a placed call's reference, and its progress unless an event already moved
@@ -358,8 +413,7 @@ class Tx:
     # -- events -------------------------------------------------------------------
     def record(self, *events: dict[str, Any]) -> None:
         """Add audit events (each a dict of the events table's columns but ``id``)."""
-        rows = [{**_NO_EVENT, **e, "kind": str(e["kind"])} for e in events]
-        self.run(_RECORD, rows)  # several rows: one multi-row INSERT
+        self.run(_RECORD, _event_rows(events))  # several rows: one multi-row INSERT
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
         """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
@@ -767,18 +821,26 @@ class Store:
         """Run ``step`` in one write transaction; it commits when ``step`` returns."""
         return self._run(step, write=True)
 
+    def write_one(self, step: Callable[[Tx], T]) -> T:
+        """Run ``step``, whose writes are one statement (reads may come before and after
+        it), as :meth:`write` does; on PostgreSQL that statement is its own transaction,
+        with no BEGIN and COMMIT around it: one round trip instead of three. A second
+        writing statement is a programming error (RuntimeError)."""
+        return self._run(step, write=True, one_write=True)
+
     def read(self, step: Callable[[Tx], T]) -> T:
         """Run ``step`` in one read-only transaction."""
         return self._run(step, write=False)
 
-    def _run(self, step: Callable[[Tx], T], *, write: bool) -> T:
+    def _run(self, step: Callable[[Tx], T], *, write: bool, one_write: bool = False) -> T:
         """Run ``step``; once more on a fresh connection when the database dropped the
         first. (A drop between the server's commit and its answer would run a write step
         twice: rare, and each step's guards make the second a refusal, not a double.)"""
         for attempt in (1, 2):
             try:
-                with self._transaction(write) as conn:
-                    tx = Tx(conn)
+                with self._transaction(write, one_write) as conn:
+                    # its statement is its own transaction: no second write may follow it
+                    tx = Tx(conn, one_write=one_write and conn.dialect.name == "postgresql")
                     result = step(tx)
             except DBAPIError as e:
                 if attempt == 2 or not e.connection_invalidated:
@@ -791,12 +853,14 @@ class Store:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
-    def _transaction(self, write: bool) -> Iterator[Connection]:
+    def _transaction(self, write: bool, one_write: bool = False) -> Iterator[Connection]:
         engine = self.engine
         with engine.connect() as conn:
+            if engine.dialect.name == "postgresql" and (not write or one_write):
+                # each statement its own transaction: one round trip, no BEGIN and COMMIT
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+                return
             if not write:
-                if engine.dialect.name == "postgresql":  # one round trip, no BEGIN/ROLLBACK
-                    conn = conn.execution_options(isolation_level="AUTOCOMMIT")
                 # the store's own SQLite engine: a read step's one statement needs no BEGIN
                 yield conn  # otherwise begins on first use, rolled back on close
                 return

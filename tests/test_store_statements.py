@@ -184,3 +184,78 @@ def test_an_orm_session_on_the_stores_own_sqlite_engine_is_one_transaction(
             assert s.query(Event).count() == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["direct", "listened"])
+def test_a_change_records_its_events_only_when_it_changed_the_row(
+    new_database: Callable[[], str], listened: bool
+) -> None:
+    """Confirm's conditional update and its audit event: both or neither (one statement
+    on PostgreSQL), with and without a listener on the engine."""
+    store = Store(uri=new_database())
+    if listened:
+        event.listen(store.engine, "before_cursor_execute", lambda *a: None)
+    confirmed = [{"kind": "confirmed", "at": 1500.0, "verification_id": "v1", "ip": "x"}]
+
+    def confirm(pin_hash: str) -> bool:
+        return store.write_one(
+            lambda tx: tx.change_recording(
+                "v1",
+                confirmed,
+                where={"pin_hash": pin_hash},
+                status=Status.VERIFIED.value,
+                verified_at=1500.0,
+            )
+        )
+
+    try:
+        store.write(lambda tx: tx.add(_verification("v1", "c1")))
+        assert confirm("wrong" * 8) is False
+        assert store.events("v1") == []
+        assert confirm("h" * 64) is True
+        assert confirm("h" * 64) is False  # no longer open: no second event
+        got = store.get("v1")
+        assert got is not None and (got.status, got.verified_at) == ("verified", 1500.0)
+        events = [(e.kind, e.at, e.verification_id, e.ip, e.user_id) for e in store.events("v1")]
+        assert events == [("confirmed", 1500.0, "v1", "x", None)]
+    finally:
+        store.close()
+
+
+def test_a_write_one_step_on_postgresql_is_its_statements_own_transaction(
+    new_database: Callable[[], str],
+) -> None:
+    """No BEGIN and COMMIT around it (what makes it one round trip), and a second write
+    is refused before it runs; elsewhere it is an ordinary write step."""
+    store = Store(uri=new_database())
+    try:
+        postgres = store.engine.dialect.name == "postgresql"
+        store.write(lambda tx: tx.add(_verification("v1", "c1")))
+
+        def in_transaction(tx: Tx) -> Any:
+            return tx.conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
+
+        def claim_then_look(tx: Tx) -> Any:
+            tx.change("v1", status=Status.VERIFIED.value)
+            return in_transaction(tx) if postgres else None
+
+        assert store.write_one(claim_then_look) is None  # the write already committed
+        if postgres:  # an ordinary write step holds its transaction's id after a write
+            assert store.write(lambda tx: (tx.claim("v1", 2000.0), in_transaction(tx))[1])
+
+        def twice(tx: Tx) -> None:
+            tx.record({"kind": "a", "at": 1.0})
+            tx.record({"kind": "b", "at": 2.0})
+
+        if postgres:
+            with pytest.raises(RuntimeError, match="second"):
+                store.write_one(twice)
+        else:
+            store.write_one(twice)
+        with store.session() as s:
+            from flask_phoneverify.models import Event
+
+            kinds = sorted(e.kind for e in s.query(Event))
+        assert kinds == (["a"] if postgres else ["a", "b"])
+    finally:
+        store.close()
