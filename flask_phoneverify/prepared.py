@@ -11,13 +11,15 @@ and a dropped connection invalidated for the step's retry).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
+from sqlalchemy.sql.util import find_tables
 
-__all__ = ["Prepared", "execute"]
+__all__ = ["Prepared", "execute", "after_inserts"]
 
 
 def execute(
@@ -48,13 +50,21 @@ class Prepared:
     """A statement of the hot path (built once, with bind parameters), compiled once per
     dialect and, for an INSERT that names no values, per set of columns given."""
 
-    __slots__ = ("stmt", "keyed", "_compiled")
+    __slots__ = ("stmt", "keyed", "_compiled", "_tables")
 
     def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
         self.stmt = stmt
         self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
         #: by dialect, the columns given (a keyed INSERT's) and the number of rows
         self._compiled: dict[tuple[str, tuple[str, ...], int], _Compiled] = {}
+        self._tables: frozenset[str] | None = None
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """The names of the tables the statement reads or writes."""
+        if self._tables is None:
+            self._tables = frozenset(t.name for t in find_tables(self.stmt, include_crud=True))
+        return self._tables
 
     def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
         """The statement for one row of ``params`` on ``dialect``, compiled on first use."""
@@ -72,14 +82,43 @@ class Prepared:
         index = (dialect.name, keys, len(sets))
         found = self._compiled.get(index)
         if found is None:
-            columns = self.stmt.table.c
-            values = [
-                {k: bindparam(f"r{i}_{k}", type_=columns[k].type) for k in keys}
-                for i in range(len(sets))
+            found = self._compiled[index] = _Compiled(self.of_rows(keys, len(sets)), dialect, ())
+        return found, row_params(sets, keys)
+
+    def of_rows(self, keys: tuple[str, ...], count: int, prefix: str = "") -> Any:
+        """A keyed INSERT as a statement of ``count`` rows of the columns ``keys``, its
+        parameters named as :func:`row_params` names them."""
+        assert self.keyed, "only an INSERT named by its parameters takes several rows"
+        columns = self.stmt.table.c
+        return self.stmt.values(
+            [
+                {k: bindparam(f"{prefix}r{i}_{k}", type_=columns[k].type) for k in keys}
+                for i in range(count)
             ]
-            found = self._compiled[index] = _Compiled(self.stmt.values(values), dialect, ())
-        params = {f"r{i}_{k}": one[k] for i, one in enumerate(sets) for k in keys}
-        return found, params
+        )
+
+
+def row_params(
+    sets: list[dict[str, Any]], keys: tuple[str, ...], prefix: str = ""
+) -> dict[str, Any]:
+    """The parameters of rows ``sets`` for :meth:`Prepared.of_rows`."""
+    return {f"{prefix}r{i}_{k}": one[k] for i, one in enumerate(sets) for k in keys}
+
+
+@functools.lru_cache(maxsize=256)
+def after_inserts(
+    main: Prepared, inserts: tuple[tuple[Prepared, tuple[str, ...], int], ...]
+) -> Prepared:
+    """PostgreSQL: ``main`` and, before it in its WITH clause, ``inserts`` (keyed INSERTs:
+    each with its columns and row count, parameters prefixed ``w0_``, ``w1_``...), as one
+    statement: one round trip instead of one per statement. The server runs every
+    data-modifying WITH clause to completion, but ``main`` does not see their rows, so
+    it must not touch their tables."""
+    ctes = [
+        insert.of_rows(keys, count, f"w{j}_").cte(f"w{j}")
+        for j, (insert, keys, count) in enumerate(inserts)
+    ]
+    return Prepared(main.stmt.add_cte(*ctes))
 
 
 class _Compiled:

@@ -21,6 +21,7 @@ import functools
 import hashlib
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -64,7 +65,7 @@ from .models import (
     Status,
     Verification,
 )
-from .prepared import Prepared, execute
+from .prepared import Prepared, after_inserts, execute, row_params
 
 __all__ = ["Store", "Tx", "detached"]
 
@@ -143,6 +144,8 @@ _ADD_ATTEMPT = Prepared(
 )
 
 _RECORD = Prepared(insert(E).inline(), keyed=True)  # no RETURNING of the new id
+#: a statement that only carries inserts (:meth:`Tx.flush`)
+_NOTHING = Prepared(select(literal(1)))
 
 
 @functools.cache
@@ -213,12 +216,14 @@ _DEV_LISTS = {
     (False, True): Prepared(_DEV_NEWEST.where(D.c.owner == bindparam("b_owner"))),
     (True, True): Prepared(_DEV_TO_NUMBER.where(D.c.owner == bindparam("b_owner"))),
 }
-_DEV_RING = Prepared(insert(D).returning(D.c.seq), keyed=True)
+_DEV_RING = Prepared(insert(D), keyed=True)
 _OPEN_OF_SESSION = select(V).where(
     V.c.session_ref == bindparam("b_sref"), V.c.status == Status.CALLING.value
 )
 _OWNER = Prepared(select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id")))
-_DEV_TRIM = delete(D).where(D.c.seq <= bindparam("b_seq"))
+_DEV_TRIM = delete(D).where(
+    D.c.seq <= select(func.max(D.c.seq)).scalar_subquery() - bindparam("b_keep")
+)
 #: the counters' scope of the providers' circuit breakers
 BREAKER = "breaker"
 _BREAKERS = Prepared(
@@ -237,7 +242,7 @@ _BREAKER_RESET = (
     .where(C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0, C.c.n != 0)
     .values(n=0, last_at=None)
 )
-#: the simulated phone trims its oldest calls once in this many new ones
+#: the simulated phone trims its oldest calls about once in this many new ones
 TRIM_EVERY = 50
 
 
@@ -282,24 +287,84 @@ class Tx:
     """The operations of one step, on the connection of its transaction.
 
     The statements used on every verification are built once (module level, with bind
-    parameters), so a step pays for executing them, not for building them."""
+    parameters), so a step pays for executing them, not for building them.
+
+    On PostgreSQL, rows the step inserts without needing an answer (a new verification,
+    audit events, a simulated call) wait, and go to the server inside the step's next
+    statement (see :func:`~flask_phoneverify.prepared.after_inserts`), or on their own
+    before a statement that touches their tables, before the connection is used
+    directly, and before the step commits. Each round trip to the server costs more than
+    the statement it carries."""
 
     def __init__(self, conn: Connection, *, one_write: bool = False) -> None:
-        self.conn = conn
+        self._conn = conn
         self._after: list[Callable[[], None]] = []
         #: a step of :meth:`Store.write_one` without a transaction around it (PostgreSQL):
         #: its first writing statement must be its only one
         self._one_write = one_write
         self._wrote = False
+        self.dialect: str = conn.dialect.name
+        #: rows waiting to be inserted, by keyed INSERT and columns (PostgreSQL)
+        self._waiting: dict[tuple[Prepared, tuple[str, ...]], list[dict[str, Any]]] = {}
+
+    @property
+    def conn(self) -> Connection:
+        """The step's connection, for statements of its own; the rows still waiting to be
+        inserted are written first."""
+        self.flush()
+        return self._conn
 
     def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
         """Execute a :class:`Prepared` statement in this step (a list of rows to insert:
         as one multi-row INSERT)."""
-        if self._one_write and prepared.stmt.is_dml:
-            if self._wrote:  # it may run as its own transaction: a second would not join it
+        if prepared.stmt.is_dml:
+            self._writing()
+        if not self._waiting:
+            return execute(self._conn, prepared, params)
+        waiting = self._waiting
+        if prepared.keyed or any(prepared.tables & insert.tables for insert, _ in waiting):
+            self.flush()
+            return execute(self._conn, prepared, params)
+        assert isinstance(params, dict)
+        self._waiting = {}
+        inserts = tuple((insert, keys, len(rows)) for (insert, keys), rows in waiting.items())
+        params = dict(params)
+        for j, ((_, keys), rows) in enumerate(waiting.items()):
+            params.update(row_params(rows, keys, f"w{j}_"))
+        return execute(self._conn, after_inserts(prepared, inserts), params)
+
+    def insert_later(self, prepared: Prepared, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (a keyed INSERT's, all with the same columns) with the step's
+        next statement on PostgreSQL; now elsewhere. Rows of one INSERT keep their order."""
+        if not rows:
+            return
+        if self.dialect != "postgresql":
+            self.run(prepared, rows)
+            return
+        self._writing()
+        self._waiting.setdefault((prepared, tuple(rows[0])), []).extend(rows)
+
+    def flush(self) -> None:
+        """Insert the rows still waiting, in one statement."""
+        if not self._waiting:
+            return
+        waiting = self._waiting
+        self._waiting = {}
+        if len(waiting) == 1:
+            ((insert, _), rows), *_ = waiting.items()
+            execute(self._conn, insert, rows)
+            return
+        inserts = tuple((insert, keys, len(rows)) for (insert, keys), rows in waiting.items())
+        params: dict[str, Any] = {}
+        for j, ((_, keys), rows) in enumerate(waiting.items()):
+            params.update(row_params(rows, keys, f"w{j}_"))
+        execute(self._conn, after_inserts(_NOTHING, inserts), params)
+
+    def _writing(self) -> None:
+        if self._one_write:
+            if self._wrote:  # it runs as its own transaction: a second would not join it
                 raise RuntimeError("a step of Store.write_one wrote a second statement")
             self._wrote = True
-        return execute(self.conn, prepared, params)
 
     def after_commit(self, func: Callable[[], None]) -> None:
         """Run ``func`` once this step's transaction has committed (signals, metrics): never
@@ -331,7 +396,7 @@ class Tx:
 
     def add(self, v: Verification) -> None:
         """Insert a new verification."""
-        self.run(_ADD, {name: getattr(v, name) for name in _COLUMNS})
+        self.insert_later(_ADD, [{name: getattr(v, name) for name in _COLUMNS}])
 
     def change(
         self, verification_id: str, *, where: dict[str, Any] | None = None, **values: Any
@@ -355,14 +420,14 @@ class Tx:
         params: dict[str, Any] = {"b_vid": verification_id}
         params.update({f"w_{k}": v for k, v in where.items() if v is not None})
         params.update({f"v_{k}": v for k, v in values.items()})
-        if events and self.conn.dialect.name == "postgresql":
+        if events and self.dialect == "postgresql":
             rows = _event_rows(events)
             keys = tuple(rows[0])
             params.update({f"r{i}_{k}": row[k] for i, row in enumerate(rows) for k in keys})
             return bool(self.run(_change_recording(shape, keys, len(rows)), params).scalar())
         changed = bool(self.run(_change(shape), params).rowcount)
         if changed and events:
-            self.run(_RECORD, _event_rows(events))
+            self.record(*events)
         return changed
 
     def placed(self, verification_id: str, call_id: str, reference: str, call: str) -> str | None:
@@ -413,7 +478,7 @@ class Tx:
     # -- events -------------------------------------------------------------------
     def record(self, *events: dict[str, Any]) -> None:
         """Add audit events (each a dict of the events table's columns but ``id``)."""
-        self.run(_RECORD, _event_rows(events))  # several rows: one multi-row INSERT
+        self.insert_later(_RECORD, _event_rows(events))  # several rows: one multi-row INSERT
 
     def rename_events(self, verification_id: str, kind: str, to: str, at: float) -> None:
         """Re-kind a verification's events of ``kind`` at ``at`` (a counted call that was
@@ -432,7 +497,7 @@ class Tx:
         for s, k, m, by in rows:  # one row may appear once in an upsert on PostgreSQL
             merged[(s, k, m)] = merged.get((s, k, m), 0) + by
         params = [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
-        name = self.conn.dialect.name
+        name = self.dialect
         if name in _UPSERT:
             self.run(_UPSERT[name], params)  # one statement, rows in order
             return
@@ -458,7 +523,7 @@ class Tx:
     def swap_last(self, scope: str, key: str, at: float | None) -> float | None:
         """Set the time kept for ``key`` to ``at``; return the time it held before. The
         row stays locked until the transaction ends, serialising writers of ``key``."""
-        name = self.conn.dialect.name
+        name = self.dialect
         params = {"b_scope": scope, "b_key": key, "b_at": at}
         if name in _SWAP:
             prev: float | None = self.run(_SWAP[name], params).scalar()
@@ -522,9 +587,9 @@ class Tx:
     def dev_ring(self, row: dict[str, Any], keep: int) -> None:
         """A new call on the simulated phone (``row`` names its owner: the user whose
         verification placed it); only about the newest ``keep`` stay."""
-        seq = int(self.run(_DEV_RING, row).scalar_one())
-        if seq % TRIM_EVERY == 0:
-            self.conn.execute(_DEV_TRIM, {"b_seq": seq - keep})
+        self.insert_later(_DEV_RING, [row])
+        if secrets.randbelow(TRIM_EVERY) == 0:
+            self.conn.execute(_DEV_TRIM, {"b_keep": keep})
 
     def dev_calls(
         self, count: int, number: str | None = None, owner: str | None = None
@@ -660,7 +725,7 @@ class Tx:
 
     def _insert_once(self, table: Table, values: dict[str, Any]) -> bool:
         """Insert the row unless its key exists; True when this call inserted it."""
-        name = self.conn.dialect.name
+        name = self.dialect
         if name in ("sqlite", "postgresql"):
             dialect_insert = sqlite.insert if name == "sqlite" else postgresql.insert
             stmt = dialect_insert(table).values(values).on_conflict_do_nothing()
@@ -842,6 +907,7 @@ class Store:
                     # its statement is its own transaction: no second write may follow it
                     tx = Tx(conn, one_write=one_write and conn.dialect.name == "postgresql")
                     result = step(tx)
+                    tx.flush()
             except DBAPIError as e:
                 if attempt == 2 or not e.connection_invalidated:
                     raise
