@@ -259,3 +259,40 @@ def test_a_write_one_step_on_postgresql_is_its_statements_own_transaction(
         assert got.claimed_at == (None if postgres else 3000.0)
     finally:
         store.close()
+
+
+def test_rows_inserted_later_are_seen_by_the_step_and_gone_with_its_rollback(
+    new_database: Callable[[], str],
+) -> None:
+    """On PostgreSQL a step's inserts wait for its next statement: the step still reads
+    what it wrote, events keep the order they were recorded in, a statement on other
+    tables carries them, and a step that fails leaves none of them."""
+    store = Store(uri=new_database())
+    seen: dict[str, Any] = {}
+
+    def write(tx: Tx) -> None:
+        tx.record({"kind": "first", "at": 1.0, "verification_id": "v1"})
+        tx.add(_verification("v1", "c1"))
+        tx.record({"kind": "second", "at": 1.0, "verification_id": "v1"})
+        seen["swapped"] = tx.swap_last("last_call", "n1", 5.0)  # counters: carries them
+        seen["got"] = tx.get("v1")
+        seen["events"] = [e["kind"] for e in tx.events_of("v1")]
+
+    def fails(tx: Tx) -> None:
+        tx.add(_verification("v2", "c2"))
+        tx.record({"kind": "lost", "at": 1.0, "verification_id": "v2"})
+        tx.swap_last("last_call", "n2", 5.0)
+        raise RuntimeError("the step fails")
+
+    try:
+        store.write(write)
+        assert seen["swapped"] is None
+        assert seen["got"] is not None and seen["got"].id == "v1"
+        assert seen["events"] == ["first", "second"]
+        assert [e.kind for e in store.events("v1")] == ["first", "second"]
+        with pytest.raises(RuntimeError):
+            store.write(fails)
+        assert store.get("v2") is None and store.events("v2") == []
+        assert store.write(lambda tx: tx.swap_last("last_call", "n2", 6.0)) is None
+    finally:
+        store.close()
