@@ -274,8 +274,10 @@ def test_rows_inserted_later_are_seen_by_the_step_and_gone_with_its_rollback(
         tx.record({"kind": "first", "at": 1.0, "verification_id": "v1"})
         tx.add(_verification("v1", "c1"))
         tx.record({"kind": "second", "at": 1.0, "verification_id": "v1"})
-        seen["swapped"] = tx.swap_last("last_call", "n1", 5.0)  # counters: carries them
-        seen["got"] = tx.get("v1")
+        seen["got"] = tx.get("v1")  # reads their table: written first
+        tx.add(_verification("v3", "c3"))
+        tx.record({"kind": "third", "at": 1.0, "verification_id": "v1"})
+        seen["swapped"] = tx.swap_last("last_call", "n1", 5.0)  # other tables: carries them
         seen["events"] = [e["kind"] for e in tx.events_of("v1")]
 
     def fails(tx: Tx) -> None:
@@ -288,8 +290,9 @@ def test_rows_inserted_later_are_seen_by_the_step_and_gone_with_its_rollback(
         store.write(write)
         assert seen["swapped"] is None
         assert seen["got"] is not None and seen["got"].id == "v1"
-        assert seen["events"] == ["first", "second"]
-        assert [e.kind for e in store.events("v1")] == ["first", "second"]
+        assert seen["events"] == ["first", "second", "third"]
+        assert [e.kind for e in store.events("v1")] == ["first", "second", "third"]
+        assert store.get("v3") is not None
         with pytest.raises(RuntimeError):
             store.write(fails)
         assert store.get("v2") is None and store.events("v2") == []
