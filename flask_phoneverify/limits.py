@@ -115,14 +115,15 @@ class Limits:
         transaction then rolls the count back). With ``check_failures``, a user with too
         many wrong PINs in the last hour is refused first. ``enrol``: a number typed by the
         user, counted on the enrolment budgets and cool-down."""
-        last = tx.swap_last(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now)
         budgets = self._budgets(user_id, phone, ip, enrol)
         minute = minute_of(now)
-        # Each budget's anchor row (minute 0, never inside a window) is locked first, in
-        # one order, so starts in different minutes serialise too; then the minute rows.
-        tx.bump(
+        # One statement locks the rows in order: the number's cool-down row, then each
+        # budget's anchor row (minute 0, never inside a window), so starts in different
+        # minutes serialise too, then the minute rows.
+        last = tx.bump(
             [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
-            + [(scope, key, minute, 1) for scope, key, _, _ in budgets]
+            + [(scope, key, minute, 1) for scope, key, _, _ in budgets],
+            swap=(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now),
         )
         keys = [(scope, key) for scope, key, _, _ in budgets]
         if check_failures:

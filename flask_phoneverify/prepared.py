@@ -107,18 +107,22 @@ def row_params(
 
 @functools.lru_cache(maxsize=256)
 def after_inserts(
-    main: Prepared, inserts: tuple[tuple[Prepared, tuple[str, ...], int], ...]
+    main: Prepared,
+    shape: tuple[tuple[str, ...], int] | None,
+    inserts: tuple[tuple[Prepared, tuple[str, ...], int], ...],
 ) -> Prepared:
-    """PostgreSQL: ``main`` and, before it in its WITH clause, ``inserts`` (keyed INSERTs:
-    each with its columns and row count, parameters prefixed ``w0_``, ``w1_``...), as one
-    statement: one round trip instead of one per statement. The server runs every
-    data-modifying WITH clause to completion, but ``main`` does not see their rows, so
-    it must not touch their tables."""
+    """PostgreSQL: ``main`` (a keyed INSERT: of ``shape``'s columns and row count, as
+    :meth:`Prepared.of_rows` names them) and, before it in its WITH clause, ``inserts``
+    (keyed INSERTs: each with its columns and row count, parameters prefixed ``w0_``,
+    ``w1_``...), as one statement: one round trip instead of one per statement. The
+    server runs every data-modifying WITH clause to completion, but ``main`` does not
+    see their rows, so it must not touch their tables."""
     ctes = [
         insert.of_rows(keys, count, f"w{j}_").cte(f"w{j}")
         for j, (insert, keys, count) in enumerate(inserts)
     ]
-    return Prepared(main.stmt.add_cte(*ctes))
+    stmt = main.of_rows(*shape) if shape is not None else main.stmt
+    return Prepared(stmt.add_cte(*ctes))
 
 
 class _Compiled:

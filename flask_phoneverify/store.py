@@ -165,16 +165,30 @@ def _counts(pairs: int) -> Any:
     )
 
 
-def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
-    """The counters' upserts, for the dialects that have them."""
+def _upserts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The counters' upserts, for the dialects that have them: add to counts; swap a kept
+    time; both in one statement (rows with a time set it and answer the one before)."""
     bump: dict[str, Any] = {}
     swap: dict[str, Any] = {}
+    both: dict[str, Any] = {}
     for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         stmt = dialect_insert(C)
         bump[name] = Prepared(
             stmt.on_conflict_do_update(
                 index_elements=["scope", "key", "minute"], set_={"n": C.c.n + stmt.excluded.n}
             ),
+            keyed=True,
+        )
+        given = stmt.excluded.last_at
+        both[name] = Prepared(
+            stmt.on_conflict_do_update(
+                index_elements=["scope", "key", "minute"],
+                set_={
+                    "n": C.c.n + stmt.excluded.n,
+                    "last_at": func.coalesce(given, C.c.last_at),
+                    "prev_at": case((given.is_not(None), C.c.last_at), else_=C.c.prev_at),
+                },
+            ).returning(C.c.scope, C.c.key, C.c.prev_at),
             keyed=True,
         )
         swap[name] = Prepared(
@@ -192,10 +206,10 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
             )
             .returning(C.c.prev_at)
         )
-    return bump, swap
+    return bump, swap, both
 
 
-_UPSERT, _SWAP = _upserts()
+_UPSERT, _SWAP, _UPSERT_SWAP = _upserts()
 _NEWER = D.alias("newer")
 _DEV_CALLS = (
     select(
@@ -322,16 +336,21 @@ class Tx:
         if not self._waiting:
             return execute(self._conn, prepared, params)
         waiting = self._waiting
-        if prepared.keyed or any(prepared.tables & insert.tables for insert, _ in waiting):
+        if any(prepared.tables & insert.tables for insert, _ in waiting):
             self.flush()
             return execute(self._conn, prepared, params)
-        assert isinstance(params, dict)
         self._waiting = {}
         inserts = tuple((insert, keys, len(rows)) for (insert, keys), rows in waiting.items())
+        shape = None
+        if prepared.keyed:  # its rows as a statement of their own (Prepared.of_rows)
+            sets = params if isinstance(params, list) else [params]
+            shape = (tuple(sets[0]), len(sets))
+            params = row_params(sets, shape[0])
+        assert isinstance(params, dict)
         params = dict(params)
         for j, ((_, keys), rows) in enumerate(waiting.items()):
             params.update(row_params(rows, keys, f"w{j}_"))
-        return execute(self._conn, after_inserts(prepared, inserts), params)
+        return execute(self._conn, after_inserts(prepared, shape, inserts), params)
 
     def insert_later(self, prepared: Prepared, rows: list[dict[str, Any]]) -> None:
         """Insert ``rows`` (a keyed INSERT's, all with the same columns) with the step's
@@ -358,7 +377,7 @@ class Tx:
         params: dict[str, Any] = {}
         for j, ((_, keys), rows) in enumerate(waiting.items()):
             params.update(row_params(rows, keys, f"w{j}_"))
-        execute(self._conn, after_inserts(_NOTHING, inserts), params)
+        execute(self._conn, after_inserts(_NOTHING, None, inserts), params)
 
     def _writing(self) -> None:
         if self._one_write:
@@ -490,21 +509,34 @@ class Tx:
         )
 
     # -- counters -----------------------------------------------------------------
-    def bump(self, rows: list[tuple[str, str, int, int]]) -> None:
+    def bump(
+        self, rows: list[tuple[str, str, int, int]], *, swap: tuple[str, str, float] | None = None
+    ) -> float | None:
         """Add to each (scope, key, minute)'s count, creating the rows, in the given
-        order (the order their row locks are taken in)."""
+        order (the order their row locks are taken in). ``swap``: (scope, key, at) for
+        :meth:`swap_last`, done first in the same statement; its answer is returned."""
         merged: dict[tuple[str, str, int], int] = {}
         for s, k, m, by in rows:  # one row may appear once in an upsert on PostgreSQL
             merged[(s, k, m)] = merged.get((s, k, m), 0) + by
         params = [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
         name = self.dialect
+        if swap is not None and name in _UPSERT_SWAP:
+            scope, key, at = swap
+            first = {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}
+            params = [first] + [{**p, "last_at": None} for p in params]
+            for row in self.run(_UPSERT_SWAP[name], params):  # one statement, rows in order
+                if (row[0], row[1]) == (scope, key):
+                    return row[2]  # type: ignore[no-any-return]
+            raise AssertionError("the swapped row answers")  # pragma: no cover
+        previous = self.swap_last(*swap) if swap is not None else None
         if name in _UPSERT:
             self.run(_UPSERT[name], params)  # one statement, rows in order
-            return
+            return previous
         for p in params:
             where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
             if not self.conn.execute(update(C).where(where).values(n=C.c.n + p["n"])).rowcount:
                 self.conn.execute(insert(C).values(p))
+        return previous
 
     def counts(
         self, keys: list[tuple[str, str]], first_minute: int

@@ -91,6 +91,11 @@ def _steps(store: Store, tag: str) -> list[Any]:
         seen.append(tx.counts([("number", f"n{tag}"), ("user", f"u{tag}")], 10))
         seen.append(tx.swap_last("last_call", f"n{tag}", 900.0))
         seen.append(tx.swap_last("last_call", f"n{tag}", 1000.0))
+        both = [("number", f"m{tag}", 0, 0), ("number", f"m{tag}", 16, 1)]
+        seen.append(tx.bump(both, swap=("last_call", f"m{tag}", 700.0)))
+        seen.append(tx.bump(both, swap=("last_call", f"m{tag}", 800.0)))
+        seen.append(tx.swap_last("last_call", f"m{tag}", 900.0))  # the swap kept its time
+        seen.append(tx.counts([("number", f"m{tag}")], 0))
         row = {
             "id": f"d{tag}",
             "call_id": call_id,
@@ -147,15 +152,17 @@ def test_the_hot_statements_answer_alike_with_and_without_listeners(
         listened.close()
     assert statements, "with a listener, the statements go through SQLAlchemy"
     assert direct == through
-    counts, prev, swapped, stored, found, placed, attempt, changed, claimed, again = direct[:10]
+    counts, prev, swapped, *both = direct[:7]
+    stored, found, placed, attempt, changed, claimed, again = direct[7:14]
     assert counts == {("number", "n1"): [(16, 3)], ("user", "u1"): [(16, 3)]}
     assert (prev, swapped) == (None, 900.0)
+    assert both == [None, 700.0, 800.0, {("number", "m1"): [(0, 0), (16, 2)]}]
     assert stored == {"enrol": True, "attempts": 0, "status": "calling", "expires_at": 5000.0}
     assert stored["enrol"] is True  # a boolean, not the 1 SQLite keeps
     assert found is True and placed == "ringing" and attempt == (1, "calling")
     assert changed is True and claimed == (True, 2000.0) and claimed[0] is True
     assert again is None
-    owner, listing, one, none = direct[10:]
+    owner, listing, one, none = direct[14:]
     assert owner == "u1" and none is None
     assert listing == [
         {"id": "d1", "superseded": True, "v_status": "verified", "sealed_pin": b"\x00sealed"},
