@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 from sqlalchemy.sql.util import find_tables
 
-__all__ = ["Prepared", "execute", "after_inserts"]
+__all__ = ["Prepared", "execute", "after_inserts", "row_params"]
 
 
 def execute(
@@ -111,12 +111,12 @@ def after_inserts(
     shape: tuple[tuple[str, ...], int] | None,
     inserts: tuple[tuple[Prepared, tuple[str, ...], int], ...],
 ) -> Prepared:
-    """PostgreSQL: ``main`` (a keyed INSERT: of ``shape``'s columns and row count, as
-    :meth:`Prepared.of_rows` names them) and, before it in its WITH clause, ``inserts``
-    (keyed INSERTs: each with its columns and row count, parameters prefixed ``w0_``,
-    ``w1_``...), as one statement: one round trip instead of one per statement. The
-    server runs every data-modifying WITH clause to completion, but ``main`` does not
-    see their rows, so it must not touch their tables."""
+    """PostgreSQL: ``main`` and, before it in its WITH clause, ``inserts`` (keyed
+    INSERTs, each with its columns and row count; parameters as :func:`row_params` names
+    them, prefixed ``w0_``, ``w1_``...), as one statement: one round trip instead of one
+    per statement. ``shape``: when ``main`` is a keyed INSERT, its columns and row count
+    (:meth:`Prepared.of_rows`). The server runs every data-modifying WITH clause to
+    completion, but ``main`` does not see their rows, so it must not touch their tables."""
     ctes = [
         insert.of_rows(keys, count, f"w{j}_").cte(f"w{j}")
         for j, (insert, keys, count) in enumerate(inserts)

@@ -165,11 +165,11 @@ def _counts(pairs: int) -> Any:
     )
 
 
-def _upserts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The counters' upserts, for the dialects that have them: add to counts; swap a kept
-    time; both in one statement (rows with a time set it and answer the one before)."""
+def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The counters' upserts, for the dialects that have them: one adds to counts; the
+    other also swaps a kept time (its rows with a time set it and answer the one before,
+    the others keep theirs)."""
     bump: dict[str, Any] = {}
-    swap: dict[str, Any] = {}
     both: dict[str, Any] = {}
     for name, dialect_insert in (("sqlite", sqlite.insert), ("postgresql", postgresql.insert)):
         stmt = dialect_insert(C)
@@ -191,25 +191,10 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             ).returning(C.c.scope, C.c.key, C.c.prev_at),
             keyed=True,
         )
-        swap[name] = Prepared(
-            dialect_insert(C)
-            .values(
-                scope=bindparam("b_scope"),
-                key=bindparam("b_key"),
-                minute=0,
-                n=0,
-                last_at=bindparam("b_at"),
-            )
-            .on_conflict_do_update(
-                index_elements=["scope", "key", "minute"],
-                set_={"last_at": bindparam("b_at"), "prev_at": C.c.last_at},
-            )
-            .returning(C.c.prev_at)
-        )
-    return bump, swap, both
+    return bump, both
 
 
-_UPSERT, _SWAP, _UPSERT_SWAP = _upserts()
+_UPSERT, _UPSERT_SWAP = _upserts()
 _NEWER = D.alias("newer")
 _DEV_CALLS = (
     select(
@@ -365,19 +350,8 @@ class Tx:
 
     def flush(self) -> None:
         """Insert the rows still waiting, in one statement."""
-        if not self._waiting:
-            return
-        waiting = self._waiting
-        self._waiting = {}
-        if len(waiting) == 1:
-            ((insert, _), rows), *_ = waiting.items()
-            execute(self._conn, insert, rows)
-            return
-        inserts = tuple((insert, keys, len(rows)) for (insert, keys), rows in waiting.items())
-        params: dict[str, Any] = {}
-        for j, ((_, keys), rows) in enumerate(waiting.items()):
-            params.update(row_params(rows, keys, f"w{j}_"))
-        execute(self._conn, after_inserts(_NOTHING, None, inserts), params)
+        if self._waiting:
+            self.run(_NOTHING, {})  # it touches no table: it carries them all
 
     def _writing(self) -> None:
         if self._one_write:
@@ -520,7 +494,11 @@ class Tx:
             merged[(s, k, m)] = merged.get((s, k, m), 0) + by
         params = [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
         name = self.dialect
-        if swap is not None and name in _UPSERT_SWAP:
+        if name in _UPSERT:
+            if swap is None:
+                if params:
+                    self.run(_UPSERT[name], params)  # one statement, rows in order
+                return None
             scope, key, at = swap
             first = {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}
             params = [first] + [{**p, "last_at": None} for p in params]
@@ -528,10 +506,7 @@ class Tx:
                 if (row[0], row[1]) == (scope, key):
                     return row[2]  # type: ignore[no-any-return]
             raise AssertionError("the swapped row answers")  # pragma: no cover
-        previous = self.swap_last(*swap) if swap is not None else None
-        if name in _UPSERT:
-            self.run(_UPSERT[name], params)  # one statement, rows in order
-            return previous
+        previous = self._swap_each(*swap) if swap is not None else None
         for p in params:
             where = and_(C.c.scope == p["scope"], C.c.key == p["key"], C.c.minute == p["minute"])
             if not self.conn.execute(update(C).where(where).values(n=C.c.n + p["n"])).rowcount:
@@ -552,14 +527,13 @@ class Tx:
             out[(scope, key)].append((int(minute), int(n)))
         return out
 
-    def swap_last(self, scope: str, key: str, at: float | None) -> float | None:
+    def swap_last(self, scope: str, key: str, at: float) -> float | None:
         """Set the time kept for ``key`` to ``at``; return the time it held before. The
         row stays locked until the transaction ends, serialising writers of ``key``."""
-        name = self.dialect
-        params = {"b_scope": scope, "b_key": key, "b_at": at}
-        if name in _SWAP:
-            prev: float | None = self.run(_SWAP[name], params).scalar()
-            return prev
+        return self.bump([], swap=(scope, key, at))
+
+    def _swap_each(self, scope: str, key: str, at: float) -> float | None:
+        """:meth:`swap_last` on a database without upserts: lock, then insert or update."""
         where = and_(C.c.scope == scope, C.c.key == key, C.c.minute == 0)
         found = self.conn.execute(select(C.c.last_at).where(where).with_for_update()).first()
         if found is None:

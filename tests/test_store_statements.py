@@ -242,12 +242,14 @@ def test_a_write_one_step_on_postgresql_is_its_statements_own_transaction(
         def in_transaction(tx: Tx) -> Any:
             return tx.conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
 
-        def claim_then_look(tx: Tx) -> Any:
-            tx.change("v1", status=Status.VERIFIED.value)
-            return in_transaction(tx) if postgres else None
+        if postgres:
 
-        assert store.write_one(claim_then_look) is None  # the write already committed
-        if postgres:  # an ordinary write step holds its transaction's id after a write
+            def verify_then_look(tx: Tx) -> Any:
+                tx.change("v1", status=Status.VERIFIED.value)
+                return in_transaction(tx)
+
+            assert store.write_one(verify_then_look) is None  # the write already committed
+            # an ordinary write step holds its transaction's id after a write
             assert store.write(lambda tx: (tx.claim("v1", 2000.0), in_transaction(tx))[1])
 
         store.write(lambda tx: tx.add(_verification("v2", "c2")))
