@@ -7,6 +7,12 @@ it when nothing listens to the engine's execution events, and goes through it wh
 something does (query recorders, tests injecting faults), so listeners see every
 statement. Either way a driver error is handled by SQLAlchemy (its exception classes,
 and a dropped connection invalidated for the step's retry).
+
+On psycopg (3.2 and later) the statements are compiled with PostgreSQL's own ``$1``
+placeholders and sent through its ``RawCursor``, which passes them on as they are:
+psycopg's ordinary cursor rewrites ``%(name)s`` placeholders on every execution, and
+caches that work only for statements under 50 parameters and 4 KB, which a step's
+statement carrying its waiting inserts is not.
 """
 
 from __future__ import annotations
@@ -35,7 +41,8 @@ def execute(
     else:
         params = params[0] if isinstance(params, list) else params
         compiled = prepared.compiled(conn.dialect, params)
-    cursor = conn.connection.cursor()
+    raw = compiled.raw_cursor
+    cursor = conn.connection.cursor() if raw is None else raw(conn.connection.dbapi_connection)
     try:
         cursor.execute(compiled.sql, compiled.params(params))
         rows = compiled.rows(cursor) if compiled.described else []
@@ -55,7 +62,7 @@ class Prepared:
     def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
         self.stmt = stmt
         self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
-        #: by dialect, the columns given (a keyed INSERT's) and the number of rows
+        #: by dialect and driver, the columns given (a keyed INSERT's) and the number of rows
         self._compiled: dict[tuple[str, tuple[str, ...], int], _Compiled] = {}
         self._tables: frozenset[str] | None = None
 
@@ -69,9 +76,10 @@ class Prepared:
     def compiled(self, dialect: Any, params: dict[str, Any]) -> _Compiled:
         """The statement for one row of ``params`` on ``dialect``, compiled on first use."""
         keys = tuple(params) if self.keyed else ()
-        found = self._compiled.get((dialect.name, keys, 1))
+        index = (dialect.dialect_description, keys, 1)
+        found = self._compiled.get(index)
         if found is None:
-            found = self._compiled[(dialect.name, keys, 1)] = _Compiled(self.stmt, dialect, keys)
+            found = self._compiled[index] = _Compiled(self.stmt, dialect, keys)
         return found
 
     def rows(self, dialect: Any, sets: list[dict[str, Any]]) -> tuple[_Compiled, dict[str, Any]]:
@@ -79,7 +87,7 @@ class Prepared:
         (one execution, rows in the given order) and its parameters."""
         assert self.keyed, "only an INSERT named by its parameters takes several rows"
         keys = tuple(sets[0])
-        index = (dialect.name, keys, len(sets))
+        index = (dialect.dialect_description, keys, len(sets))
         found = self._compiled.get(index)
         if found is None:
             found = self._compiled[index] = _Compiled(self.of_rows(keys, len(sets)), dialect, ())
@@ -125,13 +133,44 @@ def after_inserts(
     return Prepared(stmt.add_cte(*ctes))
 
 
+@functools.cache
+def _native(dialect_class: Any) -> tuple[Any, Any] | None:
+    """For psycopg 3.2 and later: a dialect like ``dialect_class`` that renders
+    PostgreSQL's own ``$1`` placeholders, and psycopg's cursor that sends them as they
+    are. None for other drivers."""
+    if getattr(dialect_class, "driver", None) != "psycopg" or getattr(
+        dialect_class, "is_async", False
+    ):
+        return None
+    try:
+        from psycopg import RawCursor  # the driver is optional: imported only when used
+    except ImportError:  # psycopg 3.1
+        return None
+    return dialect_class(paramstyle="numeric_dollar"), RawCursor
+
+
 class _Compiled:
     """One :class:`Prepared` statement's SQL, parameters and row shape for one dialect."""
 
-    __slots__ = ("sql", "positions", "names", "fixed", "binders", "described", "dialect", "row")
+    __slots__ = (
+        "sql",
+        "positions",
+        "names",
+        "fixed",
+        "binders",
+        "described",
+        "dialect",
+        "row",
+        "raw_cursor",
+    )
 
     def __init__(self, stmt: Any, dialect: Any, keys: tuple[str, ...]) -> None:
-        compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+        native = _native(dialect.__class__)
+        #: the cursor class that takes the statement's placeholders as they are, if any
+        self.raw_cursor = native[1] if native else None
+        compiled = stmt.compile(
+            dialect=native[0] if native else dialect, column_keys=list(keys) if keys else None
+        )
         self.sql = str(compiled)
         binds = compiled.binds
         self.names = tuple(binds)
@@ -139,7 +178,7 @@ class _Compiled:
         self.fixed = {
             name: bind.effective_value for name, bind in binds.items() if not bind.required
         }
-        # qmark drivers take a tuple in the statement's order; pyformat ones a dict
+        # qmark and $1 placeholders take a tuple in the statement's order; pyformat a dict
         self.positions = tuple(compiled.positiontup) if compiled.positional else None
         self.binders = {}
         for name, bind in binds.items():

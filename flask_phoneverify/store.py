@@ -220,8 +220,8 @@ _OPEN_OF_SESSION = select(V).where(
     V.c.session_ref == bindparam("b_sref"), V.c.status == Status.CALLING.value
 )
 _OWNER = Prepared(select(V.c.user_id).where(V.c.call_id == bindparam("b_call_id")))
-_DEV_TRIM = delete(D).where(
-    D.c.seq <= select(func.max(D.c.seq)).scalar_subquery() - bindparam("b_keep")
+_DEV_TRIM = Prepared(
+    delete(D).where(D.c.seq <= select(func.max(D.c.seq)).scalar_subquery() - bindparam("b_keep"))
 )
 #: the counters' scope of the providers' circuit breakers
 BREAKER = "breaker"
@@ -595,7 +595,7 @@ class Tx:
         verification placed it); only about the newest ``keep`` stay."""
         self.insert_later(_DEV_RING, [row])
         if secrets.randbelow(TRIM_EVERY) == 0:
-            self.conn.execute(_DEV_TRIM, {"b_keep": keep})
+            self.run(_DEV_TRIM, {"b_keep": keep})
 
     def dev_calls(
         self, count: int, number: str | None = None, owner: str | None = None

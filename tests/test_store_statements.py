@@ -308,3 +308,33 @@ def test_rows_inserted_later_are_seen_by_the_step_and_gone_with_its_rollback(
         assert store.write(lambda tx: tx.swap_last("last_call", "n2", 6.0)) is None
     finally:
         store.close()
+
+
+def test_on_psycopg_the_statements_reach_the_server_as_compiled(
+    new_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg's ordinary cursor rewrites ``%(name)s`` placeholders on every execution,
+    and caches that only for statements under 50 parameters; the store's carry
+    PostgreSQL's own ``$1`` placeholders and go to the server as they are."""
+    uri = new_database()
+    if not uri.startswith("postgresql+psycopg"):
+        pytest.skip("psycopg only")
+    from psycopg import _queries  # the rewriting that must not run
+
+    rewritten: list[Any] = []
+    original = _queries.PostgresQuery.convert
+
+    def convert(self: Any, query: Any, params: Any) -> None:
+        rewritten.append(query)
+        original(self, query, params)
+
+    store = Store(uri=uri)
+    try:
+        assert store.engine.dialect.driver == "psycopg"  # tables made before counting
+        monkeypatch.setattr(_queries.PostgresQuery, "convert", convert)
+        monkeypatch.setattr("flask_phoneverify.store.secrets.randbelow", lambda n: 0)  # trim
+        seen = _steps(store, "1")
+    finally:
+        store.close()
+    assert rewritten == []
+    assert seen[0] == {("number", "n1"): [(16, 3)], ("user", "u1"): [(16, 3)]}
