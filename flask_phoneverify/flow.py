@@ -748,11 +748,35 @@ class Flow:
 
         Returns the verification once it is verified and taken into this session
         (which happens once); raises otherwise."""
+        now = self.clock()
         if self.style is not Style.SPOKEN:  # the phone's word: claim it in one statement
-            now = self.clock()
             claimed = self.store.write_one(lambda tx: tx.claim_own(vid, user_id, session, now))
             if claimed is not None:
                 return claimed
+        elif (typed := _typed_pin(pin)) and len(typed) <= 32:
+            # The right PIN for a call whose provider has nothing to add: one statement.
+            # Anything else (wrong, expired, a PIN hashed under an older key) is decided
+            # below, as if this had not been tried.
+            pin_hash = self.hasher.hash(vid, typed)
+            confirmed = self.store.write_one(
+                lambda tx: tx.confirm_own(
+                    vid,
+                    user_id=user_id,
+                    session=session,
+                    style=Style.SPOKEN.value,
+                    pin_hash=pin_hash,
+                    now=now,
+                    providers=self._checked_here(),
+                    kind=EventKind.CONFIRMED.value,
+                )
+            )
+            if confirmed is not None:
+                log.info(
+                    "phoneverify: verification %s confirmed for %s",
+                    confirmed.id[:8],
+                    mask(confirmed.phone),
+                )
+                return confirmed
         v = self.current(vid, user_id=user_id, session=session)
         if v.status == Status.VERIFIED:
             return self.store.write_one(lambda tx: self._claim(tx, v))
@@ -770,8 +794,7 @@ class Flow:
                 gettext("The call has not been delivered yet. Answer your phone, then try again."),
                 pending=True,
             )
-        # any keyboard's digits count as their value; anything else stays a wrong PIN
-        pin = "".join(ch for ch in ascii_digits(pin or "") if not ch.isspace() and ch != "-")
+        pin = _typed_pin(pin)
         if not pin:
             raise BadInput(gettext("Please enter the PIN from the call."))
         right = len(pin) <= 32 and self.hasher.check(v.id, pin, v.pin_hash)
@@ -808,6 +831,15 @@ class Flow:
         v = self.store.write_one(verify)
         log.info("phoneverify: verification %s confirmed for %s", v.id[:8], mask(v.phone))
         return v
+
+    def _checked_here(self) -> tuple[str, ...]:
+        """The providers whose spoken PINs are checked here alone: not polled (a poll
+        may bring news that ends the call) and with no check of their own."""
+        return tuple(
+            p.name
+            for p in self.providers
+            if not p.polled and type(p).check_code is Provider.check_code
+        )
 
     def _claim(self, tx: Tx, v: Verification) -> Verification:
         now = self.clock()
@@ -1131,6 +1163,12 @@ class Flow:
             }
             for kind in kinds
         ]
+
+
+def _typed_pin(pin: str | None) -> str:
+    """The PIN as typed, reduced to its digits: any keyboard's digits count as their
+    value, spaces and dashes are dropped, anything else stays (a wrong PIN)."""
+    return "".join(ch for ch in ascii_digits(pin or "") if not ch.isspace() and ch != "-")
 
 
 def _copy(v: Verification) -> Verification:

@@ -130,6 +130,47 @@ _CLAIM_OWN = Prepared(
     .returning(*V.c)
 )
 
+
+@functools.lru_cache(maxsize=16)
+def _confirm_own(providers: tuple[str, ...], dialect: str) -> Prepared:
+    """:meth:`Tx.confirm_own`'s statement for the providers whose spoken PINs are
+    checked here alone; on PostgreSQL with its audit event in the WITH clause (the
+    event's verification, user and number taken from the updated row)."""
+    confirmed = (
+        update(V)
+        .where(
+            V.c.id == bindparam("vid"),
+            V.c.user_id == bindparam("uid"),
+            V.c.session_ref == bindparam("sref"),
+            V.c.status == Status.CALLING.value,
+            V.c.style == bindparam("b_style"),
+            V.c.pin_hash == bindparam("b_pin_hash"),
+            V.c.expires_at > bindparam("now"),
+            V.c.provider.in_([literal(name) for name in providers]),
+        )
+        .values(
+            status=Status.VERIFIED.value,
+            verified_at=bindparam("now"),
+            claimed_at=bindparam("now"),
+            reason=None,
+        )
+        .returning(*V.c)
+    )
+    if dialect != "postgresql":
+        return Prepared(confirmed)
+    changed = confirmed.cte("changed")
+    event = select(
+        bindparam("now", type_=E.c.at.type),
+        bindparam("kind", type_=E.c.kind.type),
+        changed.c.id,
+        changed.c.user_id,
+        changed.c.phone,
+    )
+    columns = ["at", "kind", "verification_id", "user_id", "phone"]
+    recorded = insert(E).from_select(columns, event).cte("recorded")
+    return Prepared(select(changed).add_cte(recorded))
+
+
 _ADD_ATTEMPT = Prepared(
     update(V)
     .where(V.c.id == bindparam("vid"), V.c.status == Status.CALLING.value)
@@ -459,6 +500,43 @@ class Tx:
             _CLAIM_OWN, {"vid": verification_id, "uid": user_id, "sref": session, "now": now}
         ).first()
         return None if row is None else detached(row._mapping)
+
+    def confirm_own(
+        self,
+        verification_id: str,
+        *,
+        user_id: str,
+        session: str,
+        style: str,
+        pin_hash: str,
+        now: float,
+        providers: tuple[str, ...],
+        kind: str,
+    ) -> Verification | None:
+        """A typed PIN confirmed and claimed in one statement, with its audit event
+        (``kind``): the verification as confirmed, or None when it is not this user's and
+        session's, not open, not of ``style``, past its time, not of one of ``providers``,
+        or its PIN hash is not ``pin_hash``. None decides nothing: the caller looks again."""
+        if not providers:
+            return None
+        params = {
+            "vid": verification_id,
+            "uid": user_id,
+            "sref": session,
+            "b_style": style,
+            "b_pin_hash": pin_hash,
+            "now": now,
+        }
+        if self.dialect == "postgresql":
+            row = self.run(_confirm_own(providers, self.dialect), {**params, "kind": kind}).first()
+            return None if row is None else detached(row._mapping)
+        row = self.run(_confirm_own(providers, self.dialect), params).first()
+        if row is None:
+            return None
+        v = detached(row._mapping)
+        event = {"kind": kind, "at": now, "verification_id": v.id}
+        self.record({**event, "user_id": v.user_id, "phone": v.phone})
+        return v
 
     def add_attempt(self, verification_id: str, max_attempts: int) -> tuple[int, str] | None:
         """Count one wrong PIN, locking at ``max_attempts``, in one statement.

@@ -304,3 +304,61 @@ def test_the_simulated_phone_ends_a_call_whose_verification_closed(make_app: Any
     assert dev_calls(c)[-1]["state"] == "ended"
     r = post(c, f"/dev/phone/{call['id']}/hangup", token=token)
     assert r.status_code == 400 and "ended" in r.json["message"]
+
+
+def test_a_right_spoken_pin_is_confirmed_without_reading_the_verification_first(
+    make_app: Any,
+) -> None:
+    """The dev phone checks nothing itself and is not polled: the right PIN verifies in one
+    conditional update with its audit event, and the wrong one is still counted once."""
+    from sqlalchemy import event
+
+    from .helpers import events, state_of
+
+    h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=3)
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    right = dev_calls(c)[-1]["pin"]
+    statements: list[str] = []
+    engine = state_of(h).store.engine
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    wrong = "000000" if right != "000000" else "111111"
+    r = post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
+    assert r.status_code == 400 and r.json["attempts_left"] == 2
+    statements.clear()
+    r = post(c, "/confirm", {"token": body["token"], "pin": right}, token=token)
+    assert r.status_code == 200 and r.json["status"] == "verified"
+    assert not [s for s in statements if s.lstrip().upper().startswith("SELECT")], statements
+    assert [e.kind for e in events(h) if e.kind in ("confirmed", "wrong_pin")] == [
+        "wrong_pin",
+        "confirmed",
+    ]
+    assert c.get("/secret").status_code == 200
+
+
+def test_a_spoken_pin_hashed_under_the_previous_key_still_confirms(
+    make_app: Any, tmp_path: Any
+) -> None:
+    """A key rotation during a call: the PIN's hash was made under what is now in
+    SECRET_KEY_FALLBACKS, so the one-statement check misses and the full check decides."""
+    shared = f"sqlite:///{tmp_path}/rotated.sqlite3"
+    before = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_DATABASE_URI=shared)
+    c = before.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    pin = dev_calls(c)[-1]["pin"]
+    old = before.app.config["SECRET_KEY"]
+    after = make_app(
+        PHONEVERIFY_STYLE="spoken",
+        PHONEVERIFY_DATABASE_URI=shared,
+        SECRET_KEY="a-new-key-after-rotation-0123456789",
+        SECRET_KEY_FALLBACKS=[old],
+    )
+    c2 = after.client()
+    with c.session_transaction() as s:
+        kept = dict(s)
+    with c2.session_transaction() as s:
+        s.update(kept)
+    r = post(c2, "/confirm", {"token": body["token"], "pin": pin}, token=token)
+    assert r.status_code == 200 and r.json["status"] == "verified", r.json

@@ -338,3 +338,51 @@ def test_on_psycopg_the_statements_reach_the_server_as_compiled(
         store.close()
     assert rewritten == []
     assert seen[0] == {("number", "n1"): [(16, 3)], ("user", "u1"): [(16, 3)]}
+
+
+@pytest.mark.parametrize("listened", [False, True], ids=["direct", "listened"])
+def test_a_typed_pin_is_confirmed_in_one_statement_only_when_everything_matches(
+    new_database: Callable[[], str], listened: bool
+) -> None:
+    """``confirm_own``: this user's and session's open call of the style, in time, of one
+    of the providers, with the PIN's hash; verified and claimed with its audit event, once.
+    On PostgreSQL the event travels in the update's own statement (a write_one step)."""
+    store = Store(uri=new_database())
+    v = _verification("v1", "c1")
+    v.style = "spoken"
+    right: dict[str, Any] = {
+        "user_id": "u1",
+        "session": "s1",
+        "style": "spoken",
+        "pin_hash": "h" * 64,
+        "now": 2000.0,
+        "providers": ("dev",),
+        "kind": "confirmed",
+    }
+    if listened:
+        event.listen(store.engine, "before_cursor_execute", lambda *a: None)
+    try:
+        store.write(lambda tx: tx.add(v))
+        for other in (
+            {"user_id": "u2"},
+            {"session": "s2"},
+            {"style": "keypad"},
+            {"pin_hash": "x" * 64},
+            {"now": 5000.0},  # its end
+            {"providers": ("xverify",)},
+            {"providers": ()},
+        ):
+            given = {**right, **other}
+            assert store.write_one(lambda tx: tx.confirm_own("v1", **given)) is None, other
+        assert store.events("v1") == []
+        got = store.write_one(lambda tx: tx.confirm_own("v1", **right))
+        assert got is not None and got.status == "verified" and got.enrol is True
+        assert (got.verified_at, got.claimed_at, got.reason) == (2000.0, 2000.0, None)
+        assert store.write_one(lambda tx: tx.confirm_own("v1", **right)) is None  # once
+        stored = store.get("v1")
+        assert stored is not None and stored.status == "verified"
+        assert [(e.kind, e.at, e.user_id, e.phone) for e in store.events("v1")] == [
+            ("confirmed", 2000.0, "u1", "+12015550123")
+        ]
+    finally:
+        store.close()
