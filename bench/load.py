@@ -14,7 +14,7 @@ serves a short unmeasured warm-up phase (workers import, connect and prepare the
 statements). Then each round runs one load phase on each server, back to back, the
 order alternating from round to round. In a phase, --clients threads each run whole
 verifications back to back (login, start, the dev phone's part, one status poll,
-confirm, the gated page; every client its own user and number, keep-alive
+confirm, the gated page; every client its own user, number and loopback address, keep-alive
 connections, or with --new-connections a new connection per request so that any
 worker may take it) until --seconds have passed; the phase's rate is the verifications
 completed inside the phase over its length (the clients' last ones, still running at
@@ -137,7 +137,11 @@ def phase(
 
     def client(i: int) -> None:
         limits = httpx.Limits(max_keepalive_connections=None if keepalive else 0)
-        with httpx.Client(base_url=base, timeout=30.0, limits=limits) as http:
+        # its own address on the loopback network (127.0.0.0/8), as people come from
+        # networks of their own: the per-IP budget is per client, not one shared counter
+        address = f"127.0.{1 + i // 250}.{1 + i % 250}"
+        transport = httpx.HTTPTransport(local_address=address, limits=limits)
+        with httpx.Client(base_url=base, timeout=30.0, transport=transport) as http:
             while time.monotonic() < stop_at:
                 serial[i] += 1
                 uid = i + 10_000 * serial[i]  # its own user; the number ends in i's digits
