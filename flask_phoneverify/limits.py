@@ -13,6 +13,14 @@ holds the second until it commits; on SQLite a write step holds the write lock.
 The cool-down row of a number is taken first, so simultaneous starts to one number
 are serialised there. The window slides by whole minutes: an event stops counting
 up to a minute before its hour is out.
+
+Each budget's anchor row (minute 0) counts every call ever reserved under its key.
+On PostgreSQL a start reads the windows in the statement that counts it, so they are
+as they stood before it waited for any row lock; the anchors, as the statement left
+them, say how many calls were reserved in between (each adds at most one to the
+window). When the window read plus those cannot pass the limit the call is within it;
+otherwise, near a limit or after an operator reset, the windows are read again, exactly,
+before anything is decided.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from dataclasses import dataclass
 from .errors import RateLimited
 from .i18n import N_, gettext, ngettext
 from .phone import country_of
-from .store import Tx
+from .store import Tx, Window
 
 __all__ = ["Limits", "HOUR", "reset_keys"]
 
@@ -36,7 +44,8 @@ ENROL_LAST_CALL = "enrol_last"
 WRONG_PIN = "wrong_pin"
 APP_KEY = "*"
 BRIDGE_USER = "bridge_user"
-#: the minute of a budget's anchor row: locked by every start, never counted
+#: the minute of a budget's anchor row: locked by every start; it counts every call ever
+#: reserved under its key and is never inside a window
 ANCHOR = 0
 
 #: a budget's refusal; %(wait)s is how long until a call may be asked again
@@ -120,15 +129,22 @@ class Limits:
         # One statement locks the rows in order: the number's cool-down row, then each
         # budget's anchor row (minute 0, never inside a window), so starts in different
         # minutes serialise too, then the minute rows.
-        last = tx.bump(
-            [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
-            + [(scope, key, minute, 1) for scope, key, _, _ in budgets],
-            swap=(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now),
-        )
         keys = [(scope, key) for scope, key, _, _ in budgets]
         if check_failures:
             keys.append((WRONG_PIN, user_id))
-        rows = tx.counts(keys, minute - WINDOW + 1)
+        first = minute - WINDOW + 1
+        last, window = tx.bump_and_look(
+            [(scope, key, ANCHOR, 1) for scope, key, _, _ in budgets]
+            + [(scope, key, minute, 1) for scope, key, _, _ in budgets],
+            swap=(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now),
+            keys=keys,
+            first_minute=first,
+        )
+        if not window.exact and not all(
+            _surely_within(window, (scope, key), limit) for scope, key, limit, _ in budgets
+        ):
+            window = Window(tx.counts(keys, first))
+        rows = window.rows
         if check_failures:
             wait = _over(rows[(WRONG_PIN, user_id)], self.max_failures_per_hour, now, counted=0)
             if wait is not None:
@@ -148,6 +164,8 @@ class Limits:
                 ),
                 retry_after=wait,
             ).limited("cooldown")
+        if not window.exact:
+            return  # every budget surely within its limit
         for scope, key, limit, message in budgets:
             over = _over(rows[(scope, key)], limit, now, counted=1)
             if over is not None:
@@ -165,7 +183,7 @@ class Limits:
             ("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE),
         ]
         tx.bump(
-            [(scope, key, ANCHOR, 0) for scope, key, _, _ in budgets]
+            [(scope, key, ANCHOR, 1) for scope, key, _, _ in budgets]
             + [(scope, key, minute, 1) for scope, key, _, _ in budgets]
         )
         rows = tx.counts([(scope, key) for scope, key, _, _ in budgets], minute - WINDOW + 1)
@@ -239,6 +257,18 @@ def reset_keys(
     if country is not None:
         keys.append(("country", country))
     return keys
+
+
+def _surely_within(window: Window, key: tuple[str, str], limit: int) -> bool:
+    """True when a window read before its statement's own count (and before any lock it
+    waited for) proves the key within ``limit`` with that count: the calls reserved since
+    it was read (its anchor's growth, the caller's own included) each add at most one to
+    what it read. An anchor that did not grow by the caller's own call at least (deleted
+    and made again meanwhile) proves nothing."""
+    grown = window.after.get(key, 0) - window.before.get(key, 0)
+    if grown < 1:
+        return False
+    return sum(n for _, n in window.rows[key]) + grown <= limit
 
 
 def _over(rows: list[tuple[int, int]], limit: int, now: float, *, counted: int) -> int | None:

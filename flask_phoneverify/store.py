@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -42,6 +43,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
     or_,
     select,
     text,
@@ -67,7 +69,7 @@ from .models import (
 )
 from .prepared import Prepared, after_inserts, execute, row_params
 
-__all__ = ["Store", "Tx", "detached"]
+__all__ = ["Store", "Tx", "Window", "detached"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -220,22 +222,69 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
             ),
             keyed=True,
         )
-        given = stmt.excluded.last_at
         both[name] = Prepared(
-            stmt.on_conflict_do_update(
-                index_elements=["scope", "key", "minute"],
-                set_={
-                    "n": C.c.n + stmt.excluded.n,
-                    "last_at": func.coalesce(given, C.c.last_at),
-                    "prev_at": case((given.is_not(None), C.c.last_at), else_=C.c.prev_at),
-                },
-            ).returning(C.c.scope, C.c.key, C.c.prev_at),
-            keyed=True,
+            _swapping(stmt).returning(C.c.scope, C.c.key, C.c.prev_at), keyed=True
         )
     return bump, both
 
 
+def _swapping(stmt: Any) -> Any:
+    """The counters' upsert that also swaps a kept time (see :func:`_upserts`)."""
+    given = stmt.excluded.last_at
+    return stmt.on_conflict_do_update(
+        index_elements=["scope", "key", "minute"],
+        set_={
+            "n": C.c.n + stmt.excluded.n,
+            "last_at": func.coalesce(given, C.c.last_at),
+            "prev_at": case((given.is_not(None), C.c.last_at), else_=C.c.prev_at),
+        },
+    )
+
+
 _UPSERT, _UPSERT_SWAP = _upserts()
+#: PostgreSQL: the swapping upsert answering every row it wrote (:func:`_swap_and_look`)
+_UPSERT_SWAP_ALL = Prepared(
+    _swapping(postgresql.insert(C)).returning(C.c.scope, C.c.key, C.c.minute, C.c.n, C.c.prev_at),
+    keyed=True,
+)
+_ROW_KEYS = ("scope", "key", "minute", "n", "last_at")
+
+
+@functools.lru_cache(maxsize=64)
+def _swap_and_look(count: int, pairs: int) -> Prepared:
+    """PostgreSQL: the swapping upsert of ``count`` rows and, in the same statement, the
+    rows of ``pairs`` (scope, key) pairs from the first minute on and their minute-0
+    rows, as the statement's snapshot holds them: before its own changes and before any
+    row lock it waited for. Its rows: ``seen`` 0 for a row the upsert wrote, as it left
+    it; 1 for a row read."""
+    written = _UPSERT_SWAP_ALL.of_rows(_ROW_KEYS, count).cte("written")
+    either = or_(
+        *(
+            and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
+            for i in range(pairs)
+        )
+    )
+    both = union_all(
+        select(
+            literal(0).label("seen"),
+            written.c.scope,
+            written.c.key,
+            written.c.minute,
+            written.c.n,
+            written.c.prev_at,
+        ),
+        select(
+            literal(1).label("seen"),
+            C.c.scope,
+            C.c.key,
+            C.c.minute,
+            C.c.n,
+            null().label("prev_at"),
+        ).where(either, or_(C.c.minute >= bindparam("first"), C.c.minute == 0)),
+    ).subquery("both")
+    return Prepared(select(both).order_by(both.c.seen, both.c.minute))
+
+
 _NEWER = D.alias("newer")
 _DEV_CALLS = (
     select(
@@ -316,6 +365,26 @@ def _change_recording(
     source = rows[0] if count == 1 else union_all(*rows)
     recorded = insert(E).from_select(list(keys), source).cte("recorded")
     return Prepared(select(func.count()).select_from(changed).add_cte(recorded))
+
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Window:
+    """What :meth:`Tx.bump_and_look` read of some (scope, key)s' counters.
+
+    ``rows``: each key's (minute, count) rows from the first minute on, oldest first.
+    ``exact``: read after the bump, with every row lock it took held, so they hold every
+    committed change and the bump's own. Otherwise (PostgreSQL, read by the bump's own
+    statement) they are as of the statement's start: before its own changes and before
+    any lock it waited for; ``before`` and ``after`` then hold each key's minute-0 count
+    as read that way and as the bump left it."""
+
+    rows: dict[Key, list[tuple[int, int]]]
+    exact: bool = True
+    before: dict[Key, int] = field(default_factory=dict)
+    after: dict[Key, int] = field(default_factory=dict)
 
 
 def _event_rows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -605,6 +674,52 @@ class Tx:
             out[(scope, key)].append((int(minute), int(n)))
         return out
 
+    def bump_and_look(
+        self,
+        rows: list[tuple[str, str, int, int]],
+        *,
+        swap: tuple[str, str, float],
+        keys: list[Key],
+        first_minute: int,
+    ) -> tuple[float | None, Window]:
+        """:meth:`bump` with ``swap``, and the :class:`Window` of ``keys`` from
+        ``first_minute`` on: on PostgreSQL read in the bump's own statement (one round trip
+        instead of two, and no second one while its row locks are held), elsewhere read
+        after it (exact)."""
+        if self.dialect != "postgresql":
+            kept = self.bump(rows, swap=swap)
+            return kept, Window(self.counts(keys, first_minute))
+        merged: dict[tuple[str, str, int], int] = {}
+        for s, k, m, by in rows:  # one row may appear once in an upsert
+            merged[(s, k, m)] = merged.get((s, k, m), 0) + by
+        scope, key, at = swap
+        sets = [{"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}]
+        sets += [
+            {"scope": s, "key": k, "minute": m, "n": by, "last_at": None}
+            for (s, k, m), by in merged.items()
+        ]
+        params: dict[str, Any] = row_params(sets, _ROW_KEYS)
+        params["first"] = first_minute
+        for i, (s, k) in enumerate(keys):
+            params[f"s{i}"], params[f"k{i}"] = s, k
+        window: dict[Key, list[tuple[int, int]]] = {pair: [] for pair in keys}
+        before: dict[Key, int] = {}
+        after: dict[Key, int] = {}
+        previous: float | None = None
+        for seen, s, k, minute, n, prev_at in self.run(
+            _swap_and_look(len(sets), len(keys)), params
+        ):
+            if not seen:
+                if (s, k) == (scope, key) and minute == 0:
+                    previous = prev_at
+                elif minute == 0:
+                    after[(s, k)] = int(n)
+            elif minute == 0:
+                before[(s, k)] = int(n)
+            else:
+                window[(s, k)].append((int(minute), int(n)))
+        return previous, Window(window, exact=False, before=before, after=after)
+
     def swap_last(self, scope: str, key: str, at: float) -> float | None:
         """Set the time kept for ``key`` to ``at``; return the time it held before. The
         row stays locked until the transaction ends, serialising writers of ``key``."""
@@ -819,11 +934,15 @@ class Tx:
 
     # -- operations (the CLI) ----------------------------------------------------------
     def forget_counters(self, keys: list[tuple[str, str]]) -> int:
-        """Delete every counter row (budgets, cool-downs, wrong PINs) of these (scope, key)
-        pairs; how many went."""
+        """Delete the counts (budgets, wrong PINs) and kept times (cool-downs) of these
+        (scope, key) pairs; how many rows went. A budget's anchor (minute 0, no time kept)
+        stays: it counts every call ever reserved under its key, which a check compares
+        to tell whether others were counted while it waited (see :class:`Window`)."""
         gone = 0
         for scope, key in keys:
-            gone += self.conn.execute(delete(C).where(C.c.scope == scope, C.c.key == key)).rowcount
+            counted = or_(C.c.minute != 0, C.c.last_at.is_not(None))
+            where = and_(C.c.scope == scope, C.c.key == key, counted)
+            gone += self.conn.execute(delete(C).where(where)).rowcount
         return gone
 
     def find(self, prefix: str) -> list[Verification]:

@@ -188,3 +188,116 @@ def test_starts_on_either_side_of_a_minute_boundary_share_one_hourly_budget(
     for app in apps:
         state(app).close()
     assert sorted(results.values()) == ["limited", "placed"], results
+
+
+@pytest.mark.parametrize("counted_before", [0, 1], ids=["room-left", "last-slot-taken"])
+def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
+    database_uri: str, counted_before: int
+) -> None:
+    """On PostgreSQL a start reads its windows in the statement that counts it, so they
+    miss a start that committed while it waited for the budget's row lock; the anchor's
+    growth must make up for it. Here B reads, waits for A's lock, and goes on once A
+    commits: with room for both B places its call; with A taking the last slot B is
+    refused (the app-wide budget of 2 holds exactly)."""
+    from flask_phoneverify.limits import Limits
+    from flask_phoneverify.store import Store
+
+    limits = Limits(
+        max_failures_per_hour=100,
+        per_number=100,
+        per_user=100,
+        per_ip=100,
+        global_per_hour=2,
+        number_cooldown=0,
+        per_country=100,
+    )
+    store = Store(uri=database_uri)
+    now = 1_800_000_000.0
+
+    def reserve(user: str, number: str, tx: Any) -> None:
+        limits.reserve_call(tx, user_id=user, phone=number, ip=None, now=now)
+
+    try:
+        for i in range(counted_before):
+            store.write(lambda tx, i=i: reserve(f"old{i}", f"+1201555019{i}", tx))
+        postgres = store.engine.dialect.name == "postgresql"
+        outcome: list[str] = []
+        with store.engine.connect() as a:
+            first = a.begin()
+            if not postgres:
+                a.exec_driver_sql("BEGIN IMMEDIATE")
+            from flask_phoneverify.store import Tx
+
+            reserve("a", "+12015550181", Tx(a))  # counted, locks held, not committed
+
+            def b() -> None:
+                try:
+                    store.write(lambda tx: reserve("b", "+12015550182", tx))
+                    outcome.append("placed")
+                except RateLimited:
+                    outcome.append("limited")
+
+            waiting = threading.Thread(target=b)
+            waiting.start()
+            if postgres:
+                for _ in range(200):  # until B's statement waits for A's row lock
+                    with store.engine.connect() as look:
+                        blocked = look.exec_driver_sql(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        ).scalar()
+                    if blocked:
+                        break
+                    waiting.join(0.05)
+                assert blocked, "B never waited for A's lock"
+            else:
+                waiting.join(0.3)  # B waits for the write lock
+            first.commit()
+            waiting.join(30)
+        assert outcome == (["placed"] if counted_before == 0 else ["limited"])
+    finally:
+        store.close()
+
+
+def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
+    database_uri: str,
+) -> None:
+    """The windows come back with the statement that counts the call; they are read
+    again, exactly, only when that reading cannot prove the call within every limit."""
+    from sqlalchemy import event
+
+    from flask_phoneverify.limits import Limits
+    from flask_phoneverify.store import Store
+
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("PostgreSQL reads its windows with the count")
+    limits = Limits(
+        max_failures_per_hour=5,
+        per_number=100,
+        per_user=100,
+        per_ip=100,
+        global_per_hour=3,
+        number_cooldown=0,
+        per_country=100,
+    )
+    store = Store(uri=database_uri)
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    reads: list[int] = []
+    try:
+        for i in range(4):
+            statements.clear()
+            try:
+                store.write(
+                    lambda tx, i=i: limits.reserve_call(
+                        tx, user_id=f"u{i}", phone=f"+1201555017{i}", ip=None, now=1.8e9 + i
+                    )
+                )
+                outcome = "placed"
+            except RateLimited:
+                outcome = "limited"
+            reads.append(sum("FROM phoneverify_counters" in s for s in statements))
+            assert outcome == ("placed" if i < 3 else "limited")
+    finally:
+        store.close()
+    # up to the last slot the reading proves room; past it, it is read again and refused
+    assert reads == [1, 1, 1, 2]

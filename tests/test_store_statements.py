@@ -373,7 +373,9 @@ def test_a_typed_pin_is_confirmed_in_one_statement_only_when_everything_matches(
             {"providers": ()},
         ):
             given = {**right, **other}
-            assert store.write_one(lambda tx: tx.confirm_own("v1", **given)) is None, other
+            assert store.write_one(lambda tx, given=given: tx.confirm_own("v1", **given)) is None, (
+                other
+            )
         assert store.events("v1") == []
         got = store.write_one(lambda tx: tx.confirm_own("v1", **right))
         assert got is not None and got.status == "verified" and got.enrol is True
