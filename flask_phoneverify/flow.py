@@ -838,7 +838,7 @@ class Flow:
         return tuple(
             p.name
             for p in self.providers
-            if not p.polled and type(p).check_code is Provider.check_code
+            if not p.polled and getattr(p.check_code, "__func__", None) is Provider.check_code
         )
 
     def _claim(self, tx: Tx, v: Verification) -> Verification:

@@ -14,13 +14,15 @@ The cool-down row of a number is taken first, so simultaneous starts to one numb
 are serialised there. The window slides by whole minutes: an event stops counting
 up to a minute before its hour is out.
 
-Each budget's anchor row (minute 0) counts every call ever reserved under its key.
-On PostgreSQL a start reads the windows in the statement that counts it, so they are
-as they stood before it waited for any row lock; the anchors, as the statement left
-them, say how many calls were reserved in between (each adds at most one to the
-window). When the window read plus those cannot pass the limit the call is within it;
-otherwise, near a limit or after an operator reset, the windows are read again, exactly,
-before anything is decided.
+Each budget's anchor row (minute 0) counts every call ever reserved under its key, and
+a user's wrong-PIN anchor every wrong PIN. On PostgreSQL a start reads the windows in
+the statement that counts it, so they are as they stood before it waited for any row
+lock; the anchors, as the statement left them, say how many calls were reserved in
+between (each adds at most one to the window) and whether a wrong PIN was counted.
+When the window read plus those calls cannot pass the limit and no wrong PIN came in,
+the call is within every limit; otherwise (near a limit, a wrong PIN meanwhile, an
+anchor that did not grow) the windows are read again, exactly, before anything is
+decided.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ class Limits:
         reached PHONEVERIFY_MAX_FAILURES_PER_HOUR (checked at every wrong PIN, so opening
         several verifications first buys no extra tries)."""
         minute = minute_of(now)
-        tx.bump([(WRONG_PIN, user_id, minute, 1)])
+        # its anchor counts every wrong PIN, so a start that read the windows before this
+        # committed sees that it missed one (see reserve_call)
+        tx.bump([(WRONG_PIN, user_id, ANCHOR, 1), (WRONG_PIN, user_id, minute, 1)])
         rows = tx.counts([(WRONG_PIN, user_id)], minute - WINDOW + 1)[(WRONG_PIN, user_id)]
         return _over(rows, self.max_failures_per_hour, now, counted=0) is not None
 
@@ -129,19 +133,26 @@ class Limits:
         # One statement locks the rows in order: the number's cool-down row, then each
         # budget's anchor row (minute 0, never inside a window), so starts in different
         # minutes serialise too, then the minute rows.
+        # With ``check_failures`` the user's wrong-PIN anchor is taken last: a wrong PIN
+        # counted while this start waited shows as its growth, and none can be counted
+        # from then until this start commits.
         keys = [(scope, key) for scope, key, _, _ in budgets]
+        rows_to_bump = [(scope, key, ANCHOR, 1) for scope, key, _, _ in budgets]
+        rows_to_bump += [(scope, key, minute, 1) for scope, key, _, _ in budgets]
+        failures = (WRONG_PIN, user_id)
         if check_failures:
-            keys.append((WRONG_PIN, user_id))
+            keys.append(failures)
+            rows_to_bump.append((WRONG_PIN, user_id, ANCHOR, 0))
         first = minute - WINDOW + 1
         last, window = tx.bump_and_look(
-            [(scope, key, ANCHOR, 1) for scope, key, _, _ in budgets]
-            + [(scope, key, minute, 1) for scope, key, _, _ in budgets],
+            rows_to_bump,
             swap=(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now),
             keys=keys,
             first_minute=first,
         )
-        if not window.exact and not all(
-            _surely_within(window, (scope, key), limit) for scope, key, limit, _ in budgets
+        if not window.exact and not (
+            all(_surely_within(window, (scope, key), limit) for scope, key, limit, _ in budgets)
+            and window.after.get(failures, 0) == window.before.get(failures, 0)
         ):
             window = Window(tx.counts(keys, first))
         rows = window.rows
@@ -263,8 +274,11 @@ def _surely_within(window: Window, key: tuple[str, str], limit: int) -> bool:
     """True when a window read before its statement's own count (and before any lock it
     waited for) proves the key within ``limit`` with that count: the calls reserved since
     it was read (its anchor's growth, the caller's own included) each add at most one to
-    what it read. An anchor that did not grow by the caller's own call at least (deleted
-    and made again meanwhile) proves nothing."""
+    what it read. An anchor that did not grow by the caller's own call at least (an
+    operator's reset deleted it meanwhile) proves nothing. (A reset in those milliseconds
+    of an anchor that had counted exactly one call, now out of the window, and another
+    start making it again, could let one call past a budget of one: a reset is the
+    operator's choice to let the key call again.)"""
     grown = window.after.get(key, 0) - window.before.get(key, 0)
     if grown < 1:
         return False

@@ -934,15 +934,11 @@ class Tx:
 
     # -- operations (the CLI) ----------------------------------------------------------
     def forget_counters(self, keys: list[tuple[str, str]]) -> int:
-        """Delete the counts (budgets, wrong PINs) and kept times (cool-downs) of these
-        (scope, key) pairs; how many rows went. A budget's anchor (minute 0, no time kept)
-        stays: it counts every call ever reserved under its key, which a check compares
-        to tell whether others were counted while it waited (see :class:`Window`)."""
+        """Delete every counter row (budgets and their anchors, cool-downs, wrong PINs) of
+        these (scope, key) pairs; how many went."""
         gone = 0
         for scope, key in keys:
-            counted = or_(C.c.minute != 0, C.c.last_at.is_not(None))
-            where = and_(C.c.scope == scope, C.c.key == key, counted)
-            gone += self.conn.execute(delete(C).where(where)).rowcount
+            gone += self.conn.execute(delete(C).where(C.c.scope == scope, C.c.key == key)).rowcount
         return gone
 
     def find(self, prefix: str) -> list[Verification]:

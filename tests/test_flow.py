@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .helpers import Harness, csrf, dev_calls, get_json, post, press
 from .loopback import free_port
 
@@ -362,3 +364,36 @@ def test_a_spoken_pin_hashed_under_the_previous_key_still_confirms(
         s.update(kept)
     r = post(c2, "/confirm", {"token": body["token"], "pin": pin}, token=token)
     assert r.status_code == 200 and r.json["status"] == "verified", r.json
+
+
+@pytest.mark.parametrize("provider_has", ["news to poll", "its own check"])
+def test_a_provider_with_something_to_add_gets_the_full_check(
+    make_app: Any, monkeypatch: pytest.MonkeyPatch, provider_has: str
+) -> None:
+    """Only a provider that is not polled and does not check PINs itself takes the
+    one-statement confirm: a polled one is read (and asked, when due) first, and one that
+    checks PINs itself has the last word, even when it says no to the right PIN."""
+    from sqlalchemy import event
+
+    from .helpers import state_of
+
+    h = make_app(PHONEVERIFY_STYLE="spoken")
+    provider = state_of(h).flow.provider
+    if provider_has == "news to poll":
+        monkeypatch.setattr(type(provider), "polled", True)
+    else:
+        monkeypatch.setattr(provider, "check_code", lambda call, pin: False)
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    right = dev_calls(c)[-1]["pin"]
+    statements: list[str] = []
+    engine = state_of(h).store.engine
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    r = post(c, "/confirm", {"token": body["token"], "pin": right}, token=token)
+    if provider_has == "news to poll":
+        assert r.status_code == 200 and r.json["status"] == "verified"
+        assert any(s.lstrip().upper().startswith("SELECT") for s in statements)
+    else:
+        assert r.status_code == 400 and r.json["error"] == "wrong_pin"
+        assert c.get("/secret").status_code == 302

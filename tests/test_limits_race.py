@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -190,6 +191,22 @@ def test_starts_on_either_side_of_a_minute_boundary_share_one_hourly_budget(
     assert sorted(results.values()) == ["limited", "placed"], results
 
 
+def wait_for_a_waiter(store: Any, holder: Any) -> None:
+    """PostgreSQL: return once some session waits for a lock ``holder`` (a connection in
+    a transaction) holds."""
+    pid = holder.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    for _ in range(200):
+        with store.engine.connect() as look:
+            blocked = look.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE %(pid)s = ANY(pg_blocking_pids(pid))",
+                {"pid": pid},
+            ).scalar()
+        if blocked:
+            return
+        time.sleep(0.05)
+    raise AssertionError("nobody waited for the lock")
+
+
 @pytest.mark.parametrize("counted_before", [0, 1], ids=["room-left", "last-slot-taken"])
 def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
     database_uri: str, counted_before: int
@@ -240,15 +257,7 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
             waiting = threading.Thread(target=b)
             waiting.start()
             if postgres:
-                for _ in range(200):  # until B's statement waits for A's row lock
-                    with store.engine.connect() as look:
-                        blocked = look.exec_driver_sql(
-                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                        ).scalar()
-                    if blocked:
-                        break
-                    waiting.join(0.05)
-                assert blocked, "B never waited for A's lock"
+                wait_for_a_waiter(store, a)
             else:
                 waiting.join(0.3)  # B waits for the write lock
             first.commit()
@@ -301,3 +310,53 @@ def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
         store.close()
     # up to the last slot the reading proves room; past it, it is read again and refused
     assert reads == [1, 1, 1, 2]
+
+
+def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
+    database_uri: str,
+) -> None:
+    """On PostgreSQL the windows a start reads with its count are as they stood before it
+    waited; a wrong PIN that reached the hourly cap meanwhile must still refuse it (the
+    user's wrong-PIN anchor grew, so the start reads again)."""
+    from flask_phoneverify.limits import Limits
+    from flask_phoneverify.store import Store, Tx
+
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("SQLite write steps run one at a time")
+    limits = Limits(
+        max_failures_per_hour=1,
+        per_number=100,
+        per_user=100,
+        per_ip=100,
+        global_per_hour=100,
+        number_cooldown=0,
+        per_country=100,
+    )
+    store = Store(uri=database_uri)
+    now = 1_800_000_000.0
+    outcome: list[str] = []
+
+    def b() -> None:
+        try:
+            store.write(
+                lambda tx: limits.reserve_call(
+                    tx, user_id="u", phone="+12015550162", ip=None, now=now
+                )
+            )
+            outcome.append("placed")
+        except RateLimited as e:
+            outcome.append(e.limit or "limited")
+
+    try:
+        with store.engine.connect() as a:
+            first = a.begin()
+            limits.reserve_call(Tx(a), user_id="a", phone="+12015550161", ip=None, now=now)
+            waiting = threading.Thread(target=b)
+            waiting.start()
+            wait_for_a_waiter(store, a)  # B read its windows and waits for A's row lock
+            assert store.write(lambda tx: limits.count_failure(tx, "u", now))  # the cap
+            first.commit()
+            waiting.join(30)
+    finally:
+        store.close()
+    assert outcome == ["failures"]
