@@ -200,8 +200,12 @@ def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in bases}
         failures = 0
         serial = [0] * args.clients
-        for base in bases.values():
-            phase(base, args.clients, args.warmup, args.style, serial, not args.new_connections)
+        for name, base in bases.items():
+            _, _, failed, error = phase(
+                base, args.clients, args.warmup, args.style, serial, not args.new_connections
+            )
+            if failed:
+                print(f"  warm-up {name}: {failed} verifications failed, the first: {error}")
         for r in range(args.rounds):
             order = list(bases) if r % 2 == 0 else list(reversed(bases))
             for name in order:
