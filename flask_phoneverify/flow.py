@@ -771,12 +771,7 @@ class Flow:
                 )
             )
             if confirmed is not None:
-                log.info(
-                    "phoneverify: verification %s confirmed for %s",
-                    confirmed.id[:8],
-                    mask(confirmed.phone),
-                )
-                return confirmed
+                return _confirmed(confirmed)
         v = self.current(vid, user_id=user_id, session=session)
         if v.status == Status.VERIFIED:
             return self.store.write_one(lambda tx: self._claim(tx, v))
@@ -828,9 +823,7 @@ class Flow:
             v.status, v.verified_at, v.claimed_at, v.reason = Status.VERIFIED, now, now, None
             return v
 
-        v = self.store.write_one(verify)
-        log.info("phoneverify: verification %s confirmed for %s", v.id[:8], mask(v.phone))
-        return v
+        return _confirmed(self.store.write_one(verify))
 
     def _checked_here(self) -> tuple[str, ...]:
         """The providers whose spoken PINs are checked here alone: not polled (a poll
@@ -1163,6 +1156,12 @@ class Flow:
             }
             for kind in kinds
         ]
+
+
+def _confirmed(v: Verification) -> Verification:
+    """``v``, confirmed by its typed PIN, logged (its id's start and the masked number)."""
+    log.info("phoneverify: verification %s confirmed for %s", v.id[:8], mask(v.phone))
+    return v
 
 
 def _typed_pin(pin: str | None) -> str:

@@ -118,16 +118,18 @@ _CLAIM = Prepared(
     .values(claimed_at=bindparam("now"))
 )
 
+#: this verification (``vid``) of this user (``uid``) and session (``sref``), before its
+#: end (``now``): what a one-statement claim or confirm asks of the row
+_OWN_IN_TIME = (
+    V.c.id == bindparam("vid"),
+    V.c.user_id == bindparam("uid"),
+    V.c.session_ref == bindparam("sref"),
+    V.c.expires_at > bindparam("now"),
+)
+
 _CLAIM_OWN = Prepared(
     update(V)
-    .where(
-        V.c.id == bindparam("vid"),
-        V.c.user_id == bindparam("uid"),
-        V.c.session_ref == bindparam("sref"),
-        V.c.status == Status.VERIFIED.value,
-        V.c.claimed_at.is_(None),
-        V.c.expires_at > bindparam("now"),
-    )
+    .where(*_OWN_IN_TIME, V.c.status == Status.VERIFIED.value, V.c.claimed_at.is_(None))
     .values(claimed_at=bindparam("now"))
     .returning(*V.c)
 )
@@ -141,13 +143,10 @@ def _confirm_own(providers: tuple[str, ...], dialect: str) -> Prepared:
     confirmed = (
         update(V)
         .where(
-            V.c.id == bindparam("vid"),
-            V.c.user_id == bindparam("uid"),
-            V.c.session_ref == bindparam("sref"),
+            *_OWN_IN_TIME,
             V.c.status == Status.CALLING.value,
             V.c.style == bindparam("b_style"),
             V.c.pin_hash == bindparam("b_pin_hash"),
-            V.c.expires_at > bindparam("now"),
             V.c.provider.in_([literal(name) for name in providers]),
         )
         .values(
@@ -223,7 +222,8 @@ def _upserts() -> tuple[dict[str, Any], dict[str, Any]]:
             keyed=True,
         )
         both[name] = Prepared(
-            _swapping(stmt).returning(C.c.scope, C.c.key, C.c.prev_at), keyed=True
+            _swapping(stmt).returning(C.c.scope, C.c.key, C.c.minute, C.c.n, C.c.prev_at),
+            keyed=True,
         )
     return bump, both
 
@@ -241,12 +241,7 @@ def _swapping(stmt: Any) -> Any:
     )
 
 
-_UPSERT, _UPSERT_SWAP = _upserts()
-#: PostgreSQL: the swapping upsert answering every row it wrote (:func:`_swap_and_look`)
-_UPSERT_SWAP_ALL = Prepared(
-    _swapping(postgresql.insert(C)).returning(C.c.scope, C.c.key, C.c.minute, C.c.n, C.c.prev_at),
-    keyed=True,
-)
+_UPSERT, _UPSERT_SWAP = _upserts()  # the swapping one answers every row it wrote
 _ROW_KEYS = ("scope", "key", "minute", "n", "last_at")
 
 
@@ -257,7 +252,7 @@ def _swap_and_look(count: int, pairs: int) -> Prepared:
     rows, as the statement's snapshot holds them: before its own changes and before any
     row lock it waited for. Its rows: ``seen`` 0 for a row the upsert wrote, as it left
     it; 1 for a row read."""
-    written = _UPSERT_SWAP_ALL.of_rows(_ROW_KEYS, count).cte("written")
+    written = _UPSERT_SWAP["postgresql"].of_rows(_ROW_KEYS, count).cte("written")
     either = or_(
         *(
             and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
@@ -385,6 +380,25 @@ class Window:
     exact: bool = True
     before: dict[Key, int] = field(default_factory=dict)
     after: dict[Key, int] = field(default_factory=dict)
+
+
+def _counter_rows(
+    rows: list[tuple[str, str, int, int]], swap: tuple[str, str, float] | None = None
+) -> list[dict[str, Any]]:
+    """The counters' upsert rows for ``rows`` (scope, key, minute, count to add), a row
+    given twice merged (an upsert may touch a row once), in order; with ``swap``
+    (scope, key, at) its kept-time row comes first and every row names ``last_at``."""
+    merged: dict[tuple[str, str, int], int] = {}
+    for s, k, m, by in rows:
+        merged[(s, k, m)] = merged.get((s, k, m), 0) + by
+    if swap is None:
+        return [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
+    scope, key, at = swap
+    first = {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}
+    return [first] + [
+        {"scope": s, "key": k, "minute": m, "n": by, "last_at": None}
+        for (s, k, m), by in merged.items()
+    ]
 
 
 def _event_rows(events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -636,22 +650,17 @@ class Tx:
         """Add to each (scope, key, minute)'s count, creating the rows, in the given
         order (the order their row locks are taken in). ``swap``: (scope, key, at) for
         :meth:`swap_last`, done first in the same statement; its answer is returned."""
-        merged: dict[tuple[str, str, int], int] = {}
-        for s, k, m, by in rows:  # one row may appear once in an upsert on PostgreSQL
-            merged[(s, k, m)] = merged.get((s, k, m), 0) + by
-        params = [{"scope": s, "key": k, "minute": m, "n": by} for (s, k, m), by in merged.items()]
+        params = _counter_rows(rows)
         name = self.dialect
         if name in _UPSERT:
             if swap is None:
                 if params:
                     self.run(_UPSERT[name], params)  # one statement, rows in order
                 return None
-            scope, key, at = swap
-            first = {"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}
-            params = [first] + [{**p, "last_at": None} for p in params]
-            for row in self.run(_UPSERT_SWAP[name], params):  # one statement, rows in order
-                if (row[0], row[1]) == (scope, key):
-                    return row[2]  # type: ignore[no-any-return]
+            sets = _counter_rows(rows, swap)
+            for row in self.run(_UPSERT_SWAP[name], sets):  # one statement, rows in order
+                if (row[0], row[1], row[2]) == (swap[0], swap[1], 0):
+                    return row[4]  # type: ignore[no-any-return]
             raise AssertionError("the swapped row answers")  # pragma: no cover
         previous = self._swap_each(*swap) if swap is not None else None
         for p in params:
@@ -689,15 +698,8 @@ class Tx:
         if self.dialect != "postgresql":
             kept = self.bump(rows, swap=swap)
             return kept, Window(self.counts(keys, first_minute))
-        merged: dict[tuple[str, str, int], int] = {}
-        for s, k, m, by in rows:  # one row may appear once in an upsert
-            merged[(s, k, m)] = merged.get((s, k, m), 0) + by
-        scope, key, at = swap
-        sets = [{"scope": scope, "key": key, "minute": 0, "n": 0, "last_at": at}]
-        sets += [
-            {"scope": s, "key": k, "minute": m, "n": by, "last_at": None}
-            for (s, k, m), by in merged.items()
-        ]
+        scope, key, _ = swap
+        sets = _counter_rows(rows, swap)
         params: dict[str, Any] = row_params(sets, _ROW_KEYS)
         params["first"] = first_minute
         for i, (s, k) in enumerate(keys):
