@@ -18,7 +18,7 @@ import httpx
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select
+from sqlalchemy import event, select
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WResponse
 
@@ -171,6 +171,14 @@ def dev_call_id(h: Harness, pending: str) -> str:
 def calls_placed(*harnesses: Harness) -> int:
     """Calls on the simulated phone of these apps (apps sharing a database share it)."""
     return len({c.id for h in harnesses for c in state_of(h).provider.calls})
+
+
+def statements_of(engine: Any) -> list[str]:
+    """The SQL of every statement ``engine`` runs from now on, in order (the listener
+    also sends the store's hot statements through SQLAlchemy, as any listener does)."""
+    seen: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
 
 
 def dev_calls(client: FlaskClient) -> list[dict[str, Any]]:

@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from .helpers import Harness, csrf, dev_calls, get_json, post, press
+from .helpers import (
+    Harness,
+    csrf,
+    dev_calls,
+    events,
+    get_json,
+    post,
+    press,
+    state_of,
+    statements_of,
+)
 from .loopback import free_port
 
 
@@ -308,23 +318,23 @@ def test_the_simulated_phone_ends_a_call_whose_verification_closed(make_app: Any
     assert r.status_code == 400 and "ended" in r.json["message"]
 
 
+def spoken_call(h: Harness) -> tuple[Any, str, dict[str, Any], str]:
+    """A spoken verification started on the dev phone: the client, its CSRF token, the
+    start's answer and the PIN the call speaks."""
+    c = h.client()
+    token = csrf(c)
+    body = post(c, "/start", token=token).json
+    return c, token, body, dev_calls(c)[-1]["pin"]
+
+
 def test_a_right_spoken_pin_is_confirmed_without_reading_the_verification_first(
     make_app: Any,
 ) -> None:
     """The dev phone checks nothing itself and is not polled: the right PIN verifies in one
     conditional update with its audit event, and the wrong one is still counted once."""
-    from sqlalchemy import event
-
-    from .helpers import events, state_of
-
     h = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_MAX_ATTEMPTS=3)
-    c = h.client()
-    token = csrf(c)
-    body = post(c, "/start", token=token).json
-    right = dev_calls(c)[-1]["pin"]
-    statements: list[str] = []
-    engine = state_of(h).store.engine
-    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    c, token, body, right = spoken_call(h)
+    statements = statements_of(state_of(h).store.engine)
     wrong = "000000" if right != "000000" else "111111"
     r = post(c, "/confirm", {"token": body["token"], "pin": wrong}, token=token)
     assert r.status_code == 400 and r.json["attempts_left"] == 2
@@ -373,23 +383,14 @@ def test_a_provider_with_something_to_add_gets_the_full_check(
     """Only a provider that is not polled and does not check PINs itself takes the
     one-statement confirm: a polled one is read (and asked, when due) first, and one that
     checks PINs itself has the last word, even when it says no to the right PIN."""
-    from sqlalchemy import event
-
-    from .helpers import state_of
-
     h = make_app(PHONEVERIFY_STYLE="spoken")
     provider = state_of(h).flow.provider
     if provider_has == "news to poll":
         monkeypatch.setattr(type(provider), "polled", True)
     else:
         monkeypatch.setattr(provider, "check_code", lambda call, pin: False)
-    c = h.client()
-    token = csrf(c)
-    body = post(c, "/start", token=token).json
-    right = dev_calls(c)[-1]["pin"]
-    statements: list[str] = []
-    engine = state_of(h).store.engine
-    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    c, token, body, right = spoken_call(h)
+    statements = statements_of(state_of(h).store.engine)
     r = post(c, "/confirm", {"token": body["token"], "pin": right}, token=token)
     if provider_has == "news to poll":
         assert r.status_code == 200 and r.json["status"] == "verified"

@@ -15,10 +15,12 @@ from sqlalchemy import func, select
 
 from flask_phoneverify import PhoneVerify
 from flask_phoneverify.errors import RateLimited
+from flask_phoneverify.limits import Limits
 from flask_phoneverify.models import DevCallRow, Verification
 from flask_phoneverify.state import state
+from flask_phoneverify.store import Store, Tx
 
-from .helpers import SECRET
+from .helpers import SECRET, statements_of
 
 NUMBER = "+12015550123"
 STARTS = 6
@@ -191,6 +193,14 @@ def test_starts_on_either_side_of_a_minute_boundary_share_one_hourly_budget(
     assert sorted(results.values()) == ["limited", "placed"], results
 
 
+def generous_limits(**given: int) -> Limits:
+    """Limits of 100 an hour on every budget and failures, no cool-down, but ``given``."""
+    budgets = dict.fromkeys(
+        ("max_failures_per_hour", "per_number", "per_user", "per_ip", "global_per_hour"), 100
+    )
+    return Limits(**{**budgets, "number_cooldown": 0, "per_country": 100, **given})
+
+
 def wait_for_a_waiter(store: Any, holder: Any) -> None:
     """PostgreSQL: return once some session waits for a lock ``holder`` (a connection in
     a transaction) holds."""
@@ -216,18 +226,7 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
     growth must make up for it. Here B reads, waits for A's lock, and goes on once A
     commits: with room for both B places its call; with A taking the last slot B is
     refused (the app-wide budget of 2 holds exactly)."""
-    from flask_phoneverify.limits import Limits
-    from flask_phoneverify.store import Store
-
-    limits = Limits(
-        max_failures_per_hour=100,
-        per_number=100,
-        per_user=100,
-        per_ip=100,
-        global_per_hour=2,
-        number_cooldown=0,
-        per_country=100,
-    )
+    limits = generous_limits(global_per_hour=2)
     store = Store(uri=database_uri)
     now = 1_800_000_000.0
 
@@ -243,8 +242,6 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
             first = a.begin()
             if not postgres:
                 a.exec_driver_sql("BEGIN IMMEDIATE")
-            from flask_phoneverify.store import Tx
-
             reserve("a", "+12015550181", Tx(a))  # counted, locks held, not committed
 
             def b() -> None:
@@ -272,25 +269,11 @@ def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
 ) -> None:
     """The windows come back with the statement that counts the call; they are read
     again, exactly, only when that reading cannot prove the call within every limit."""
-    from sqlalchemy import event
-
-    from flask_phoneverify.limits import Limits
-    from flask_phoneverify.store import Store
-
     if not database_uri.startswith("postgresql"):
         pytest.skip("PostgreSQL reads its windows with the count")
-    limits = Limits(
-        max_failures_per_hour=5,
-        per_number=100,
-        per_user=100,
-        per_ip=100,
-        global_per_hour=3,
-        number_cooldown=0,
-        per_country=100,
-    )
+    limits = generous_limits(max_failures_per_hour=5, global_per_hour=3)
     store = Store(uri=database_uri)
-    statements: list[str] = []
-    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    statements = statements_of(store.engine)
     reads: list[int] = []
     try:
         for i in range(4):
@@ -318,20 +301,9 @@ def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
     """On PostgreSQL the windows a start reads with its count are as they stood before it
     waited; a wrong PIN that reached the hourly cap meanwhile must still refuse it (the
     user's wrong-PIN anchor grew, so the start reads again)."""
-    from flask_phoneverify.limits import Limits
-    from flask_phoneverify.store import Store, Tx
-
     if not database_uri.startswith("postgresql"):
         pytest.skip("SQLite write steps run one at a time")
-    limits = Limits(
-        max_failures_per_hour=1,
-        per_number=100,
-        per_user=100,
-        per_ip=100,
-        global_per_hour=100,
-        number_cooldown=0,
-        per_country=100,
-    )
+    limits = generous_limits(max_failures_per_hour=1)
     store = Store(uri=database_uri)
     now = 1_800_000_000.0
     outcome: list[str] = []
