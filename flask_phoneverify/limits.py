@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from .errors import RateLimited
 from .i18n import N_, gettext, ngettext
 from .phone import country_of
-from .store import Tx, Window
+from .store import Tx, Window, Within
 
 __all__ = ["Limits", "HOUR", "reset_keys"]
 
@@ -144,12 +144,20 @@ class Limits:
             keys.append(failures)
             rows_to_bump.append((WRONG_PIN, user_id, ANCHOR, 0))
         first = minute - WINDOW + 1
-        last, window = tx.bump_and_look(
-            rows_to_bump,
-            swap=(ENROL_LAST_CALL if enrol else LAST_CALL, phone, now),
-            keys=keys,
-            first_minute=first,
-        )
+        swap = (ENROL_LAST_CALL if enrol else LAST_CALL, phone, now)
+        if tx.single:
+            # The statement is its own transaction: it commits only when what it read
+            # proves every limit met as below; otherwise it changes nothing and the step
+            # runs again in a transaction (Recheck), where the windows are read exactly.
+            within = Within(
+                limits=tuple(limit for _, _, limit, _ in budgets),
+                failures_cap=self.max_failures_per_hour if check_failures else None,
+                now=now,
+                cooldown=self.number_cooldown,
+            )
+            tx.bump_and_look(rows_to_bump, swap=swap, keys=keys, first_minute=first, within=within)
+            return
+        last, window = tx.bump_and_look(rows_to_bump, swap=swap, keys=keys, first_minute=first)
         if not window.exact and not (
             all(_surely_within(window, (scope, key), limit) for scope, key, limit, _ in budgets)
             and window.after.get(failures, 0) == window.before.get(failures, 0)

@@ -57,11 +57,13 @@ class Prepared:
     """A statement of the hot path (built once, with bind parameters), compiled once per
     dialect and, for an INSERT that names no values, per set of columns given."""
 
-    __slots__ = ("stmt", "keyed", "_compiled", "_tables")
+    __slots__ = ("stmt", "keyed", "writes", "_compiled", "_tables")
 
-    def __init__(self, stmt: Any, *, keyed: bool = False) -> None:
+    def __init__(self, stmt: Any, *, keyed: bool = False, writes: bool = False) -> None:
         self.stmt = stmt
         self.keyed = keyed  # an INSERT whose columns are the keys of its parameters
+        #: it changes rows: a DML statement, or ``writes`` (a SELECT whose WITH clause does)
+        self.writes = writes or bool(stmt.is_dml)
         #: by dialect and driver, the columns given (a keyed INSERT's) and the number of rows
         self._compiled: dict[tuple[str, tuple[str, ...], int], _Compiled] = {}
         self._tables: frozenset[str] | None = None
@@ -130,7 +132,7 @@ def after_inserts(
         for j, (insert, keys, count) in enumerate(inserts)
     ]
     stmt = main.of_rows(*shape) if shape is not None else main.stmt
-    return Prepared(stmt.add_cte(*ctes))
+    return Prepared(stmt.add_cte(*ctes), writes=True)
 
 
 @functools.cache

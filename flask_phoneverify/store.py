@@ -20,8 +20,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,10 +32,13 @@ from typing import Any, TypeVar
 from sqlalchemy import (
     Connection,
     Engine,
+    Float,
+    Integer,
     Table,
     and_,
     bindparam,
     case,
+    cast,
     create_engine,
     delete,
     event,
@@ -51,7 +54,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 
@@ -69,7 +72,7 @@ from .models import (
 )
 from .prepared import Prepared, after_inserts, execute, row_params
 
-__all__ = ["Store", "Tx", "Window", "detached"]
+__all__ = ["Recheck", "Store", "Tx", "Window", "Within", "detached"]
 
 log = logging.getLogger("flask_phoneverify")
 
@@ -169,7 +172,7 @@ def _confirm_own(providers: tuple[str, ...], dialect: str) -> Prepared:
     )
     columns = ["at", "kind", "verification_id", "user_id", "phone"]
     recorded = insert(E).from_select(columns, event).cte("recorded")
-    return Prepared(select(changed).add_cte(recorded))
+    return Prepared(select(changed).add_cte(recorded), writes=True)
 
 
 _ADD_ATTEMPT = Prepared(
@@ -245,19 +248,33 @@ _UPSERT, _UPSERT_SWAP = _upserts()  # the swapping one answers every row it wrot
 _ROW_KEYS = ("scope", "key", "minute", "n", "last_at")
 
 
+#: what the one-statement start makes its database say when its own reading cannot prove
+#: every limit met (the statement fails, so it changed nothing; see :class:`Within`)
+RECHECK = "phoneverify: limits need a second look"
+
+
 @functools.lru_cache(maxsize=64)
-def _swap_and_look(count: int, pairs: int) -> Prepared:
+def _swap_and_look(count: int, pairs: int, within: tuple[int, bool] | None = None) -> Prepared:
     """PostgreSQL: the swapping upsert of ``count`` rows and, in the same statement, the
     rows of ``pairs`` (scope, key) pairs from the first minute on and their minute-0
     rows, as the statement's snapshot holds them: before its own changes and before any
     row lock it waited for. Its rows: ``seen`` 0 for a row the upsert wrote, as it left
-    it; 1 for a row read."""
+    it; 1 for a row read.
+
+    ``within`` (budgets, failures): the statement also proves the limits of
+    :class:`Within` from those rows, or fails with :data:`RECHECK` (see
+    :meth:`Tx.bump_and_look`)."""
     written = _UPSERT_SWAP["postgresql"].of_rows(_ROW_KEYS, count).cte("written")
     either = or_(
         *(
             and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
             for i in range(pairs)
         )
+    )
+    seen = (
+        select(C.c.scope, C.c.key, C.c.minute, C.c.n)
+        .where(either, or_(C.c.minute >= bindparam("first"), C.c.minute == 0))
+        .cte("seen")
     )
     both = union_all(
         select(
@@ -268,16 +285,50 @@ def _swap_and_look(count: int, pairs: int) -> Prepared:
             written.c.n,
             written.c.prev_at,
         ),
-        select(
-            literal(1).label("seen"),
-            C.c.scope,
-            C.c.key,
-            C.c.minute,
-            C.c.n,
-            null().label("prev_at"),
-        ).where(either, or_(C.c.minute >= bindparam("first"), C.c.minute == 0)),
+        select(literal(1).label("seen"), seen.c.scope, seen.c.key, seen.c.minute, seen.c.n, null()),
     ).subquery("both")
-    return Prepared(select(both).order_by(both.c.seen, both.c.minute))
+    stmt = select(both).order_by(both.c.seen, both.c.minute)
+    if within is not None:
+        # the server's cast of RECHECK to a number fails the statement: nothing is changed
+        proven = case((_within(written, seen, *within), "1"), else_=RECHECK)
+        stmt = stmt.where(cast(proven, Integer) == 1)
+    return Prepared(stmt, writes=True)
+
+
+def _within(written: Any, seen: Any, budgets: int, failures: bool) -> Any:
+    """The condition under which the rows of :func:`_swap_and_look` prove every limit of
+    :class:`Within` met, as :func:`~flask_phoneverify.limits.reserve_call` would judge
+    them: each budget's window plus its anchor's growth (the calls reserved since the
+    snapshot, this one included, at least one) within its limit; the wrong-PIN anchor
+    unchanged and its window under its cap; the kept time (the upsert's first row, as it
+    was after its lock) at least the cool-down old."""
+
+    def key(cte: Any, i: int) -> Any:
+        return and_(cte.c.scope == bindparam(f"s{i}"), cte.c.key == bindparam(f"k{i}"))
+
+    def grown(i: int) -> Any:
+        after = select(written.c.n).where(key(written, i), written.c.minute == 0)
+        before = select(seen.c.n).where(key(seen, i), seen.c.minute == 0)
+        return after.scalar_subquery() - func.coalesce(before.scalar_subquery(), 0)
+
+    def total(i: int) -> Any:
+        rows = select(func.coalesce(func.sum(seen.c.n), 0))
+        return rows.where(key(seen, i), seen.c.minute >= bindparam("first")).scalar_subquery()
+
+    proofs = [
+        and_(grown(i) >= 1, total(i) + grown(i) <= bindparam(f"lim{i}")) for i in range(budgets)
+    ]
+    if failures:
+        proofs.append(and_(grown(budgets) == 0, total(budgets) < bindparam(f"lim{budgets}")))
+    kept = select(written.c.prev_at).where(
+        written.c.scope == bindparam("r0_scope", type_=C.c.scope.type),
+        written.c.key == bindparam("r0_key", type_=C.c.key.type),
+        written.c.minute == 0,
+    )
+    last = kept.scalar_subquery()
+    now, cooldown = bindparam("now", type_=Float), bindparam("cooldown", type_=Float)
+    proofs.append(or_(last.is_(None), now - last >= cooldown))
+    return and_(*proofs)
 
 
 _NEWER = D.alias("newer")
@@ -326,8 +377,6 @@ _BREAKER_RESET = (
     .where(C.c.scope == BREAKER, C.c.key == bindparam("b_key"), C.c.minute == 0, C.c.n != 0)
     .values(n=0, last_at=None)
 )
-#: the simulated phone trims its oldest calls about once in this many new ones
-TRIM_EVERY = 50
 
 
 @functools.lru_cache(maxsize=64)
@@ -359,10 +408,29 @@ def _change_recording(
     ]
     source = rows[0] if count == 1 else union_all(*rows)
     recorded = insert(E).from_select(list(keys), source).cte("recorded")
-    return Prepared(select(func.count()).select_from(changed).add_cte(recorded))
+    return Prepared(select(func.count()).select_from(changed).add_cte(recorded), writes=True)
 
 
 Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Within:
+    """Limits a start's one statement proves from what it reads (see
+    :meth:`Tx.bump_and_look`): ``limits``, the hourly limit of each budget (the first keys
+    read, in order); ``failures_cap``, the wrong-PIN cap of the key after them (None: not
+    checked); the cool-down (seconds, 0 for none) of the kept time swapped at ``now``."""
+
+    limits: tuple[int, ...]
+    failures_cap: int | None
+    now: float
+    cooldown: float
+
+
+class Recheck(Exception):
+    """A step's one statement could not prove its limits met from its own reading, so it
+    failed and changed nothing: :meth:`Store.write_one` runs the step again in a
+    transaction, where the limits are read again, exactly."""
 
 
 @dataclass(frozen=True)
@@ -431,6 +499,12 @@ class Tx:
         self._waiting: dict[tuple[Prepared, tuple[str, ...]], list[dict[str, Any]]] = {}
 
     @property
+    def single(self) -> bool:
+        """This step's one writing statement is its own transaction (PostgreSQL,
+        :meth:`Store.write_one`): it commits when it ends."""
+        return self._one_write
+
+    @property
     def conn(self) -> Connection:
         """The step's connection, for statements of its own; the rows still waiting to be
         inserted are written first."""
@@ -440,13 +514,13 @@ class Tx:
     def run(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
         """Execute a :class:`Prepared` statement in this step (a list of rows to insert:
         as one multi-row INSERT)."""
-        if prepared.stmt.is_dml:
-            self._writing()
-        if not self._waiting:
-            return execute(self._conn, prepared, params)
         waiting = self._waiting
-        if any(prepared.tables & insert.tables for insert, _ in waiting):
-            self.flush()
+        if waiting and any(prepared.tables & insert.tables for insert, _ in waiting):
+            self.flush()  # a statement of its own
+            waiting = self._waiting
+        if prepared.writes or waiting:
+            self._writing()
+        if not waiting:
             return execute(self._conn, prepared, params)
         self._waiting = {}
         inserts = tuple((insert, keys, len(rows)) for (insert, keys), rows in waiting.items())
@@ -469,7 +543,6 @@ class Tx:
         if self.dialect != "postgresql":
             self.run(prepared, rows)
             return
-        self._writing()
         self._waiting.setdefault((prepared, tuple(rows[0])), []).extend(rows)
 
     def flush(self) -> None:
@@ -690,11 +763,16 @@ class Tx:
         swap: tuple[str, str, float],
         keys: list[Key],
         first_minute: int,
+        within: Within | None = None,
     ) -> tuple[float | None, Window]:
         """:meth:`bump` with ``swap``, and the :class:`Window` of ``keys`` from
         ``first_minute`` on: on PostgreSQL read in the bump's own statement (one round trip
         instead of two, and no second one while its row locks are held), elsewhere read
-        after it (exact)."""
+        after it (exact).
+
+        ``within`` (a step whose statement is its own transaction, :attr:`single`): the
+        statement commits only when its own reading proves those limits met; otherwise
+        it fails, changing nothing, and :class:`Recheck` is raised."""
         if self.dialect != "postgresql":
             kept = self.bump(rows, swap=swap)
             return kept, Window(self.counts(keys, first_minute))
@@ -704,13 +782,26 @@ class Tx:
         params["first"] = first_minute
         for i, (s, k) in enumerate(keys):
             params[f"s{i}"], params[f"k{i}"] = s, k
+        shape = None
+        if within is not None:
+            if not self.single:
+                raise RuntimeError("only a statement that is its own transaction proves limits")
+            shape = (len(within.limits), within.failures_cap is not None)
+            caps = [*within.limits, *([within.failures_cap] if shape[1] else [])]
+            params.update({f"lim{i}": cap for i, cap in enumerate(caps)})
+            params["now"] = within.now
+            params["cooldown"] = within.cooldown if within.cooldown else -math.inf
         window: dict[Key, list[tuple[int, int]]] = {pair: [] for pair in keys}
         before: dict[Key, int] = {}
         after: dict[Key, int] = {}
         previous: float | None = None
-        for seen, s, k, minute, n, prev_at in self.run(
-            _swap_and_look(len(sets), len(keys)), params
-        ):
+        try:
+            answer = self.run(_swap_and_look(len(sets), len(keys), shape), params)
+        except DataError as e:
+            if within is not None and RECHECK in str(e.orig):
+                raise Recheck() from None
+            raise
+        for seen, s, k, minute, n, prev_at in answer:
             if not seen:
                 if (s, k) == (scope, key) and minute == 0:
                     previous = prev_at
@@ -785,12 +876,14 @@ class Tx:
         owner: str | None = self.run(_OWNER, {"b_call_id": call_id}).scalar()
         return owner
 
-    def dev_ring(self, row: dict[str, Any], keep: int) -> None:
+    def dev_ring(self, row: dict[str, Any]) -> None:
         """A new call on the simulated phone (``row`` names its owner: the user whose
-        verification placed it); only about the newest ``keep`` stay."""
+        verification placed it)."""
         self.insert_later(_DEV_RING, [row])
-        if secrets.randbelow(TRIM_EVERY) == 0:
-            self.run(_DEV_TRIM, {"b_keep": keep})
+
+    def dev_trim(self, keep: int) -> None:
+        """Forget the simulated phone's calls but the newest ``keep``."""
+        self.run(_DEV_TRIM, {"b_keep": keep})
 
     def dev_calls(
         self, count: int, number: str | None = None, owner: str | None = None
@@ -1090,9 +1183,14 @@ class Store:
     def write_one(self, step: Callable[[Tx], T]) -> T:
         """Run ``step``, whose writes are one statement (reads may come before and after
         it), as :meth:`write` does; on PostgreSQL that statement is its own transaction,
-        with no BEGIN and COMMIT around it: one round trip instead of three. A second
-        writing statement is a programming error (RuntimeError)."""
-        return self._run(step, write=True, one_write=True)
+        with no BEGIN and COMMIT around it: one round trip instead of three, and its row
+        locks held only while it runs. A second writing statement is a programming error
+        (RuntimeError). A step whose statement raised :class:`Recheck` (it changed
+        nothing) runs again as :meth:`write` runs it."""
+        try:
+            return self._run(step, write=True, one_write=True)
+        except Recheck:
+            return self._run(step, write=True)
 
     def read(self, step: Callable[[Tx], T]) -> T:
         """Run ``step`` in one read-only transaction."""

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from flask_phoneverify import PhoneVerify
 from flask_phoneverify.errors import RateLimited
 from flask_phoneverify.limits import Limits
-from flask_phoneverify.models import DevCallRow, Verification
+from flask_phoneverify.models import Counter, DevCallRow, Verification
 from flask_phoneverify.state import state
 from flask_phoneverify.store import Store, Tx
 
@@ -217,9 +217,19 @@ def wait_for_a_waiter(store: Any, holder: Any) -> None:
     raise AssertionError("nobody waited for the lock")
 
 
+#: how a start's counting step runs: in a transaction, or (PostgreSQL) as one statement
+#: that is its own transaction (Store.write_one, as Flow.start runs it without a guard)
+STEPS = ["transaction", "one-statement"]
+
+
+def step_of(store: Store, kind: str) -> Any:
+    return store.write if kind == "transaction" else store.write_one
+
+
+@pytest.mark.parametrize("kind", STEPS)
 @pytest.mark.parametrize("counted_before", [0, 1], ids=["room-left", "last-slot-taken"])
 def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
-    database_uri: str, counted_before: int
+    database_uri: str, counted_before: int, kind: str
 ) -> None:
     """On PostgreSQL a start reads its windows in the statement that counts it, so they
     miss a start that committed while it waited for the budget's row lock; the anchor's
@@ -246,7 +256,7 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
 
             def b() -> None:
                 try:
-                    store.write(lambda tx: reserve("b", "+12015550182", tx))
+                    step_of(store, kind)(lambda tx: reserve("b", "+12015550182", tx))
                     outcome.append("placed")
                 except RateLimited:
                     outcome.append("limited")
@@ -264,11 +274,14 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
         store.close()
 
 
+@pytest.mark.parametrize("kind", STEPS)
 def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
-    database_uri: str,
+    database_uri: str, kind: str
 ) -> None:
     """The windows come back with the statement that counts the call; they are read
-    again, exactly, only when that reading cannot prove the call within every limit."""
+    again, exactly, only when that reading cannot prove the call within every limit
+    (as one statement: that statement fails, changing nothing, and the step runs again
+    in a transaction)."""
     if not database_uri.startswith("postgresql"):
         pytest.skip("PostgreSQL reads its windows with the count")
     limits = generous_limits(max_failures_per_hour=5, global_per_hour=3)
@@ -279,7 +292,7 @@ def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
         for i in range(4):
             statements.clear()
             try:
-                store.write(
+                step_of(store, kind)(
                     lambda tx, i=i: limits.reserve_call(
                         tx, user_id=f"u{i}", phone=f"+1201555017{i}", ip=None, now=1.8e9 + i
                     )
@@ -292,11 +305,12 @@ def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
     finally:
         store.close()
     # up to the last slot the reading proves room; past it, it is read again and refused
-    assert reads == [1, 1, 1, 2]
+    assert reads == ([1, 1, 1, 2] if kind == "transaction" else [1, 1, 1, 3])
 
 
+@pytest.mark.parametrize("kind", STEPS)
 def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
-    database_uri: str,
+    database_uri: str, kind: str
 ) -> None:
     """On PostgreSQL the windows a start reads with its count are as they stood before it
     waited; a wrong PIN that reached the hourly cap meanwhile must still refuse it (the
@@ -310,7 +324,7 @@ def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
 
     def b() -> None:
         try:
-            store.write(
+            step_of(store, kind)(
                 lambda tx: limits.reserve_call(
                     tx, user_id="u", phone="+12015550162", ip=None, now=now
                 )
@@ -332,3 +346,90 @@ def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
     finally:
         store.close()
     assert outcome == ["failures"]
+
+
+def _autocommit_of_counting(engine: Any) -> list[bool]:
+    """For each statement ``engine`` runs from now on that touches the counters: whether
+    it ran as its own transaction (the driver's autocommit)."""
+    seen: list[bool] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "phoneverify_counters" in statement:
+            seen.append(bool(conn.connection.dbapi_connection.autocommit))
+
+    event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_on_postgresql_a_start_in_one_statement_commits_alone_or_changes_nothing(
+    database_uri: str,
+) -> None:
+    """As one statement the count is its own transaction. A start that statement cannot
+    prove within the limits (in the cool-down, past the last slot) leaves every counter
+    as it was and is then decided in a transaction, as before."""
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+    limits = generous_limits(global_per_hour=2, number_cooldown=60)
+    store = Store(uri=database_uri)
+    now = 1_800_000_000.0
+
+    def start(phone: str, at: float) -> str:
+        try:
+            store.write_one(
+                lambda tx: limits.reserve_call(tx, user_id="u", phone=phone, ip=None, now=at)
+            )
+        except RateLimited as e:
+            return e.limit or "limited"
+        return "placed"
+
+    def counters() -> list[tuple[Any, ...]]:
+        with store.session() as s:
+            rows = s.execute(select(Counter.scope, Counter.key, Counter.minute, Counter.n))
+            return sorted(tuple(row) for row in rows)
+
+    try:
+        own = _autocommit_of_counting(store.engine)
+        assert start("+12015550191", now) == "placed"
+        assert own == [True]  # counted, proven and committed by one statement
+        for phone, at, refused in (
+            ("+12015550191", now + 10, "cooldown"),
+            ("+12015550192", now + 20, None),
+            ("+12015550193", now + 30, "app"),
+        ):
+            before = counters()
+            own.clear()
+            outcome = start(phone, at)
+            if refused is None:
+                assert outcome == "placed" and own == [True]
+                continue
+            assert outcome == refused
+            assert own[0] and not any(own[1:]) and len(own) >= 2  # then a transaction
+            assert counters() == before
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["no-guard", "fraud-guard"])
+def test_on_postgresql_flow_start_counts_in_one_statement_unless_a_guard_reads_more(
+    database_uri: str, guard: bool
+) -> None:
+    """Flow.start's counting step is one statement of its own on PostgreSQL; with the
+    fraud guard on, whose check reads and writes after the count, it is a transaction."""
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+    app = build(database_uri, cooldown=0, per_number=100)
+    if guard:
+        app = Flask("race-guard", instance_path="/nonexistent-instance")
+        app.config.update(
+            TESTING=True,
+            SECRET_KEY=SECRET,
+            PHONEVERIFY_DATABASE_URI=database_uri,
+            PHONEVERIFY_FRAUD_GUARD_MIN_CONVERSION=0.5,
+        )
+        PhoneVerify(app)
+    try:
+        own = _autocommit_of_counting(state(app).store.engine)
+        assert start_once(app, "u1", lambda: None) == "placed"
+        assert own and all(flag is not guard for flag in own)
+    finally:
+        state(app).close()
