@@ -74,7 +74,7 @@ from .providers.base import (
 )
 from .providers.vendor import provider_fault
 from .signals import Notifier, failure_reason
-from .store import Store, Tx, detached
+from .store import Recheck, Store, Tx, detached
 
 __all__ = [
     "Flow",
@@ -120,6 +120,10 @@ CALL_MESSAGES = {
 
 #: failure reasons a client can tell apart (``reason`` in the status answer), by message
 REASONS = {VOICEMAIL_REASON: "voicemail"}
+#: seconds a worker runs starts whose one statement needed a second look in a transaction
+NEAR_FOR = 60.0
+#: keys of those a worker remembers at most
+NEAR_KEPT = 10_000
 
 
 def reason_code(v: Verification) -> str | None:
@@ -220,6 +224,9 @@ class Flow:
         self.notify = notify or Notifier()
         self.hooks = hooks
         self.guard = guard
+        #: user, number and client address keys whose start needed a second look, and
+        #: when (this worker's hint for :meth:`_admit`)
+        self._near: dict[str, float] = {}
 
     @property
     def provider(self) -> Provider:
@@ -492,15 +499,33 @@ class Flow:
     ) -> None:
         """Run the step that counts the call; a refusal rolls it back, then is audited.
         ``single``: the step's writes are one statement, which on PostgreSQL is its own
-        transaction (one round trip, row locks held only while it runs)."""
+        transaction (one round trip, row locks held only while it runs) and commits only
+        when it proves every limit met. When it cannot (Recheck: it changed nothing) the
+        step runs again in a transaction, and for a minute this worker sends starts of
+        that user, number or client address straight there: each failed statement is an
+        error line in PostgreSQL's log, and someone at a limit would repeat it."""
+        keys = (f"user:{user_id}", f"number:{phone}") + ((f"ip:{ip}",) if ip else ())
         try:
-            if single:
-                self.store.write_one(step)
-            else:
-                self.store.write(step)
+            if single and not self._near_limit(keys):
+                try:
+                    self.store.write_one(step)
+                    return
+                except Recheck:
+                    self._note_near_limit(keys)
+            self.store.write(step)
         except RateLimited as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit=e.limit)
             raise
+
+    def _near_limit(self, keys: tuple[str, ...]) -> bool:
+        now, near = time.monotonic(), self._near
+        return any(now - near.get(key, -NEAR_FOR) < NEAR_FOR for key in keys)
+
+    def _note_near_limit(self, keys: tuple[str, ...]) -> None:
+        if len(self._near) > NEAR_KEPT:  # a hint, not state: forgetting costs a retry
+            self._near.clear()
+        now = time.monotonic()
+        self._near.update(dict.fromkeys(keys, now))
 
     def _refused(
         self,

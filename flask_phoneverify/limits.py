@@ -155,7 +155,7 @@ class Limits:
                 now=now,
                 cooldown=self.number_cooldown,
             )
-            tx.bump_and_look(rows_to_bump, swap=swap, keys=keys, first_minute=first, within=within)
+            tx.count_within(rows_to_bump, swap=swap, keys=keys, first_minute=first, within=within)
             return
         last, window = tx.bump_and_look(rows_to_bump, swap=swap, keys=keys, first_minute=first)
         if not window.exact and not (

@@ -253,29 +253,29 @@ _ROW_KEYS = ("scope", "key", "minute", "n", "last_at")
 RECHECK = "phoneverify: limits need a second look"
 
 
-@functools.lru_cache(maxsize=64)
-def _swap_and_look(count: int, pairs: int, within: tuple[int, bool] | None = None) -> Prepared:
-    """PostgreSQL: the swapping upsert of ``count`` rows and, in the same statement, the
-    rows of ``pairs`` (scope, key) pairs from the first minute on and their minute-0
-    rows, as the statement's snapshot holds them: before its own changes and before any
-    row lock it waited for. Its rows: ``seen`` 0 for a row the upsert wrote, as it left
-    it; 1 for a row read.
-
-    ``within`` (budgets, failures): the statement also proves the limits of
-    :class:`Within` from those rows, or fails with :data:`RECHECK` (see
-    :meth:`Tx.bump_and_look`)."""
-    written = _UPSERT_SWAP["postgresql"].of_rows(_ROW_KEYS, count).cte("written")
-    either = or_(
+def _either(pairs: int) -> Any:
+    """(scope, key) is one of ``pairs`` pairs given as ``s0``/``k0``, ``s1``/``k1``..."""
+    return or_(
         *(
             and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
             for i in range(pairs)
         )
     )
-    seen = (
-        select(C.c.scope, C.c.key, C.c.minute, C.c.n)
-        .where(either, or_(C.c.minute >= bindparam("first"), C.c.minute == 0))
-        .cte("seen")
-    )
+
+
+#: what a start's one statement makes its database say when its own reading cannot prove
+#: every limit met (the statement fails, so it changed nothing; see :class:`Within`)
+RECHECK = "phoneverify: limits need a second look"
+
+
+@functools.lru_cache(maxsize=64)
+def _swap_and_look(count: int, pairs: int) -> Prepared:
+    """PostgreSQL: the swapping upsert of ``count`` rows and, in the same statement, the
+    rows of ``pairs`` (scope, key) pairs from the first minute on and their minute-0
+    rows, as the statement's snapshot holds them: before its own changes and before any
+    row lock it waited for. Its rows: ``seen`` 0 for a row the upsert wrote, as it left
+    it; 1 for a row read."""
+    written = _UPSERT_SWAP["postgresql"].of_rows(_ROW_KEYS, count).cte("written")
     both = union_all(
         select(
             literal(0).label("seen"),
@@ -285,35 +285,55 @@ def _swap_and_look(count: int, pairs: int, within: tuple[int, bool] | None = Non
             written.c.n,
             written.c.prev_at,
         ),
-        select(literal(1).label("seen"), seen.c.scope, seen.c.key, seen.c.minute, seen.c.n, null()),
+        select(
+            literal(1).label("seen"),
+            C.c.scope,
+            C.c.key,
+            C.c.minute,
+            C.c.n,
+            null().label("prev_at"),
+        ).where(_either(pairs), or_(C.c.minute >= bindparam("first"), C.c.minute == 0)),
     ).subquery("both")
-    stmt = select(both).order_by(both.c.seen, both.c.minute)
-    if within is not None:
-        # the server's cast of RECHECK to a number fails the statement: nothing is changed
-        proven = case((_within(written, seen, *within), "1"), else_=RECHECK)
-        stmt = stmt.where(cast(proven, Integer) == 1)
-    return Prepared(stmt, writes=True)
+    return Prepared(select(both).order_by(both.c.seen, both.c.minute), writes=True)
 
 
-def _within(written: Any, seen: Any, budgets: int, failures: bool) -> Any:
-    """The condition under which the rows of :func:`_swap_and_look` prove every limit of
-    :class:`Within` met, as :func:`~flask_phoneverify.limits.reserve_call` would judge
-    them: each budget's window plus its anchor's growth (the calls reserved since the
-    snapshot, this one included, at least one) within its limit; the wrong-PIN anchor
+@functools.lru_cache(maxsize=64)
+def _count_within(count: int, pairs: int, budgets: int, failures: bool) -> Prepared:
+    """PostgreSQL: :func:`_swap_and_look`'s upsert and reading, judged by the server: the
+    statement answers nothing and succeeds only when that reading proves every limit of
+    :class:`Within` met, as :meth:`Limits.reserve_call` would judge it; otherwise the
+    server's cast of :data:`RECHECK` to a number fails it.
+
+    Proven: each budget's window plus its anchor's growth (the calls reserved since the
+    snapshot, this one included; at least one) within its limit; the wrong-PIN anchor
     unchanged and its window under its cap; the kept time (the upsert's first row, as it
     was after its lock) at least the cool-down old."""
+    written = _UPSERT_SWAP["postgresql"].of_rows(_ROW_KEYS, count).cte("written")
+    minute = C.c.minute
+    seen = (
+        select(
+            C.c.scope,
+            C.c.key,
+            func.coalesce(func.sum(C.c.n).filter(minute >= bindparam("first")), 0).label("total"),
+            func.coalesce(func.max(C.c.n).filter(minute == 0), 0).label("before"),
+        )
+        .where(_either(pairs), or_(minute >= bindparam("first"), minute == 0))
+        .group_by(C.c.scope, C.c.key)
+        .cte("seen")
+    )
 
-    def key(cte: Any, i: int) -> Any:
-        return and_(cte.c.scope == bindparam(f"s{i}"), cte.c.key == bindparam(f"k{i}"))
+    def of(cte: Any, column: Any, i: int, *where: Any) -> Any:
+        found = select(column).where(
+            cte.c.scope == bindparam(f"s{i}"), cte.c.key == bindparam(f"k{i}"), *where
+        )
+        return found.scalar_subquery()
 
     def grown(i: int) -> Any:
-        after = select(written.c.n).where(key(written, i), written.c.minute == 0)
-        before = select(seen.c.n).where(key(seen, i), seen.c.minute == 0)
-        return after.scalar_subquery() - func.coalesce(before.scalar_subquery(), 0)
+        after = of(written, written.c.n, i, written.c.minute == 0)
+        return after - func.coalesce(of(seen, seen.c.before, i), 0)
 
     def total(i: int) -> Any:
-        rows = select(func.coalesce(func.sum(seen.c.n), 0))
-        return rows.where(key(seen, i), seen.c.minute >= bindparam("first")).scalar_subquery()
+        return func.coalesce(of(seen, seen.c.total, i), 0)
 
     proofs = [
         and_(grown(i) >= 1, total(i) + grown(i) <= bindparam(f"lim{i}")) for i in range(budgets)
@@ -328,7 +348,8 @@ def _within(written: Any, seen: Any, budgets: int, failures: bool) -> Any:
     last = kept.scalar_subquery()
     now, cooldown = bindparam("now", type_=Float), bindparam("cooldown", type_=Float)
     proofs.append(or_(last.is_(None), now - last >= cooldown))
-    return and_(*proofs)
+    proven = case((and_(*proofs), "1"), else_=RECHECK)
+    return Prepared(select(cast(proven, Integer)).add_cte(written), writes=True)
 
 
 _NEWER = D.alias("newer")
@@ -417,7 +438,7 @@ Key = tuple[str, str]
 @dataclass(frozen=True)
 class Within:
     """Limits a start's one statement proves from what it reads (see
-    :meth:`Tx.bump_and_look`): ``limits``, the hourly limit of each budget (the first keys
+    :meth:`Tx.count_within`): ``limits``, the hourly limit of each budget (the first keys
     read, in order); ``failures_cap``, the wrong-PIN cap of the key after them (None: not
     checked); the cool-down (seconds, 0 for none) of the kept time swapped at ``now``."""
 
@@ -429,8 +450,8 @@ class Within:
 
 class Recheck(Exception):
     """A step's one statement could not prove its limits met from its own reading, so it
-    failed and changed nothing: :meth:`Store.write_one` runs the step again in a
-    transaction, where the limits are read again, exactly."""
+    failed and changed nothing: run the step again with :meth:`Store.write`, where the
+    limits are read again, exactly."""
 
 
 @dataclass(frozen=True)
@@ -763,45 +784,21 @@ class Tx:
         swap: tuple[str, str, float],
         keys: list[Key],
         first_minute: int,
-        within: Within | None = None,
     ) -> tuple[float | None, Window]:
         """:meth:`bump` with ``swap``, and the :class:`Window` of ``keys`` from
         ``first_minute`` on: on PostgreSQL read in the bump's own statement (one round trip
         instead of two, and no second one while its row locks are held), elsewhere read
-        after it (exact).
-
-        ``within`` (a step whose statement is its own transaction, :attr:`single`): the
-        statement commits only when its own reading proves those limits met; otherwise
-        it fails, changing nothing, and :class:`Recheck` is raised."""
+        after it (exact)."""
         if self.dialect != "postgresql":
             kept = self.bump(rows, swap=swap)
             return kept, Window(self.counts(keys, first_minute))
         scope, key, _ = swap
-        sets = _counter_rows(rows, swap)
-        params: dict[str, Any] = row_params(sets, _ROW_KEYS)
-        params["first"] = first_minute
-        for i, (s, k) in enumerate(keys):
-            params[f"s{i}"], params[f"k{i}"] = s, k
-        shape = None
-        if within is not None:
-            if not self.single:
-                raise RuntimeError("only a statement that is its own transaction proves limits")
-            shape = (len(within.limits), within.failures_cap is not None)
-            caps = [*within.limits, *([within.failures_cap] if shape[1] else [])]
-            params.update({f"lim{i}": cap for i, cap in enumerate(caps)})
-            params["now"] = within.now
-            params["cooldown"] = within.cooldown if within.cooldown else -math.inf
+        count, params = self._count_params(rows, swap, keys, first_minute)
         window: dict[Key, list[tuple[int, int]]] = {pair: [] for pair in keys}
         before: dict[Key, int] = {}
         after: dict[Key, int] = {}
         previous: float | None = None
-        try:
-            answer = self.run(_swap_and_look(len(sets), len(keys), shape), params)
-        except DataError as e:
-            if within is not None and RECHECK in str(e.orig):
-                raise Recheck() from None
-            raise
-        for seen, s, k, minute, n, prev_at in answer:
+        for seen, s, k, minute, n, prev_at in self.run(_swap_and_look(count, len(keys)), params):
             if not seen:
                 if (s, k) == (scope, key) and minute == 0:
                     previous = prev_at
@@ -812,6 +809,51 @@ class Tx:
             else:
                 window[(s, k)].append((int(minute), int(n)))
         return previous, Window(window, exact=False, before=before, after=after)
+
+    def count_within(
+        self,
+        rows: list[tuple[str, str, int, int]],
+        *,
+        swap: tuple[str, str, float],
+        keys: list[Key],
+        first_minute: int,
+        within: Within,
+    ) -> None:
+        """PostgreSQL, a step whose statement is its own transaction (:attr:`single`):
+        :meth:`bump_and_look`'s statement, committed only when the server proves from
+        its reading the limits ``within`` met (``keys``: each budget's, then the
+        wrong-PIN key when its cap is checked); otherwise it fails, changing nothing, and
+        :class:`Recheck` is raised."""
+        if not self.single:
+            raise RuntimeError("only a statement that is its own transaction proves limits")
+        count, params = self._count_params(rows, swap, keys, first_minute)
+        failures = within.failures_cap is not None
+        caps = [*within.limits, *([within.failures_cap] if failures else [])]
+        params.update({f"lim{i}": cap for i, cap in enumerate(caps)})
+        params["now"] = within.now
+        params["cooldown"] = within.cooldown if within.cooldown else -math.inf
+        statement = _count_within(count, len(keys), len(within.limits), failures)
+        try:
+            self.run(statement, params)
+        except DataError as e:
+            if RECHECK in str(e.orig):
+                raise Recheck() from None
+            raise
+
+    @staticmethod
+    def _count_params(
+        rows: list[tuple[str, str, int, int]],
+        swap: tuple[str, str, float],
+        keys: list[Key],
+        first_minute: int,
+    ) -> tuple[int, dict[str, Any]]:
+        """The counting statement's row count and parameters."""
+        sets = _counter_rows(rows, swap)
+        params: dict[str, Any] = row_params(sets, _ROW_KEYS)
+        params["first"] = first_minute
+        for i, (s, k) in enumerate(keys):
+            params[f"s{i}"], params[f"k{i}"] = s, k
+        return len(sets), params
 
     def swap_last(self, scope: str, key: str, at: float) -> float | None:
         """Set the time kept for ``key`` to ``at``; return the time it held before. The
@@ -1185,12 +1227,9 @@ class Store:
         it), as :meth:`write` does; on PostgreSQL that statement is its own transaction,
         with no BEGIN and COMMIT around it: one round trip instead of three, and its row
         locks held only while it runs. A second writing statement is a programming error
-        (RuntimeError). A step whose statement raised :class:`Recheck` (it changed
-        nothing) runs again as :meth:`write` runs it."""
-        try:
-            return self._run(step, write=True, one_write=True)
-        except Recheck:
-            return self._run(step, write=True)
+        (RuntimeError). A step whose statement raised :class:`Recheck` changed nothing;
+        the caller runs it again with :meth:`write`."""
+        return self._run(step, write=True, one_write=True)
 
     def read(self, step: Callable[[Tx], T]) -> T:
         """Run ``step`` in one read-only transaction."""

@@ -18,7 +18,7 @@ from flask_phoneverify.errors import RateLimited
 from flask_phoneverify.limits import Limits
 from flask_phoneverify.models import Counter, DevCallRow, Verification
 from flask_phoneverify.state import state
-from flask_phoneverify.store import Store, Tx
+from flask_phoneverify.store import Recheck, Store, Tx
 
 from .helpers import SECRET, statements_of
 
@@ -26,8 +26,9 @@ NUMBER = "+12015550123"
 STARTS = 6
 
 
-def build(uri: str, cooldown: int, per_number: int) -> Flask:
-    """One worker's app: the simulated phone, generous limits but the two under test."""
+def build(uri: str, cooldown: int, per_number: int, **config: Any) -> Flask:
+    """One worker's app: the simulated phone, generous limits but the two under test
+    (and ``config``)."""
     app = Flask("race", instance_path="/nonexistent-instance")
     app.config.update(
         TESTING=True,
@@ -37,6 +38,7 @@ def build(uri: str, cooldown: int, per_number: int) -> Flask:
         PHONEVERIFY_CALLS_PER_NUMBER_PER_HOUR=per_number,
         PHONEVERIFY_CALLS_PER_USER_PER_HOUR=100,
         PHONEVERIFY_CALLS_PER_IP_PER_HOUR=100,
+        **config,
     )
     PhoneVerify(app)
     return app
@@ -223,7 +225,18 @@ STEPS = ["transaction", "one-statement"]
 
 
 def step_of(store: Store, kind: str) -> Any:
-    return store.write if kind == "transaction" else store.write_one
+    """Run a step as ``kind``; one statement that cannot prove its limits runs again in
+    a transaction, as Flow.start does."""
+    if kind == "transaction":
+        return store.write
+
+    def one_statement(step: Any) -> Any:
+        try:
+            return store.write_one(step)
+        except Recheck:
+            return store.write(step)
+
+    return one_statement
 
 
 @pytest.mark.parametrize("kind", STEPS)
@@ -349,12 +362,12 @@ def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
 
 
 def _autocommit_of_counting(engine: Any) -> list[bool]:
-    """For each statement ``engine`` runs from now on that touches the counters: whether
-    it ran as its own transaction (the driver's autocommit)."""
+    """For each statement ``engine`` runs from now on that counts a call: whether it ran
+    as its own transaction (the driver's autocommit)."""
     seen: list[bool] = []
 
     def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "phoneverify_counters" in statement:
+        if "INSERT INTO phoneverify_counters" in statement:
             seen.append(bool(conn.connection.dbapi_connection.autocommit))
 
     event.listen(engine, "before_cursor_execute", record)
@@ -375,7 +388,7 @@ def test_on_postgresql_a_start_in_one_statement_commits_alone_or_changes_nothing
 
     def start(phone: str, at: float) -> str:
         try:
-            store.write_one(
+            step_of(store, "one-statement")(
                 lambda tx: limits.reserve_call(tx, user_id="u", phone=phone, ip=None, now=at)
             )
         except RateLimited as e:
@@ -417,19 +430,35 @@ def test_on_postgresql_flow_start_counts_in_one_statement_unless_a_guard_reads_m
     fraud guard on, whose check reads and writes after the count, it is a transaction."""
     if not database_uri.startswith("postgresql"):
         pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
-    app = build(database_uri, cooldown=0, per_number=100)
-    if guard:
-        app = Flask("race-guard", instance_path="/nonexistent-instance")
-        app.config.update(
-            TESTING=True,
-            SECRET_KEY=SECRET,
-            PHONEVERIFY_DATABASE_URI=database_uri,
-            PHONEVERIFY_FRAUD_GUARD_MIN_CONVERSION=0.5,
-        )
-        PhoneVerify(app)
+    guarded = {"PHONEVERIFY_FRAUD_GUARD_MIN_CONVERSION": 0.5} if guard else {}
+    app = build(database_uri, cooldown=0, per_number=100, **guarded)
     try:
         own = _autocommit_of_counting(state(app).store.engine)
         assert start_once(app, "u1", lambda: None) == "placed"
         assert own and all(flag is not guard for flag in own)
+    finally:
+        state(app).close()
+
+
+def test_on_postgresql_a_worker_sends_starts_near_a_limit_straight_to_a_transaction(
+    database_uri: str,
+) -> None:
+    """A start in the number's cool-down fails its one statement and is refused by the
+    transaction after it; the same worker's next start to that number within the minute
+    goes to a transaction at once (each failed statement is an error line in
+    PostgreSQL's log, and a caller at a limit would repeat it)."""
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+    app = build(database_uri, cooldown=600, per_number=100)
+    try:
+        own = _autocommit_of_counting(state(app).store.engine)
+        assert start_once(app, "u1", lambda: None) == "placed"
+        assert own == [True]
+        own.clear()
+        assert start_once(app, "u2", lambda: None) == "limited"
+        assert own[0] and own[1:] and not any(own[1:])
+        own.clear()
+        assert start_once(app, "u3", lambda: None) == "limited"
+        assert own and not any(own)
     finally:
         state(app).close()
