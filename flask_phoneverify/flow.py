@@ -224,9 +224,9 @@ class Flow:
         self.notify = notify or Notifier()
         self.hooks = hooks
         self.guard = guard
-        #: user, number and client address keys whose start needed a second look, and
-        #: when (this worker's hint for :meth:`_admit`)
-        self._near: dict[str, float] = {}
+        #: the limits' (scope, key)s a start's one statement could not prove, and when
+        #: (this worker's hint for :meth:`_admit`)
+        self._near: dict[tuple[str, str], float] = {}
 
     @property
     def provider(self) -> Provider:
@@ -301,6 +301,9 @@ class Flow:
         )
 
         def admit(tx: Tx) -> None:
+            # as new each time: the store runs a step again after a lost connection or a
+            # Recheck, and the first provider may differ then
+            v.provider_ref, v.call = None, CallState.QUEUED.value
             candidates[:] = self._candidates(phone, tx)
             first = v.provider = candidates[0].name
             kinds = [EventKind.STARTED, EventKind.CALL]
@@ -314,7 +317,8 @@ class Flow:
             tx.after_commit(lambda: self.notify.started(v))
 
         # With no fraud guard to consult, its writes are one statement (see _admit).
-        self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now, single=self.guard is None)
+        single = self.guard is None and self.store.proves_limits
+        self._admit(admit, user_id=user_id, phone=phone, ip=ip, now=now, single=single, enrol=enrol)
         if candidates[0].in_store:
             self._rang(v, candidates[0], pin, callback_url)
             return Started(v, pin)
@@ -365,6 +369,8 @@ class Flow:
             setattr(v, name, value)
 
         def admit(tx: Tx) -> None:
+            v.provider_ref, v.call = None, CallState.QUEUED.value  # as new each time
+            values.update(provider_ref=None, call=CallState.QUEUED.value)
             candidates[:] = self._candidates(v.phone, tx)
             first = values["provider"] = v.provider = candidates[0].name
             kinds = [EventKind.RESENT, EventKind.CALL]
@@ -496,32 +502,34 @@ class Flow:
         ip: str | None,
         now: float,
         single: bool = False,
+        enrol: bool = False,
     ) -> None:
         """Run the step that counts the call; a refusal rolls it back, then is audited.
         ``single``: the step's writes are one statement, which on PostgreSQL is its own
         transaction (one round trip, row locks held only while it runs) and commits only
         when it proves every limit met. When it cannot (Recheck: it changed nothing) the
-        step runs again in a transaction, and for a minute this worker sends starts of
-        that user, number or client address straight there: each failed statement is an
-        error line in PostgreSQL's log, and someone at a limit would repeat it."""
-        keys = (f"user:{user_id}", f"number:{phone}") + ((f"ip:{ip}",) if ip else ())
+        step runs again in a transaction, and for a minute this worker sends starts
+        judged on the limits it could not prove straight there: each failed statement is
+        an error line in PostgreSQL's log, and someone at a limit would repeat it."""
         try:
-            if single and not self._near_limit(keys):
-                try:
-                    self.store.write_one(step)
-                    return
-                except Recheck:
-                    self._note_near_limit(keys)
+            if single:
+                judged = self.limits.keys_of(user_id=user_id, phone=phone, ip=ip, enrol=enrol)
+                if not self._near_limit(judged):
+                    try:
+                        self.store.write_one(step)
+                        return
+                    except Recheck as e:
+                        self._note_near_limit(e.keys)
             self.store.write(step)
         except RateLimited as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit=e.limit)
             raise
 
-    def _near_limit(self, keys: tuple[str, ...]) -> bool:
+    def _near_limit(self, keys: list[tuple[str, str]]) -> bool:
         now, near = time.monotonic(), self._near
         return any(now - near.get(key, -NEAR_FOR) < NEAR_FOR for key in keys)
 
-    def _note_near_limit(self, keys: tuple[str, ...]) -> None:
+    def _note_near_limit(self, keys: tuple[tuple[str, str], ...]) -> None:
         if len(self._near) > NEAR_KEPT:  # a hint, not state: forgetting costs a retry
             self._near.clear()
         now = time.monotonic()

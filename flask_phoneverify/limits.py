@@ -22,7 +22,10 @@ between (each adds at most one to the window) and whether a wrong PIN was counte
 When the window read plus those calls cannot pass the limit and no wrong PIN came in,
 the call is within every limit; otherwise (near a limit, a wrong PIN meanwhile, an
 anchor that did not grow) the windows are read again, exactly, before anything is
-decided.
+decided. When that statement is the step's own transaction (a start with no fraud guard)
+the server itself judges the reading by the same rules and keeps the statement only when
+they prove every limit met; otherwise the statement fails, changing nothing, and the
+step runs again in a transaction.
 """
 
 from __future__ import annotations
@@ -231,6 +234,15 @@ class Limits:
         minute = minute_of(at)
         budgets = self._budgets(user_id, phone, ip, enrol)
         tx.bump([(scope, key, minute, -1) for scope, key, _, _ in budgets])
+
+    def keys_of(
+        self, *, user_id: str, phone: str, ip: str | None, enrol: bool = False
+    ) -> list[tuple[str, str]]:
+        """The (scope, key)s a call of ``user_id`` to ``phone`` is judged on: the number's
+        cool-down, each budget, the user's wrong PINs."""
+        cooldown = (ENROL_LAST_CALL if enrol else LAST_CALL, phone)
+        budgets = [(scope, key) for scope, key, _, _ in self._budgets(user_id, phone, ip, enrol)]
+        return [cooldown, *budgets, (WRONG_PIN, user_id)]
 
     def _budgets(
         self, user_id: str, phone: str, ip: str | None, enrol: bool = False

@@ -54,7 +54,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, configure_mappers
 from sqlalchemy.orm.base import manager_of_class
 
@@ -193,19 +193,23 @@ _RECORD = Prepared(insert(E).inline(), keyed=True)  # no RETURNING of the new id
 _NOTHING = Prepared(select(literal(1)))
 
 
-@functools.cache
-def _counts(pairs: int) -> Any:
-    """The window query for ``pairs`` (scope, key) pairs, built once per pair count (an
-    expanding IN of tuples would be rendered again on every call)."""
-    either = or_(
+def _either(pairs: int) -> Any:
+    """(scope, key) is one of ``pairs`` pairs given as ``s0``/``k0``, ``s1``/``k1``..."""
+    return or_(
         *(
             and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
             for i in range(pairs)
         )
     )
+
+
+@functools.cache
+def _counts(pairs: int) -> Any:
+    """The window query for ``pairs`` (scope, key) pairs, built once per pair count (an
+    expanding IN of tuples would be rendered again on every call)."""
     return Prepared(
         select(C.c.scope, C.c.key, C.c.minute, C.c.n)
-        .where(either, C.c.minute >= bindparam("first"))
+        .where(_either(pairs), C.c.minute >= bindparam("first"))
         .order_by(C.c.minute)
     )
 
@@ -246,21 +250,6 @@ def _swapping(stmt: Any) -> Any:
 
 _UPSERT, _UPSERT_SWAP = _upserts()  # the swapping one answers every row it wrote
 _ROW_KEYS = ("scope", "key", "minute", "n", "last_at")
-
-
-#: what the one-statement start makes its database say when its own reading cannot prove
-#: every limit met (the statement fails, so it changed nothing; see :class:`Within`)
-RECHECK = "phoneverify: limits need a second look"
-
-
-def _either(pairs: int) -> Any:
-    """(scope, key) is one of ``pairs`` pairs given as ``s0``/``k0``, ``s1``/``k1``..."""
-    return or_(
-        *(
-            and_(C.c.scope == bindparam(f"s{i}"), C.c.key == bindparam(f"k{i}"))
-            for i in range(pairs)
-        )
-    )
 
 
 #: what a start's one statement makes its database say when its own reading cannot prove
@@ -335,11 +324,12 @@ def _count_within(count: int, pairs: int, budgets: int, failures: bool) -> Prepa
     def total(i: int) -> Any:
         return func.coalesce(of(seen, seen.c.total, i), 0)
 
-    proofs = [
-        and_(grown(i) >= 1, total(i) + grown(i) <= bindparam(f"lim{i}")) for i in range(budgets)
-    ]
+    proofs = {
+        str(i): and_(grown(i) >= 1, total(i) + grown(i) <= bindparam(f"lim{i}"))
+        for i in range(budgets)
+    }
     if failures:
-        proofs.append(and_(grown(budgets) == 0, total(budgets) < bindparam(f"lim{budgets}")))
+        proofs["f"] = and_(grown(budgets) == 0, total(budgets) < bindparam(f"lim{budgets}"))
     kept = select(written.c.prev_at).where(
         written.c.scope == bindparam("r0_scope", type_=C.c.scope.type),
         written.c.key == bindparam("r0_key", type_=C.c.key.type),
@@ -347,8 +337,12 @@ def _count_within(count: int, pairs: int, budgets: int, failures: bool) -> Prepa
     )
     last = kept.scalar_subquery()
     now, cooldown = bindparam("now", type_=Float), bindparam("cooldown", type_=Float)
-    proofs.append(or_(last.is_(None), now - last >= cooldown))
-    proven = case((and_(*proofs), "1"), else_=RECHECK)
+    proofs["c"] = or_(last.is_(None), now - last >= cooldown)
+    # the message names what was not proven: a budget's index, "f" failures, "c" cool-down
+    unproven: Any = literal(RECHECK + ":")
+    for name, proof in proofs.items():
+        unproven = unproven + case((proof, ""), else_=" " + name)
+    proven = case((and_(*proofs.values()), "1"), else_=unproven)
     return Prepared(select(cast(proven, Integer)).add_cte(written), writes=True)
 
 
@@ -451,7 +445,11 @@ class Within:
 class Recheck(Exception):
     """A step's one statement could not prove its limits met from its own reading, so it
     failed and changed nothing: run the step again with :meth:`Store.write`, where the
-    limits are read again, exactly."""
+    limits are read again, exactly. ``keys``: the (scope, key)s it could not prove."""
+
+    def __init__(self, keys: tuple[Key, ...] = ()) -> None:
+        super().__init__(*keys)
+        self.keys = keys
 
 
 @dataclass(frozen=True)
@@ -537,10 +535,18 @@ class Tx:
         as one multi-row INSERT)."""
         waiting = self._waiting
         if waiting and any(prepared.tables & insert.tables for insert, _ in waiting):
-            self.flush()  # a statement of its own
-            waiting = self._waiting
+            self._writing()  # the waiting rows go first, in a statement of their own
+            if prepared.writes:
+                self._writing()  # a second: refused before either is sent
+            self._send(_NOTHING, {})
+            return execute(self._conn, prepared, params)
         if prepared.writes or waiting:
             self._writing()
+        return self._send(prepared, params)
+
+    def _send(self, prepared: Prepared, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        """Execute ``prepared`` carrying the rows waiting to be inserted."""
+        waiting = self._waiting
         if not waiting:
             return execute(self._conn, prepared, params)
         self._waiting = {}
@@ -569,7 +575,8 @@ class Tx:
     def flush(self) -> None:
         """Insert the rows still waiting, in one statement."""
         if self._waiting:
-            self.run(_NOTHING, {})  # it touches no table: it carries them all
+            self._writing()
+            self._send(_NOTHING, {})  # it touches no table: it carries them all
 
     def _writing(self) -> None:
         if self._one_write:
@@ -835,10 +842,17 @@ class Tx:
         statement = _count_within(count, len(keys), len(within.limits), failures)
         try:
             self.run(statement, params)
-        except DataError as e:
-            if RECHECK in str(e.orig):
-                raise Recheck() from None
-            raise
+        except DBAPIError as e:  # its class differs by driver; the message is the server's
+            message = str(e.orig)
+            if RECHECK + ":" not in message:
+                raise
+            named = message.split(RECHECK + ":", 1)[1].split('"', 1)[0].split()
+            unproven = {
+                **{str(i): key for i, key in enumerate(keys)},
+                "f": keys[-1],
+                "c": (swap[0], swap[1]),
+            }
+            raise Recheck(tuple(unproven[n] for n in named if n in unproven)) from None
 
     @staticmethod
     def _count_params(
@@ -1185,6 +1199,15 @@ class Store:
                     _create_tables(engine)
                     self._own = engine
         return self._own
+
+    @property
+    def proves_limits(self) -> bool:
+        """A start may be one statement that proves its own limits (:meth:`Tx.count_within`):
+        PostgreSQL through psycopg 3, which sends values apart from the statement, so the
+        server's log line for a statement that could not prove them holds none of them
+        (psycopg2 writes them into the statement's text)."""
+        dialect = self.engine.dialect
+        return bool(dialect.name == "postgresql" and dialect.driver == "psycopg")
 
     def close(self) -> None:
         """Close the connections of an engine the store opened itself."""

@@ -462,3 +462,70 @@ def test_on_postgresql_a_worker_sends_starts_near_a_limit_straight_to_a_transact
         assert own and not any(own)
     finally:
         state(app).close()
+
+
+def test_on_postgresql_a_one_statement_start_names_what_it_could_not_prove(
+    database_uri: str,
+) -> None:
+    """The failed statement's Recheck names the limits its reading could not prove (what
+    the worker then sends straight to a transaction): the cool-down, then the last slot
+    of the app-wide budget."""
+    if not database_uri.startswith("postgresql"):
+        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+    limits = generous_limits(global_per_hour=2, number_cooldown=60)
+    store = Store(uri=database_uri)
+    now = 1_800_000_000.0
+
+    def start(phone: str, at: float) -> None:
+        store.write_one(
+            lambda tx: limits.reserve_call(tx, user_id="u", phone=phone, ip=None, now=at)
+        )
+
+    try:
+        start("+12015550171", now)
+        with pytest.raises(Recheck) as cooling:
+            start("+12015550171", now + 1)
+        assert cooling.value.keys == (("last_call", "+12015550171"),)
+        start("+12015550172", now + 2)  # the app-wide budget's last slot
+        with pytest.raises(Recheck) as spent:
+            start("+12015550173", now + 3)
+        assert spent.value.keys == (("app", "*"),)
+    finally:
+        store.close()
+
+
+def test_on_psycopg_flow_start_is_one_statement_on_the_drivers_own_cursor(
+    database_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing listening to the engine (as in production) the counting statement goes
+    through psycopg's RawCursor as its own transaction, and the server proves it: it
+    succeeds the first time."""
+    if not database_uri.startswith("postgresql+psycopg"):
+        pytest.skip("psycopg only")
+    from psycopg import RawCursor
+
+    counted: list[tuple[bool, str]] = []
+    original = RawCursor.execute
+
+    def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if b"INSERT INTO phoneverify_counters" in (
+            query if isinstance(query, bytes) else str(query).encode()
+        ):
+            try:
+                result = original(self, query, *args, **kwargs)
+            except Exception as e:
+                counted.append((self.connection.autocommit, type(e).__name__))
+                raise
+            counted.append((self.connection.autocommit, "ok"))
+            return result
+        return original(self, query, *args, **kwargs)
+
+    app = build(database_uri, cooldown=0, per_number=100)
+    try:
+        assert state(app).store.engine.dialect.driver == "psycopg"  # tables made first
+        monkeypatch.setattr(RawCursor, "execute", execute)
+        assert start_once(app, "u1", lambda: None) == "placed"
+        assert start_once(app, "u2", lambda: None) == "placed"
+    finally:
+        state(app).close()
+    assert counted == [(True, "ok"), (True, "ok")]
