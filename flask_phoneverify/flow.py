@@ -56,7 +56,7 @@ from .errors import (
 )
 from .guard import CallAttempt, FraudGuard, Pause, attempt_for
 from .i18n import N_, gettext, ngettext, translate
-from .limits import Limits
+from .limits import Limits, limit_of
 from .models import EventKind, Status, Verification
 from .phone import ascii_digits, check_calling_code, check_policy, country_of, mask
 from .pins import PinHasher, new_pin
@@ -520,6 +520,7 @@ class Flow:
                         return
                     except Recheck as e:
                         self._note_near_limit(e.keys)
+                        self.notify.rechecked(limit_of(scope) for scope, _ in e.keys)
             self.store.write(step)
         except RateLimited as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit=e.limit)

@@ -38,7 +38,7 @@ from .i18n import N_, gettext, ngettext
 from .phone import country_of
 from .store import Tx, Window, Within
 
-__all__ = ["Limits", "HOUR", "reset_keys"]
+__all__ = ["Limits", "HOUR", "limit_of", "reset_keys"]
 
 HOUR = 3600.0
 MINUTE = 60
@@ -265,6 +265,15 @@ class Limits:
         budgets.append(("country", country_of(phone), self.per_country, TOO_MANY_TO_COUNTRY))
         budgets.append(("app", APP_KEY, self.global_per_hour, TOO_MANY_FROM_SITE))
         return budgets
+
+
+def limit_of(scope: str) -> str:
+    """The name a refusal and the metrics give the limit kept under ``scope``."""
+    if scope == WRONG_PIN:
+        return "failures"
+    if scope in (LAST_CALL, ENROL_LAST_CALL):
+        return "cooldown"
+    return scope
 
 
 def reset_keys(

@@ -55,7 +55,7 @@ _made: Metrics | None = None
 
 
 class Metrics:
-    """The four series, made once per process (see :func:`metrics`)."""
+    """The five series, made once per process (see :func:`metrics`)."""
 
     def __init__(self, client: Any) -> None:
         self.calls = client.Counter(
@@ -79,6 +79,12 @@ class Metrics:
             "Calls refused before they were placed, by the limit or rule that refused them.",
             ["limit"],
         )
+        self.rechecks = client.Counter(
+            "phoneverify_limit_rechecks_total",
+            "Starts whose one statement could not prove a limit met and ran again as a "
+            "transaction (PostgreSQL), by that limit.",
+            ["limit"],
+        )
 
     def call(self, provider: str, style: str, outcome: str) -> None:
         """One call attempt's outcome, per provider and style."""
@@ -95,6 +101,10 @@ class Metrics:
     def refusal(self, limit: str) -> None:
         """One start refused by a limit."""
         self.refusals.labels(limit=limit).inc()
+
+    def recheck(self, limit: str) -> None:
+        """One start's limit read again in a transaction."""
+        self.rechecks.labels(limit=limit).inc()
 
 
 def metrics() -> Metrics:

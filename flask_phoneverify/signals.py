@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -172,6 +172,12 @@ class Notifier:
         """A start refused by ``limit``."""
         if self.metrics is not None:
             self.metrics.refusal(limit)
+
+    def rechecked(self, limits: Iterable[str]) -> None:
+        """A start whose one statement could not prove ``limits`` met (read again)."""
+        if self.metrics is not None:
+            for limit in limits:
+                self.metrics.recheck(limit)
 
     def paused(self, country: str, until: float, calls: int, conversion: float) -> None:
         """The fraud guard paused calls to ``country`` (once per pause)."""

@@ -449,17 +449,26 @@ def test_on_postgresql_a_worker_sends_starts_near_a_limit_straight_to_a_transact
     PostgreSQL's log, and a caller at a limit would repeat it)."""
     if not database_uri.startswith("postgresql"):
         pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
-    app = build(database_uri, cooldown=600, per_number=100)
+    from prometheus_client import REGISTRY
+
+    def rechecks() -> float:
+        name = "phoneverify_limit_rechecks_total"
+        return REGISTRY.get_sample_value(name, {"limit": "cooldown"}) or 0.0
+
+    app = build(database_uri, cooldown=600, per_number=100, PHONEVERIFY_METRICS=True)
     try:
         own = _autocommit_of_counting(state(app).store.engine)
+        before = rechecks()
         assert start_once(app, "u1", lambda: None) == "placed"
         assert own == [True]
         own.clear()
         assert start_once(app, "u2", lambda: None) == "limited"
         assert own[0] and own[1:] and not any(own[1:])
+        assert rechecks() == before + 1  # the cool-down, counted for operators
         own.clear()
         assert start_once(app, "u3", lambda: None) == "limited"
         assert own and not any(own)
+        assert rechecks() == before + 1
     finally:
         state(app).close()
 
