@@ -512,23 +512,26 @@ class Flow:
         judged on the limits it could not prove straight there: each failed statement is
         an error line in PostgreSQL's log, and someone at a limit would repeat it."""
         try:
-            if single:
-                judged = self.limits.keys_of(user_id=user_id, phone=phone, ip=ip, enrol=enrol)
-                if not self._near_limit(judged):
-                    try:
-                        self.store.write_one(step)
-                        return
-                    except Recheck as e:
-                        self._note_near_limit(e.keys)
-                        self.notify.rechecked(limit_of(scope) for scope, _ in e.keys)
+            if single and not self._near_limit(user_id=user_id, phone=phone, ip=ip, enrol=enrol):
+                try:
+                    self.store.write_one(step)
+                    return
+                except Recheck as e:
+                    self._note_near_limit(e.keys)
+                    self.notify.rechecked(limit_of(scope) for scope, _ in e.keys)
             self.store.write(step)
         except RateLimited as e:
             self._refused(e, user_id=user_id, phone=phone, ip=ip, now=now, limit=e.limit)
             raise
 
-    def _near_limit(self, keys: list[tuple[str, str]]) -> bool:
-        now, near = time.monotonic(), self._near
-        return any(now - near.get(key, -NEAR_FOR) < NEAR_FOR for key in keys)
+    def _near_limit(self, *, user_id: str, phone: str, ip: str | None, enrol: bool) -> bool:
+        """Did a start judged on any of this call's limits need a second look lately?"""
+        near = self._near
+        if not near:  # nothing to look up: no need to name the limits
+            return False
+        now = time.monotonic()
+        judged = self.limits.keys_of(user_id=user_id, phone=phone, ip=ip, enrol=enrol)
+        return any(now - near.get(key, -NEAR_FOR) < NEAR_FOR for key in judged)
 
     def _note_near_limit(self, keys: tuple[tuple[str, str], ...]) -> None:
         if len(self._near) > NEAR_KEPT:  # a hint, not state: forgetting costs a retry

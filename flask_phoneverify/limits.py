@@ -147,7 +147,7 @@ class Limits:
             keys.append(failures)
             rows_to_bump.append((WRONG_PIN, user_id, ANCHOR, 0))
         first = minute - WINDOW + 1
-        swap = (ENROL_LAST_CALL if enrol else LAST_CALL, phone, now)
+        swap = (_cooldown_scope(enrol), phone, now)
         if tx.single:
             # The statement is its own transaction: it commits only when what it read
             # proves every limit met as below; otherwise it changes nothing and the step
@@ -176,7 +176,7 @@ class Limits:
                         wait=_words(wait),
                     ),
                     retry_after=wait,
-                ).limited("failures")
+                ).limited(limit_of(WRONG_PIN))
         if last is not None and self.number_cooldown and now - last < self.number_cooldown:
             wait = max(1, math.ceil(self.number_cooldown - (now - last)))
             raise RateLimited(
@@ -185,7 +185,7 @@ class Limits:
                     wait=_words(wait),
                 ),
                 retry_after=wait,
-            ).limited("cooldown")
+            ).limited(limit_of(LAST_CALL))
         if not window.exact:
             return  # every budget surely within its limit
         for scope, key, limit, message in budgets:
@@ -230,7 +230,7 @@ class Limits:
         enrol: bool = False,
     ) -> None:
         """Give back what :meth:`reserve_call` counted at ``at`` for a call never placed."""
-        tx.restore_last(ENROL_LAST_CALL if enrol else LAST_CALL, phone, at)
+        tx.restore_last(_cooldown_scope(enrol), phone, at)
         minute = minute_of(at)
         budgets = self._budgets(user_id, phone, ip, enrol)
         tx.bump([(scope, key, minute, -1) for scope, key, _, _ in budgets])
@@ -240,9 +240,8 @@ class Limits:
     ) -> list[tuple[str, str]]:
         """The (scope, key)s a call of ``user_id`` to ``phone`` is judged on: the number's
         cool-down, each budget, the user's wrong PINs."""
-        cooldown = (ENROL_LAST_CALL if enrol else LAST_CALL, phone)
         budgets = [(scope, key) for scope, key, _, _ in self._budgets(user_id, phone, ip, enrol)]
-        return [cooldown, *budgets, (WRONG_PIN, user_id)]
+        return [(_cooldown_scope(enrol), phone), *budgets, (WRONG_PIN, user_id)]
 
     def _budgets(
         self, user_id: str, phone: str, ip: str | None, enrol: bool = False
@@ -267,13 +266,18 @@ class Limits:
         return budgets
 
 
+#: the limits kept under a scope of their own name otherwise (a budget's is its scope)
+_LIMIT_NAMES = {WRONG_PIN: "failures", LAST_CALL: "cooldown", ENROL_LAST_CALL: "cooldown"}
+
+
 def limit_of(scope: str) -> str:
     """The name a refusal and the metrics give the limit kept under ``scope``."""
-    if scope == WRONG_PIN:
-        return "failures"
-    if scope in (LAST_CALL, ENROL_LAST_CALL):
-        return "cooldown"
-    return scope
+    return _LIMIT_NAMES.get(scope, scope)
+
+
+def _cooldown_scope(enrol: bool) -> str:
+    """The scope of a number's kept last-call time: its own for enrolment calls."""
+    return ENROL_LAST_CALL if enrol else LAST_CALL
 
 
 def reset_keys(

@@ -641,7 +641,7 @@ class Tx:
         if events and self.dialect == "postgresql":
             rows = _event_rows(events)
             keys = tuple(rows[0])
-            params.update({f"r{i}_{k}": row[k] for i, row in enumerate(rows) for k in keys})
+            params.update(row_params(rows, keys))
             return bool(self.run(_change_recording(shape, keys, len(rows)), params).scalar())
         changed = bool(self.run(_change(shape), params).rowcount)
         if changed and events:

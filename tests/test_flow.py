@@ -356,10 +356,7 @@ def test_a_spoken_pin_hashed_under_the_previous_key_still_confirms(
     SECRET_KEY_FALLBACKS, so the one-statement check misses and the full check decides."""
     shared = f"sqlite:///{tmp_path}/rotated.sqlite3"
     before = make_app(PHONEVERIFY_STYLE="spoken", PHONEVERIFY_DATABASE_URI=shared)
-    c = before.client()
-    token = csrf(c)
-    body = post(c, "/start", token=token).json
-    pin = dev_calls(c)[-1]["pin"]
+    c, token, body, pin = spoken_call(before)
     old = before.app.config["SECRET_KEY"]
     after = make_app(
         PHONEVERIFY_STYLE="spoken",

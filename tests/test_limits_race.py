@@ -239,6 +239,24 @@ def step_of(store: Store, kind: str) -> Any:
     return one_statement
 
 
+def reserving(limits: Limits, user: str, phone: str, now: float) -> Any:
+    """The step that counts a call of ``user`` to ``phone`` at ``now`` (no client address)."""
+    return lambda tx: limits.reserve_call(tx, user_id=user, phone=phone, ip=None, now=now)
+
+
+def outcome_of(run: Any, step: Any) -> str:
+    """Run ``step`` with ``run``: "placed", or the name of the limit that refused it."""
+    try:
+        run(step)
+    except RateLimited as e:
+        return e.limit or "limited"
+    return "placed"
+
+
+#: why a test of a step's one statement without a transaction skips on SQLite
+ONE_STATEMENT_ON_POSTGRES = "only PostgreSQL runs a step's one statement without a transaction"
+
+
 @pytest.mark.parametrize("kind", STEPS)
 @pytest.mark.parametrize("counted_before", [0, 1], ids=["room-left", "last-slot-taken"])
 def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
@@ -253,26 +271,20 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
     store = Store(uri=database_uri)
     now = 1_800_000_000.0
 
-    def reserve(user: str, number: str, tx: Any) -> None:
-        limits.reserve_call(tx, user_id=user, phone=number, ip=None, now=now)
-
     try:
         for i in range(counted_before):
-            store.write(lambda tx, i=i: reserve(f"old{i}", f"+1201555019{i}", tx))
+            store.write(reserving(limits, f"old{i}", f"+1201555019{i}", now))
         postgres = store.engine.dialect.name == "postgresql"
         outcome: list[str] = []
         with store.engine.connect() as a:
             first = a.begin()
             if not postgres:
                 a.exec_driver_sql("BEGIN IMMEDIATE")
-            reserve("a", "+12015550181", Tx(a))  # counted, locks held, not committed
+            reserving(limits, "a", "+12015550181", now)(Tx(a))  # locks held, not committed
 
             def b() -> None:
-                try:
-                    step_of(store, kind)(lambda tx: reserve("b", "+12015550182", tx))
-                    outcome.append("placed")
-                except RateLimited:
-                    outcome.append("limited")
+                step = reserving(limits, "b", "+12015550182", now)
+                outcome.append(outcome_of(step_of(store, kind), step))
 
             waiting = threading.Thread(target=b)
             waiting.start()
@@ -282,7 +294,7 @@ def test_a_start_that_waited_for_another_starts_lock_counts_that_start(
                 waiting.join(0.3)  # B waits for the write lock
             first.commit()
             waiting.join(30)
-        assert outcome == (["placed"] if counted_before == 0 else ["limited"])
+        assert outcome == (["placed"] if counted_before == 0 else ["app"])
     finally:
         store.close()
 
@@ -304,17 +316,10 @@ def test_on_postgresql_a_start_far_from_its_limits_reads_its_windows_once(
     try:
         for i in range(4):
             statements.clear()
-            try:
-                step_of(store, kind)(
-                    lambda tx, i=i: limits.reserve_call(
-                        tx, user_id=f"u{i}", phone=f"+1201555017{i}", ip=None, now=1.8e9 + i
-                    )
-                )
-                outcome = "placed"
-            except RateLimited:
-                outcome = "limited"
+            step = reserving(limits, f"u{i}", f"+1201555017{i}", 1.8e9 + i)
+            outcome = outcome_of(step_of(store, kind), step)
             reads.append(sum("FROM phoneverify_counters" in s for s in statements))
-            assert outcome == ("placed" if i < 3 else "limited")
+            assert outcome == ("placed" if i < 3 else "app")
     finally:
         store.close()
     # up to the last slot the reading proves room; past it, it is read again and refused
@@ -336,20 +341,13 @@ def test_a_wrong_pin_counted_while_a_start_waited_still_refuses_that_start(
     outcome: list[str] = []
 
     def b() -> None:
-        try:
-            step_of(store, kind)(
-                lambda tx: limits.reserve_call(
-                    tx, user_id="u", phone="+12015550162", ip=None, now=now
-                )
-            )
-            outcome.append("placed")
-        except RateLimited as e:
-            outcome.append(e.limit or "limited")
+        step = reserving(limits, "u", "+12015550162", now)
+        outcome.append(outcome_of(step_of(store, kind), step))
 
     try:
         with store.engine.connect() as a:
             first = a.begin()
-            limits.reserve_call(Tx(a), user_id="a", phone="+12015550161", ip=None, now=now)
+            reserving(limits, "a", "+12015550161", now)(Tx(a))
             waiting = threading.Thread(target=b)
             waiting.start()
             wait_for_a_waiter(store, a)  # B read its windows and waits for A's row lock
@@ -381,19 +379,13 @@ def test_on_postgresql_a_start_in_one_statement_commits_alone_or_changes_nothing
     prove within the limits (in the cool-down, past the last slot) leaves every counter
     as it was and is then decided in a transaction, as before."""
     if not database_uri.startswith("postgresql"):
-        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+        pytest.skip(ONE_STATEMENT_ON_POSTGRES)
     limits = generous_limits(global_per_hour=2, number_cooldown=60)
     store = Store(uri=database_uri)
     now = 1_800_000_000.0
 
     def start(phone: str, at: float) -> str:
-        try:
-            step_of(store, "one-statement")(
-                lambda tx: limits.reserve_call(tx, user_id="u", phone=phone, ip=None, now=at)
-            )
-        except RateLimited as e:
-            return e.limit or "limited"
-        return "placed"
+        return outcome_of(step_of(store, "one-statement"), reserving(limits, "u", phone, at))
 
     def counters() -> list[tuple[Any, ...]]:
         with store.session() as s:
@@ -429,7 +421,7 @@ def test_on_postgresql_flow_start_counts_in_one_statement_unless_a_guard_reads_m
     """Flow.start's counting step is one statement of its own on PostgreSQL; with the
     fraud guard on, whose check reads and writes after the count, it is a transaction."""
     if not database_uri.startswith("postgresql"):
-        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+        pytest.skip(ONE_STATEMENT_ON_POSTGRES)
     guarded = {"PHONEVERIFY_FRAUD_GUARD_MIN_CONVERSION": 0.5} if guard else {}
     app = build(database_uri, cooldown=0, per_number=100, **guarded)
     try:
@@ -448,7 +440,7 @@ def test_on_postgresql_a_worker_sends_starts_near_a_limit_straight_to_a_transact
     goes to a transaction at once (each failed statement is an error line in
     PostgreSQL's log, and a caller at a limit would repeat it)."""
     if not database_uri.startswith("postgresql"):
-        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+        pytest.skip(ONE_STATEMENT_ON_POSTGRES)
     from prometheus_client import REGISTRY
 
     def rechecks() -> float:
@@ -480,15 +472,13 @@ def test_on_postgresql_a_one_statement_start_names_what_it_could_not_prove(
     the worker then sends straight to a transaction): the cool-down, then the last slot
     of the app-wide budget."""
     if not database_uri.startswith("postgresql"):
-        pytest.skip("only PostgreSQL runs a step's one statement without a transaction")
+        pytest.skip(ONE_STATEMENT_ON_POSTGRES)
     limits = generous_limits(global_per_hour=2, number_cooldown=60)
     store = Store(uri=database_uri)
     now = 1_800_000_000.0
 
     def start(phone: str, at: float) -> None:
-        store.write_one(
-            lambda tx: limits.reserve_call(tx, user_id="u", phone=phone, ip=None, now=at)
-        )
+        store.write_one(reserving(limits, "u", phone, at))
 
     try:
         start("+12015550171", now)
